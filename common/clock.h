@@ -1,0 +1,26 @@
+/*
+ * clock.h - the one place time is read.
+ *
+ * Wall time (ms since the Unix epoch) stamps rows; monotonic time (ms)
+ * drives timers. Tests replace both with clock_set_fake().
+ */
+#ifndef MCP_CLOCK_H
+#define MCP_CLOCK_H
+
+#include <stdint.h>
+
+#define CLOCK_RFC3339_LEN 25 /* "2026-01-02T03:04:05.678Z" + NUL */
+
+int64_t clock_wall_ms(void);
+int64_t clock_mono_ms(void);
+
+/* Makes both clocks return *fake_ms while fake_ms is non-NULL (tests only). */
+void clock_set_fake(const int64_t *fake_ms);
+
+/* Formats ms since the epoch as RFC 3339 UTC with milliseconds into out. */
+void clock_format_rfc3339(int64_t ms, char out[CLOCK_RFC3339_LEN]);
+
+/* Formats an age such as "42s", "5m", "3h", "2d" (the largest whole unit). */
+void clock_format_age(int64_t ms, char *out, unsigned long outlen);
+
+#endif

@@ -1,0 +1,134 @@
+/*
+ * db.h - mcpd's durable store: one SQLite database in WAL mode.
+ *
+ * All SQL lives in this directory. A struct db owns one connection (the only
+ * writer) and a mutex; every function here takes the mutex, so a struct db may
+ * be shared by all threads. Timestamps are ms since the epoch, passed in by
+ * the caller (mcpd's clock), so rules can be tested with a fake clock.
+ *
+ * Functions return DB_OK (0) or a negative DB_E* code.
+ */
+#ifndef MCP_DB_H
+#define MCP_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    DB_OK = 0,
+    DB_ERROR = -1,     /* SQLite failed; see db_errmsg() */
+    DB_NOT_FOUND = -2, /* no such row, or it belongs to another owner */
+    DB_CONFLICT = -3,  /* a register name is held by someone else */
+    DB_TOO_NEW = -4,   /* the database was written by a newer mcpd */
+};
+
+#define DB_SESSION_ID_LEN 33 /* 128 random bits as hex + NUL */
+#define DB_OWNER_MAX 128
+
+struct db;
+
+/* Opens (creating if needed) the database at path, applies the settings and
+ * every pending migration. Returns DB_OK with *out set, or an error with a
+ * message in err (errlen bytes). */
+int db_open(const char *path, struct db **out, char *err, size_t errlen);
+/* Closes the connection. NULL is a no-op. */
+void db_close(struct db *db);
+/* The last SQLite error message on this connection (borrowed). */
+const char *db_errmsg(struct db *db);
+/* The schema version (PRAGMA user_version). */
+int db_schema_version(struct db *db);
+/* The newest schema version this binary knows. */
+int db_latest_version(void);
+
+/* ---- API tokens (token.c) ---- */
+
+struct db_token {
+    int64_t id;
+    char owner[DB_OWNER_MAX];
+    int64_t created_at;
+    int64_t revoked_at; /* 0 when live */
+};
+
+/* Stores a token hash for owner; *id receives the new row id. */
+int db_token_insert(struct db *db, const char *hash, const char *owner, int64_t now, int64_t *id);
+/* Finds the owner of a live (not revoked) token hash: DB_OK or DB_NOT_FOUND. */
+int db_token_owner(struct db *db, const char *hash, char owner[DB_OWNER_MAX]);
+/* Calls fn for every token, oldest first. */
+int db_token_list(struct db *db, void (*fn)(void *ud, const struct db_token *t), void *ud);
+/* Revokes token id: DB_OK, or DB_NOT_FOUND when there is no live token id. */
+int db_token_revoke(struct db *db, int64_t id, int64_t now);
+
+/* ---- Llm rows and provider sessions (llm.c) ---- */
+
+struct llm_row {
+    char *id;
+    char *name;
+    char *kind;
+    char *status;
+    char *type;
+    char *model;
+    char *tier;         /* NULL when unset */
+    char *description;  /* NULL when unset */
+    char *extra_config; /* JSON object text */
+    char *pool_name;    /* NULL when unset */
+    char *owner;
+    char *provider_session_id; /* NULL when unset */
+    int64_t last_heartbeat_at; /* 0 when unset */
+    int64_t inactive_since;    /* 0 when unset */
+    int64_t created_at;
+    int64_t updated_at;
+};
+
+/* Frees the strings of a row filled by this module. */
+void llm_row_release(struct llm_row *r);
+/* Frees an array of n rows returned by db_llm_list*(). NULL is a no-op. */
+void llm_rows_free(struct llm_row *rows, size_t n);
+
+struct provider_input {
+    const char *name;
+    const char *type;
+    const char *model;
+    const char *tier;           /* may be NULL */
+    const char *description;    /* may be NULL */
+    const char *extra_config;   /* JSON object text; NULL means {} */
+    const char *pool_name;      /* may be NULL */
+    const char *initial_status; /* "active" or "hibernating" */
+};
+
+/* The register upsert, in one transaction (all rows or none).
+ * session_in may be NULL or unknown (a fresh id is minted) or this owner's
+ * session (reused); another owner's session gives DB_NOT_FOUND. A name held
+ * by a public row, another session's live row or another owner gives
+ * DB_CONFLICT with the name copied to conflict (MCP name max + 1 bytes).
+ * On DB_OK session_out holds the session id. */
+int db_register(struct db *db, const char *owner, const char *session_in,
+                const struct provider_input *in, size_t n, int64_t now,
+                char session_out[DB_SESSION_ID_LEN], char *conflict, size_t conflict_len);
+
+/* DB_OK when session exists and belongs to owner, else DB_NOT_FOUND. */
+int db_session_check(struct db *db, const char *session, const char *owner);
+
+/* Heartbeat: bumps last_heartbeat_at of every row of the session and revives
+ * inactive rows; *revived gets the count. DB_NOT_FOUND for unknown/foreign. */
+int db_heartbeat(struct db *db, const char *session, const char *owner, int64_t now, int *revived);
+
+/* The session's stream closed: its active/hibernating rows become inactive. */
+int db_session_deactivate(struct db *db, const char *session, int64_t now, int *changed);
+
+/* Sets one row's status. "active" also bumps last_heartbeat_at. */
+int db_llm_set_status(struct db *db, const char *name, const char *status, int64_t now);
+
+/* One row by name: DB_OK (caller releases *out) or DB_NOT_FOUND. */
+int db_llm_get(struct db *db, const char *name, struct llm_row *out);
+/* All rows sorted by name (session NULL), or one session's rows. */
+int db_llm_list(struct db *db, const char *session, struct llm_row **rows, size_t *n);
+
+/* One GC tick: at most limit rows are flipped and at most limit deleted.
+ * Virtual rows active/hibernating with last_heartbeat_at before now - hb_timeout
+ * become inactive; rows inactive since before now - retention are deleted, and
+ * so are sessions with no rows left that were last seen before that. */
+int db_gc(struct db *db, int64_t now, int64_t hb_timeout_ms, int64_t retention_ms, int limit,
+          int *inactivated, int *deleted);
+
+#endif

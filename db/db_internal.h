@@ -1,0 +1,38 @@
+/*
+ * db_internal.h - what db.c, llm.c and token.c share. Not for other modules.
+ */
+#ifndef MCP_DB_INTERNAL_H
+#define MCP_DB_INTERNAL_H
+
+#include "db.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+
+#define DB_STMT_CACHE 48
+
+struct db {
+    sqlite3 *conn;
+    pthread_mutex_t mu;
+    struct {
+        const char *sql; /* a string literal: cached by its address */
+        sqlite3_stmt *st;
+    } stmts[DB_STMT_CACHE];
+};
+
+/* Returns the prepared statement for sql (a string literal), preparing it on
+ * first use and keeping it for the connection's life; NULL on error. Call
+ * db_done() after use, with the mutex still held. */
+sqlite3_stmt *db_stmt(struct db *db, const char *sql);
+/* Resets a statement from db_stmt() and clears its bindings. */
+void db_done(sqlite3_stmt *st);
+/* Runs sql with no results. DB_OK or DB_ERROR. */
+int db_exec(struct db *db, const char *sql);
+/* Binds text or NULL. */
+void db_bind_text(sqlite3_stmt *st, int idx, const char *s);
+/* Binds an integer, or NULL when v is 0 and zero_is_null. */
+void db_bind_time(sqlite3_stmt *st, int idx, int64_t v);
+/* Column text as a new string, or NULL for SQL NULL. */
+char *db_col_strdup(sqlite3_stmt *st, int col);
+
+#endif

@@ -1,0 +1,18 @@
+# Writes OUT: a C array of {version, name, sql} from the migration FILES,
+# whose names start with their version number (0001_init.sql).
+set(body "#include \"migrations.h\"\n\n")
+set(entries "")
+set(i 0)
+foreach(f ${FILES})
+  get_filename_component(name ${f} NAME)
+  string(REGEX MATCH "^[0-9]+" version ${name})
+  math(EXPR version "${version}")
+  file(READ ${f} hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
+  string(APPEND body "static const char sql_${i}[] = {${hex} 0};\n")
+  string(APPEND entries "    {${version}, \"${name}\", sql_${i}},\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+string(APPEND body "\nconst struct migration db_migrations[] = {\n${entries}};\n")
+string(APPEND body "const int db_migrations_count = ${i};\n")
+file(WRITE ${OUT} "${body}")
