@@ -43,6 +43,7 @@
 
 /* Llm names: 1-100 chars of [A-Za-z0-9._-], starting with an alphanumeric. */
 #define MCP_NAME_MAX 100
+#define MCP_NAME_BUF (MCP_NAME_MAX + 1)
 
 /* Returns 1 when name is a valid Llm name, else 0. */
 int mcp_name_valid(const char *name);

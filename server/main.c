@@ -1,7 +1,154 @@
-#include <stdio.h>
+/*
+ * main.c - mcpd's entry point: the server, or the `token` subcommands.
+ */
+#include "auth.h"
+#include "clock.h"
+#include "config.h"
+#include "db.h"
+#include "log.h"
+#include "server.h"
 
-int main(void)
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int token_usage(void)
 {
-    fprintf(stderr, "mcpd: not built yet\n");
-    return 1;
+    fputs("usage: mcpd token create --owner NAME [--db PATH]\n"
+          "       mcpd token list [--db PATH]\n"
+          "       mcpd token revoke ID [--db PATH]\n",
+          stderr);
+    return 2;
+}
+
+static void print_token(void *ud, const struct db_token *t)
+{
+    (void)ud;
+    char created[CLOCK_RFC3339_LEN], revoked[CLOCK_RFC3339_LEN] = "-";
+    clock_format_rfc3339(t->created_at, created);
+    if (t->revoked_at)
+        clock_format_rfc3339(t->revoked_at, revoked);
+    printf("%-6lld %-24s %-26s %s\n", (long long)t->id, t->owner, created, revoked);
+}
+
+static int token_main(int argc, char **argv)
+{
+    if (argc < 3)
+        return token_usage();
+    const char *verb = argv[2];
+    const char *owner = NULL, *id_arg = NULL;
+    const char *db_path = getenv("MCPD_DB");
+    if (!db_path || !*db_path)
+        db_path = "./mcpd.db";
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--owner") == 0 && i + 1 < argc)
+            owner = argv[++i];
+        else if (strcmp(argv[i], "--db") == 0 && i + 1 < argc)
+            db_path = argv[++i];
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return token_usage() & 0;
+        else if (argv[i][0] != '-' && !id_arg)
+            id_arg = argv[i];
+        else {
+            fprintf(stderr, "mcpd token: unexpected argument '%s'\n", argv[i]);
+            return token_usage();
+        }
+    }
+    struct db *db;
+    char err[512];
+    if (db_open(db_path, &db, err, sizeof err) != DB_OK) {
+        fprintf(stderr, "mcpd: %s\n", err);
+        return 1;
+    }
+    int rc = 0;
+    if (strcmp(verb, "create") == 0) {
+        if (!owner || !*owner || strlen(owner) >= DB_OWNER_MAX) {
+            fprintf(stderr, "mcpd token create: --owner NAME is required (at most %d chars)\n",
+                    DB_OWNER_MAX - 1);
+            rc = 2;
+        } else {
+            char token[AUTH_TOKEN_LEN];
+            int64_t id;
+            if (auth_token_create(db, owner, token, &id) != DB_OK) {
+                fprintf(stderr, "mcpd: cannot store the token: %s\n", db_errmsg(db));
+                rc = 1;
+            } else {
+                fprintf(stderr, "created token %lld for owner '%s' (shown once):\n", (long long)id,
+                        owner);
+                printf("%s\n", token);
+            }
+        }
+    } else if (strcmp(verb, "list") == 0) {
+        printf("%-6s %-24s %-26s %s\n", "ID", "OWNER", "CREATED", "REVOKED");
+        rc = db_token_list(db, print_token, NULL) == DB_OK ? 0 : 1;
+    } else if (strcmp(verb, "revoke") == 0) {
+        char *end = NULL;
+        long long id = id_arg ? strtoll(id_arg, &end, 10) : 0;
+        if (!id_arg || *end || id <= 0) {
+            fprintf(stderr, "mcpd token revoke: give the numeric ID from 'mcpd token list'\n");
+            rc = 2;
+        } else {
+            int r = db_token_revoke(db, id, clock_wall_ms());
+            if (r == DB_NOT_FOUND) {
+                fprintf(stderr, "mcpd: no live token with id %lld\n", id);
+                rc = 1;
+            } else if (r != DB_OK) {
+                fprintf(stderr, "mcpd: cannot revoke: %s\n", db_errmsg(db));
+                rc = 1;
+            } else {
+                printf("revoked token %lld\n", id);
+            }
+        }
+    } else {
+        rc = token_usage();
+    }
+    db_close(db);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    log_set_program("mcpd");
+    if (argc >= 2 && strcmp(argv[1], "token") == 0)
+        return token_main(argc, argv);
+
+    struct server_config cfg;
+    config_defaults(&cfg);
+    char err[512];
+    int rc = config_parse(&cfg, argc, argv, 1, err, sizeof err);
+    if (rc == 1)
+        return 0;
+    if (rc < 0) {
+        fprintf(stderr, "mcpd: %s\n", err);
+        return 2;
+    }
+    log_set_level(cfg.log_level);
+
+    /* Signals are taken synchronously by this thread with sigwait(); every
+     * other thread inherits the blocked mask. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct server srv;
+    if (server_start(&srv, &cfg) < 0)
+        return 1;
+    int sig = 0;
+    for (;;) {
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            log_info("SIGHUP ignored: mcpd has no configuration file to reload");
+            continue;
+        }
+        break;
+    }
+    log_info("received %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    server_stop(&srv);
+    return 0;
 }

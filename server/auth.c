@@ -1,0 +1,132 @@
+#include "auth.h"
+#include "clock.h"
+#include "ids.h"
+
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <uthash.h>
+
+struct auth_entry {
+    char hash[AUTH_HASH_LEN];
+    char owner[DB_OWNER_MAX];
+    int64_t expires;
+    UT_hash_handle hh;
+};
+
+struct auth {
+    struct db *db;
+    pthread_mutex_t mu;
+    struct auth_entry *cache;
+    size_t count;
+};
+
+#define AUTH_CACHE_MAX 4096
+
+struct auth *auth_new(struct db *db)
+{
+    struct auth *a = calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    a->db = db;
+    pthread_mutex_init(&a->mu, NULL);
+    return a;
+}
+
+static void cache_clear(struct auth *a)
+{
+    struct auth_entry *e, *tmp;
+    HASH_ITER(hh, a->cache, e, tmp)
+    {
+        HASH_DEL(a->cache, e);
+        free(e);
+    }
+    a->count = 0;
+}
+
+void auth_free(struct auth *a)
+{
+    if (!a)
+        return;
+    cache_clear(a);
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+}
+
+void auth_hash(const char *token, char out[AUTH_HASH_LEN])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(token, strlen(token), md, &len, EVP_sha256(), NULL);
+    for (unsigned i = 0; i < len && i < 32; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[64] = '\0';
+}
+
+int auth_token_create(struct db *db, const char *owner, char token[AUTH_TOKEN_LEN], int64_t *id)
+{
+    char hex[65];
+    if (id_random_hex(hex, 32) < 0)
+        return DB_ERROR;
+    snprintf(token, AUTH_TOKEN_LEN, "mcp_%s", hex);
+    char hash[AUTH_HASH_LEN];
+    auth_hash(token, hash);
+    return db_token_insert(db, hash, owner, clock_wall_ms(), id);
+}
+
+int auth_check(struct auth *a, const char *header, char owner[DB_OWNER_MAX])
+{
+    if (!header || strncasecmp(header, "Bearer ", 7) != 0)
+        return DB_NOT_FOUND;
+    const char *token = header + 7;
+    while (*token == ' ')
+        token++;
+    if (!*token || strlen(token) > 512)
+        return DB_NOT_FOUND;
+    char hash[AUTH_HASH_LEN];
+    auth_hash(token, hash);
+    int64_t now = clock_mono_ms();
+
+    pthread_mutex_lock(&a->mu);
+    struct auth_entry *e;
+    HASH_FIND_STR(a->cache, hash, e);
+    if (e && e->expires > now) {
+        memcpy(owner, e->owner, DB_OWNER_MAX);
+        pthread_mutex_unlock(&a->mu);
+        return DB_OK;
+    }
+    pthread_mutex_unlock(&a->mu);
+
+    int rc = db_token_owner(a->db, hash, owner);
+
+    pthread_mutex_lock(&a->mu);
+    HASH_FIND_STR(a->cache, hash, e);
+    if (rc == DB_OK) {
+        if (!e) {
+            if (a->count >= AUTH_CACHE_MAX)
+                cache_clear(a);
+            e = calloc(1, sizeof *e);
+            if (e) {
+                memcpy(e->hash, hash, sizeof e->hash);
+                HASH_ADD_STR(a->cache, hash, e);
+                a->count++;
+            }
+        }
+        if (e) {
+            memcpy(e->owner, owner, DB_OWNER_MAX);
+            e->expires = now + AUTH_CACHE_TTL_MS;
+        }
+    } else if (e) {
+        HASH_DEL(a->cache, e);
+        free(e);
+        a->count--;
+    }
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}

@@ -1,0 +1,37 @@
+/*
+ * auth.h - API tokens: minting, hashing, and the bearer check.
+ *
+ * A token is "mcp_" + 64 hex digits (256 random bits), shown once. The
+ * database keeps only its SHA-256 (hex). Lookups are cached for a few
+ * seconds so the relay's hot path does not query SQLite per request; a
+ * revocation takes effect within AUTH_CACHE_TTL_MS.
+ */
+#ifndef MCPD_AUTH_H
+#define MCPD_AUTH_H
+
+#include "db.h"
+
+#include <stddef.h>
+
+#define AUTH_TOKEN_LEN 69 /* "mcp_" + 64 hex + NUL */
+#define AUTH_HASH_LEN 65  /* 64 hex + NUL */
+#define AUTH_CACHE_TTL_MS 5000
+
+struct auth;
+
+/* Returns a new authenticator over db (borrowed), or NULL. */
+struct auth *auth_new(struct db *db);
+void auth_free(struct auth *a);
+
+/* Mints a token for owner, stores its hash; token receives it. DB_* code. */
+int auth_token_create(struct db *db, const char *owner, char token[AUTH_TOKEN_LEN], int64_t *id);
+
+/* Hex SHA-256 of token. */
+void auth_hash(const char *token, char out[AUTH_HASH_LEN]);
+
+/* Checks an Authorization header value ("Bearer TOKEN"). Returns DB_OK with
+ * the owner copied, DB_NOT_FOUND for a missing/unknown/revoked token, or
+ * DB_ERROR. */
+int auth_check(struct auth *a, const char *header, char owner[DB_OWNER_MAX]);
+
+#endif

@@ -1,0 +1,161 @@
+/*
+ * housekeeper.c - the one background thread of mcpd.
+ *
+ * It watches the sockets of suspended connections (control streams and
+ * parked callers) with EPOLLRDHUP, so a peer that goes away is noticed within
+ * milliseconds even though MHD does not poll suspended connections; and it
+ * runs the timers: stream pings, the GC sweep, task and wake deadlines, and
+ * keep-alive comments for held streaming callers. It sleeps until the next
+ * deadline or until poked.
+ */
+#include "clock.h"
+#include "log.h"
+#include "server.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define WAKE_ID UINT64_MAX
+
+void housekeeper_watch(struct server *srv, struct conn_ctx *cc)
+{
+    if (cc->fd < 0)
+        return;
+    struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLET, .data.u64 = cc->id};
+    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, cc->fd, &ev) == 0)
+        cc->watched = true;
+}
+
+void housekeeper_unwatch(struct server *srv, struct conn_ctx *cc)
+{
+    epoll_ctl(srv->epfd, EPOLL_CTL_DEL, cc->fd, NULL);
+    cc->watched = false;
+}
+
+void housekeeper_poke(struct server *srv, int64_t when)
+{
+    if (when < srv->hk_next_wake) {
+        srv->hk_next_wake = when;
+        uint64_t one = 1;
+        ssize_t w = write(srv->evfd, &one, sizeof one);
+        (void)w;
+    }
+}
+
+void gc_tick(struct server *srv)
+{
+    int inactivated = 0, deleted = 0;
+    int rc = db_gc(srv->db, clock_wall_ms(), srv->cfg.heartbeat_timeout_ms,
+                   srv->cfg.inactive_retention_ms, srv->cfg.gc_batch, &inactivated, &deleted);
+    if (rc != DB_OK)
+        log_error("gc: database error: %s", db_errmsg(srv->db));
+    else if (inactivated || deleted)
+        log_info("gc: %d row(s) without heartbeat now inactive, %d expired row(s) deleted",
+                 inactivated, deleted);
+}
+
+/* Runs whatever is due; returns the next deadline (server.mu held). */
+static int64_t run_timers(struct server *srv, int64_t now, bool *gc_due)
+{
+    if (now >= srv->next_ping) {
+        stream_ping_all(srv);
+        srv->next_ping = now + srv->cfg.ping_interval_ms;
+    }
+    *gc_due = now >= srv->next_gc;
+    if (*gc_due)
+        srv->next_gc = now + srv->cfg.gc_interval_ms;
+    int64_t next = srv->next_ping < srv->next_gc ? srv->next_ping : srv->next_gc;
+    int64_t t = relay_tick(srv, now);
+    if (t < next)
+        next = t;
+    t = wake_tick(srv, now);
+    if (t < next)
+        next = t;
+    return next;
+}
+
+static void peer_gone(struct server *srv, uint64_t id)
+{
+    struct conn_ctx *cc;
+    HASH_FIND(hh, srv->conns, &id, sizeof id, cc);
+    if (!cc || !cc->waiting)
+        return;
+    struct req *r = cc->waiting;
+    r->peer_gone = true;
+    http_resume(r);
+}
+
+static void *housekeeper_main(void *arg)
+{
+    struct server *srv = arg;
+    struct epoll_event events[64];
+    for (;;) {
+        pthread_mutex_lock(&srv->mu);
+        if (atomic_load(&srv->stopping)) {
+            pthread_mutex_unlock(&srv->mu);
+            break;
+        }
+        int64_t now = clock_mono_ms();
+        bool gc_due;
+        int64_t next = run_timers(srv, now, &gc_due);
+        srv->hk_next_wake = next;
+        pthread_mutex_unlock(&srv->mu);
+        if (gc_due)
+            gc_tick(srv);
+
+        int64_t wait = next - clock_mono_ms();
+        if (wait < 0)
+            wait = 0;
+        if (wait > 60000)
+            wait = 60000;
+        int n = epoll_wait(srv->epfd, events, 64, (int)wait);
+        if (n < 0 && errno != EINTR) {
+            log_error("housekeeper: epoll_wait: %s", strerror(errno));
+            break;
+        }
+        pthread_mutex_lock(&srv->mu);
+        for (int i = 0; i < n; i++) {
+            if (events[i].data.u64 == WAKE_ID) {
+                uint64_t v;
+                ssize_t r = read(srv->evfd, &v, sizeof v);
+                (void)r;
+            } else {
+                peer_gone(srv, events[i].data.u64);
+            }
+        }
+        pthread_mutex_unlock(&srv->mu);
+    }
+    return NULL;
+}
+
+int housekeeper_start(struct server *srv)
+{
+    srv->epfd = epoll_create1(EPOLL_CLOEXEC);
+    srv->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (srv->epfd < 0 || srv->evfd < 0)
+        return -1;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_ID};
+    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->evfd, &ev) < 0)
+        return -1;
+    int64_t now = clock_mono_ms();
+    srv->next_ping = now + srv->cfg.ping_interval_ms;
+    srv->next_gc = now + srv->cfg.gc_interval_ms;
+    srv->hk_next_wake = now;
+    if (pthread_create(&srv->hk_thread, NULL, housekeeper_main, srv) != 0)
+        return -1;
+    return 0;
+}
+
+void housekeeper_stop(struct server *srv)
+{
+    uint64_t one = 1;
+    ssize_t w = write(srv->evfd, &one, sizeof one);
+    (void)w;
+    pthread_join(srv->hk_thread, NULL);
+    close(srv->epfd);
+    close(srv->evfd);
+}

@@ -1,0 +1,154 @@
+/*
+ * server.c - mcpd's lifecycle: open the database, start the HTTP daemon and
+ * the housekeeper; on stop, end every stream and parked request, stop the
+ * daemon, and leave no row of a closed stream active.
+ */
+#include "clock.h"
+#include "log.h"
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+struct MHD_Daemon *http_start(struct server *srv, const struct sockaddr *addr,
+                              unsigned int conn_limit);
+
+/* Raises the open-file limit as far as allowed; returns the connection cap. */
+static unsigned int raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 1000;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max;
+        if (want == RLIM_INFINITY || want > 1048576)
+            want = 1048576;
+        struct rlimit nrl = {want, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &nrl) == 0)
+            rl.rlim_cur = want;
+    }
+    rlim_t limit = rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
+    if (limit > 1000000)
+        limit = 1000000;
+    log_info("open-file limit %llu: accepting up to %llu connections",
+             (unsigned long long)rl.rlim_cur, (unsigned long long)limit);
+    return (unsigned int)limit;
+}
+
+static int make_addr(const struct server_config *cfg, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    const char *host = cfg->listen_addr;
+    if (strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)cfg->listen_port);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)cfg->listen_port);
+        return 0;
+    }
+    return -1;
+}
+
+int server_start(struct server *srv, const struct server_config *cfg)
+{
+    memset(srv, 0, sizeof *srv);
+    srv->cfg = *cfg;
+    pthread_mutex_init(&srv->mu, NULL);
+    atomic_init(&srv->stopping, false);
+    char err[512];
+    if (db_open(cfg->db_path, &srv->db, err, sizeof err) != DB_OK) {
+        log_error("%s", err);
+        return -1;
+    }
+    srv->auth = auth_new(srv->db);
+    struct sockaddr_storage ss;
+    if (make_addr(cfg, &ss) < 0) {
+        log_error("cannot listen on '%s': not an IP address", cfg->listen_addr);
+        return -1;
+    }
+    unsigned int conn_limit = raise_fd_limit();
+    if (housekeeper_start(srv) < 0) {
+        log_error("cannot start the housekeeper thread");
+        return -1;
+    }
+    srv->mhd = http_start(srv, (struct sockaddr *)&ss, conn_limit);
+    if (!srv->mhd) {
+        log_error("cannot listen on %s:%d (address in use, or not allowed)", cfg->listen_addr,
+                  cfg->listen_port);
+        atomic_store(&srv->stopping, true);
+        housekeeper_stop(srv);
+        return -1;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = di ? di->port : cfg->listen_port;
+    const char *host = cfg->listen_addr;
+    bool v6 = strchr(host, ':') != NULL;
+    log_info("database %s (schema %d), %d worker thread(s)", cfg->db_path,
+             db_schema_version(srv->db), cfg->threads);
+    log_info("listening on http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", srv->port);
+    return 0;
+}
+
+void server_stop(struct server *srv)
+{
+    log_info("shutting down: closing streams and parked requests");
+    pthread_mutex_lock(&srv->mu);
+    atomic_store(&srv->stopping, true);
+    relay_shutdown(srv);
+    stream_close_all(srv);
+    struct conn_ctx *cc, *tmp;
+    HASH_ITER(hh, srv->conns, cc, tmp)
+    {
+        if (cc->waiting)
+            http_resume(cc->waiting);
+    }
+    pthread_mutex_unlock(&srv->mu);
+    housekeeper_stop(srv);
+    if (srv->mhd)
+        MHD_stop_daemon(srv->mhd);
+    srv->mhd = NULL;
+
+    /* Every stream's completion flipped its rows; this catches any left. */
+    struct session *s, *stmp;
+    HASH_ITER(hh, srv->sessions, s, stmp)
+    {
+        db_session_deactivate(srv->db, s->id, clock_wall_ms(), NULL);
+        HASH_DEL(srv->sessions, s);
+        free(s);
+    }
+    struct task *t, *ttmp;
+    HASH_ITER(hh, srv->tasks, t, ttmp)
+    {
+        HASH_DEL(srv->tasks, t);
+        buf_release(&t->body);
+        free(t);
+    }
+    struct tombstone *ts, *tstmp;
+    HASH_ITER(hh, srv->tombstones, ts, tstmp)
+    {
+        HASH_DEL(srv->tombstones, ts);
+        free(ts);
+    }
+    struct wake *w, *wtmp;
+    HASH_ITER(hh, srv->wakes, w, wtmp)
+    {
+        HASH_DEL(srv->wakes, w);
+        free(w->held);
+        free(w);
+    }
+    auth_free(srv->auth);
+    db_close(srv->db);
+    pthread_mutex_destroy(&srv->mu);
+    log_info("stopped");
+}

@@ -1,0 +1,250 @@
+/*
+ * server.h - mcpd's in-memory state and the seams between its modules.
+ *
+ * Threads: libmicrohttpd runs a pool of epoll worker threads (--threads);
+ * one housekeeper thread watches suspended sockets for a vanished peer and
+ * runs the timers (pings, GC, task deadlines, wake deadlines). All broker
+ * state below — sessions, streams, tasks, wakes, waiting requests — is
+ * guarded by server.mu. Lock order: server.mu, then the db's own mutex.
+ *
+ * Suspension rule (libmicrohttpd): a connection is suspended only from its
+ * own callback, with server.mu held, after checking there is nothing to do
+ * and that the server is not stopping; it is resumed by whoever makes work
+ * for it, with server.mu held, only if its `suspended` flag is set.
+ */
+#ifndef MCPD_SERVER_H
+#define MCPD_SERVER_H
+
+#include "auth.h"
+#include "buf.h"
+#include "config.h"
+#include "db.h"
+#include "protocol.h"
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uthash.h>
+
+#define TASK_ID_LEN 33
+
+struct req;
+struct task;
+
+/* A control stream: the body of GET _provider-stream, fed frames. */
+struct stream {
+    struct req *req;         /* the stream's request (owns this struct) */
+    struct session *session; /* NULL once replaced or closed */
+    struct buf out;          /* frames not yet handed to MHD */
+    bool closing;            /* end the response once out is drained */
+};
+
+/* A provider session with a bound control stream. */
+struct session {
+    char id[DB_SESSION_ID_LEN];
+    char owner[DB_OWNER_MAX];
+    struct stream *stream;
+    struct task *tasks; /* in-flight tasks dispatched to this session (list) */
+    int inflight;
+    UT_hash_handle hh;
+};
+
+enum task_kind { TASK_INFER, TASK_WAKE };
+enum task_state {
+    TASK_PENDING,   /* sent, waiting for the publisher */
+    TASK_DONE,      /* a final result or the last chunk arrived */
+    TASK_FAILED,    /* publisher error or disconnect */
+    TASK_TIMEDOUT,  /* infer or idle timeout passed */
+    TASK_CANCELLED, /* the caller went away */
+};
+
+struct task {
+    char id[TASK_ID_LEN];
+    enum task_kind kind;
+    enum task_state state;
+    char session_id[DB_SESSION_ID_LEN];
+    char llm_name[MCP_NAME_BUF];
+    bool streaming;
+    struct req *caller;    /* waiting request, NULL once it is gone */
+    struct wake *wake;     /* for TASK_WAKE */
+    int64_t deadline;      /* monotonic ms: overall timeout */
+    int64_t idle_deadline; /* monotonic ms, 0 until the first chunk */
+    int64_t finished_at;   /* monotonic ms, kept as a tombstone after */
+    int64_t started_at;
+    /* The result for a non-streaming caller, or why the task failed. */
+    int status;      /* publisher's status; for failures the status to reply */
+    struct buf body; /* publisher's final body (raw JSON) */
+    char error[256];
+    struct task *next_in_session, *prev_in_session;
+    UT_hash_handle hh;
+};
+
+/* A wake in flight for one hibernating Llm; callers wait on it. */
+struct wake {
+    char llm_name[MCP_NAME_BUF];
+    char session_id[DB_SESSION_ID_LEN];
+    struct task *task;
+    struct req **held; /* callers in arrival order */
+    int nheld, capheld;
+    int64_t deadline;
+    UT_hash_handle hh;
+};
+
+/* What a route handler decided for a request whose reply comes later. */
+enum req_wait { WAIT_NONE, WAIT_TASK, WAIT_WAKE };
+
+/* One HTTP request (MHD's per-request context). */
+struct req {
+    struct server *srv;
+    struct MHD_Connection *conn;
+    struct conn_ctx *cc;
+    int route;
+    bool openai;  /* error bodies in OpenAI's shape */
+    bool started; /* handler ran its route once the body was complete */
+    bool auth_ok;
+    char owner[DB_OWNER_MAX];
+    struct buf body;
+    bool too_large;
+    /* Asynchronous replies (relay, wake, streams). */
+    bool suspended;
+    bool peer_gone;
+    enum req_wait wait;
+    struct task *task;
+    struct wake *wake;
+    bool streaming;         /* the caller asked for "stream": true */
+    bool sse_started;       /* an SSE response is queued to the caller */
+    bool sse_ended;         /* nothing more will be appended to sse */
+    struct buf sse;         /* SSE bytes for the caller not yet handed to MHD */
+    int64_t next_keepalive; /* monotonic ms, for held streaming callers */
+    char llm_name[MCP_NAME_BUF];
+    int fail_status; /* a reply decided while suspended (503 etc.) */
+    char fail_msg[256];
+    int retry_after;
+    struct stream *stream; /* for the control-stream request */
+};
+
+/* What is left of a finished task, so late result posts get 410. */
+struct tombstone {
+    char id[TASK_ID_LEN];
+    char session_id[DB_SESSION_ID_LEN];
+    int64_t expires;
+    UT_hash_handle hh;
+};
+
+/* Per TCP connection (MHD's socket context): the socket we may watch. */
+struct conn_ctx {
+    uint64_t id;
+    int fd;
+    bool watched;
+    struct req *waiting; /* the suspended request on this connection, if any */
+    UT_hash_handle hh;
+};
+
+struct server {
+    struct server_config cfg;
+    struct db *db;
+    struct auth *auth;
+    struct MHD_Daemon *mhd;
+    int port;
+
+    pthread_mutex_t mu;
+    struct session *sessions;
+    struct task *tasks;
+    struct wake *wakes;
+    struct tombstone *tombstones; /* in insertion order: oldest first */
+    unsigned int ntombstones;
+    struct conn_ctx *conns;
+    uint64_t next_conn_id;
+    atomic_bool stopping;
+
+    /* housekeeper */
+    pthread_t hk_thread;
+    int epfd;
+    int evfd;
+    int64_t hk_next_wake;
+    int64_t next_ping;
+    int64_t next_gc;
+};
+
+/* ---- lifecycle (server.c) ---- */
+int server_start(struct server *srv, const struct server_config *cfg);
+/* Closes every stream and waiting request, stops MHD, flips rows inactive. */
+void server_stop(struct server *srv);
+
+/* ---- http glue (http.c) ---- */
+enum MHD_Result http_reply_json(struct req *r, unsigned status, const char *json, size_t len);
+enum MHD_Result http_reply_error(struct req *r, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Error reply with Retry-After. */
+enum MHD_Result http_reply_unavailable(struct req *r, int retry_after, const char *msg);
+/* Suspends r (server.mu held): registers its socket with the housekeeper. */
+void http_suspend(struct req *r);
+/* Resumes r if suspended (server.mu held). */
+void http_resume(struct req *r);
+
+/* ---- provider routes (provider.c) ---- */
+enum MHD_Result provider_register(struct req *r);
+enum MHD_Result provider_heartbeat(struct req *r);
+enum MHD_Result provider_list(struct req *r);
+enum MHD_Result provider_get(struct req *r, const char *name);
+enum MHD_Result provider_models(struct req *r);
+
+/* ---- control streams (stream.c) ---- */
+enum MHD_Result stream_open(struct req *r);
+/* Queues a frame on the session's stream (server.mu held). The seam the
+ * relay uses: returns 0, or -1 when no stream is bound or its buffer is full. */
+int dispatch(struct server *srv, struct session *s, const char *frame, size_t len);
+/* The stream request finished (server.mu held). */
+void stream_closed(struct req *r);
+/* Appends ": ping" to every stream (server.mu held). */
+void stream_ping_all(struct server *srv);
+/* Ends every stream (server.mu held), for shutdown. */
+void stream_close_all(struct server *srv);
+
+/* ---- relay (relay.c) ---- */
+enum MHD_Result relay_infer(struct req *r, const char *name);
+enum MHD_Result relay_openai_chat(struct req *r);
+enum MHD_Result relay_result(struct req *r, const char *task_id);
+/* Called when a suspended relay request is resumed (or re-entered). */
+enum MHD_Result relay_resume(struct req *r);
+/* The caller's request finished (server.mu held): cancels its task if open. */
+void relay_request_done(struct req *r);
+/* A session's stream went away (server.mu held): fails its tasks. */
+void relay_session_lost(struct server *srv, struct session *s, const char *why);
+/* Timer work (server.mu held); returns the next deadline (monotonic ms). */
+int64_t relay_tick(struct server *srv, int64_t now);
+/* Fails every waiting caller for shutdown (server.mu held). */
+void relay_shutdown(struct server *srv);
+/* Creates and dispatches an infer task for r (server.mu held). On failure
+ * sets r->fail_status/fail_msg and returns -1. */
+int relay_start_task(struct req *r, struct session *s);
+/* Creates and dispatches a wake task for w (server.mu held); NULL on failure. */
+struct task *relay_send_wake(struct server *srv, struct session *s, struct wake *w);
+/* Answers a parked caller with an error: an SSE error event when its stream
+ * has started, else status + msg (503 adds Retry-After). server.mu held. */
+void relay_fail_caller(struct req *r, int status, int retry_after, const char *msg);
+
+/* ---- wake-on-demand (wake.c) ---- */
+/* Holds r until the Llm wakes (server.mu held); starts a wake if none. */
+enum MHD_Result wake_hold(struct req *r, const char *session_id);
+/* A wake task finished (server.mu held). */
+void wake_task_finished(struct server *srv, struct task *t);
+/* A held request went away (server.mu held). */
+void wake_forget(struct req *r);
+/* Timer work (server.mu held); returns the next deadline. */
+int64_t wake_tick(struct server *srv, int64_t now);
+
+/* ---- housekeeper (housekeeper.c) ---- */
+int housekeeper_start(struct server *srv);
+void housekeeper_stop(struct server *srv);
+/* Makes the housekeeper recompute its deadline if `when` is sooner. */
+void housekeeper_poke(struct server *srv, int64_t when);
+/* Starts watching a connection's socket for the peer closing it. */
+void housekeeper_watch(struct server *srv, struct conn_ctx *cc);
+void housekeeper_unwatch(struct server *srv, struct conn_ctx *cc);
+/* One GC sweep; logs what it changed. */
+void gc_tick(struct server *srv);
+
+#endif

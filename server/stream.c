@@ -1,0 +1,199 @@
+/*
+ * stream.c - control streams: GET _provider-stream binds a provider session
+ * to a long-lived SSE response that carries hello, task, cancel and ping
+ * frames. An idle stream is a suspended MHD connection (no CPU); frames are
+ * queued with dispatch(), which resumes it.
+ */
+#include "clock.h"
+#include "log.h"
+#include "protocol.h"
+#include "server.h"
+#include "sse.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* A stream whose publisher does not read is cut off past this backlog. */
+#define STREAM_BACKLOG_MAX (8u << 20)
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    (void)pos;
+    struct req *r = cls;
+    struct server *srv = r->srv;
+    pthread_mutex_lock(&srv->mu);
+    struct stream *st = r->stream;
+    ssize_t n;
+    if (!st || r->peer_gone) {
+        n = MHD_CONTENT_READER_END_WITH_ERROR;
+    } else if (st->out.len > 0) {
+        size_t k = st->out.len < max ? st->out.len : max;
+        memcpy(out, st->out.data, k);
+        buf_consume(&st->out, k);
+        n = (ssize_t)k;
+    } else if (st->closing || atomic_load(&srv->stopping)) {
+        n = MHD_CONTENT_READER_END_OF_STREAM;
+    } else {
+        http_suspend(r);
+        n = 0;
+    }
+    pthread_mutex_unlock(&srv->mu);
+    return n;
+}
+
+/* Ends a stream: it drains what it has, then the response finishes. */
+static void stream_end(struct stream *st)
+{
+    st->closing = true;
+    http_resume(st->req);
+}
+
+static void set_stream_socket_options(struct req *r, int64_t ping_ms)
+{
+    if (!r->cc || r->cc->fd < 0)
+        return;
+    int one = 1;
+    /* Unacknowledged pings past three intervals make the kernel drop a
+     * stream whose publisher vanished without closing it. */
+    unsigned int user_timeout = (unsigned int)(ping_ms * 3 > 10000 ? ping_ms * 3 : 10000);
+    setsockopt(r->cc->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    setsockopt(r->cc->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+}
+
+enum MHD_Result stream_open(struct req *r)
+{
+    struct server *srv = r->srv;
+    const char *sid = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MCP_HEADER_SESSION);
+    if (!sid || !*sid)
+        return http_reply_error(r, 400, "missing header " MCP_HEADER_SESSION);
+    if (strlen(sid) >= DB_SESSION_ID_LEN)
+        return http_reply_error(r, 404, "no such provider session");
+    int rc = db_session_check(srv->db, sid, r->owner);
+    if (rc == DB_NOT_FOUND)
+        return http_reply_error(r, 404, "no such provider session");
+    if (rc != DB_OK)
+        return http_reply_error(r, 500, "database error");
+
+    struct stream *st = calloc(1, sizeof *st);
+    if (!st)
+        return http_reply_error(r, 500, "out of memory");
+    buf_init(&st->out, STREAM_BACKLOG_MAX);
+    st->req = r;
+    char hello[256];
+    int hlen =
+        snprintf(hello, sizeof hello,
+                 "{\"providerSessionId\":\"%s\",\"heartbeatIntervalSeconds\":%lld,"
+                 "\"pingIntervalSeconds\":%lld,\"heartbeatIntervalMs\":%lld,"
+                 "\"pingIntervalMs\":%lld}",
+                 sid, (long long)((srv->cfg.heartbeat_interval_ms + 999) / 1000),
+                 (long long)((srv->cfg.ping_interval_ms + 999) / 1000),
+                 (long long)srv->cfg.heartbeat_interval_ms, (long long)srv->cfg.ping_interval_ms);
+    sse_encode_event(&st->out, MCP_EVENT_HELLO, NULL, hello, (size_t)hlen);
+
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, r, NULL);
+    if (!resp) {
+        buf_release(&st->out);
+        free(st);
+        return http_reply_error(r, 500, "out of memory");
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+
+    pthread_mutex_lock(&srv->mu);
+    if (atomic_load(&srv->stopping)) {
+        pthread_mutex_unlock(&srv->mu);
+        MHD_destroy_response(resp);
+        buf_release(&st->out);
+        free(st);
+        return http_reply_unavailable(r, 5, "server shutting down");
+    }
+    struct session *s;
+    HASH_FIND_STR(srv->sessions, sid, s);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        snprintf(s->id, sizeof s->id, "%s", sid);
+        snprintf(s->owner, sizeof s->owner, "%s", r->owner);
+        HASH_ADD_STR(srv->sessions, id, s);
+    }
+    if (s->stream) {
+        log_info("session %.8s…: a new stream replaces the open one", sid);
+        struct stream *old = s->stream;
+        old->session = NULL;
+        stream_end(old);
+        relay_session_lost(srv, s, "publisher reconnected");
+    }
+    s->stream = st;
+    st->session = s;
+    r->stream = st;
+    pthread_mutex_unlock(&srv->mu);
+
+    set_stream_socket_options(r, srv->cfg.ping_interval_ms);
+    log_info("session %.8s… of '%s': stream open", sid, r->owner);
+    enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+int dispatch(struct server *srv, struct session *s, const char *frame, size_t len)
+{
+    (void)srv;
+    struct stream *st = s ? s->stream : NULL;
+    if (!st || st->closing)
+        return -1;
+    if (buf_append(&st->out, frame, len) < 0) {
+        log_warn("session %.8s…: stream backlog over %u bytes, closing it", s->id,
+                 STREAM_BACKLOG_MAX);
+        stream_end(st);
+        return -1;
+    }
+    http_resume(st->req);
+    return 0;
+}
+
+void stream_closed(struct req *r)
+{
+    struct server *srv = r->srv;
+    struct stream *st = r->stream;
+    r->stream = NULL;
+    struct session *s = st->session;
+    if (s) {
+        s->stream = NULL;
+        int changed = 0;
+        db_session_deactivate(srv->db, s->id, clock_wall_ms(), &changed);
+        log_info("session %.8s…: stream closed, %d row(s) inactive", s->id, changed);
+        relay_session_lost(srv, s, "publisher disconnected");
+        if (!s->tasks) {
+            HASH_DEL(srv->sessions, s);
+            free(s);
+        }
+    }
+    buf_release(&st->out);
+    free(st);
+}
+
+void stream_ping_all(struct server *srv)
+{
+    static const char ping[] = ": ping\n\n";
+    struct session *s, *tmp;
+    HASH_ITER(hh, srv->sessions, s, tmp)
+    {
+        if (s->stream)
+            dispatch(srv, s, ping, sizeof ping - 1);
+    }
+}
+
+void stream_close_all(struct server *srv)
+{
+    struct session *s, *tmp;
+    HASH_ITER(hh, srv->sessions, s, tmp)
+    {
+        if (s->stream)
+            stream_end(s->stream);
+    }
+}

@@ -1,5 +1,0 @@
-const char *mcpd_version(void);
-const char *mcpd_version(void)
-{
-    return "0.1.0";
-}
