@@ -1,4 +1,5 @@
-const char *mcpctl_version(void);
+#include "version.h"
+
 const char *mcpctl_version(void)
 {
     return "0.1.0";
