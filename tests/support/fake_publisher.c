@@ -1,0 +1,408 @@
+#include "fake_publisher.h"
+#include "http.h"
+#include "sse.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FP_MAX_TASKS 4096
+
+struct fp_task {
+    struct fake_publisher *fp;
+    char id[64];
+    char kind[16];
+    int streaming;
+    char echo[256];
+    struct fp_script script;
+};
+
+struct fake_publisher {
+    char base[256];
+    char token[256];
+    char session[64];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct fp_script script;
+    char *transcript;
+    size_t tlen;
+    struct sse_parser parser;
+    CURLM *multi;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    pthread_t stream_thread;
+    int stream_done;
+    int drop;
+    char cancelled[FP_MAX_TASKS][40];
+    int ncancelled;
+    pthread_t task_threads[FP_MAX_TASKS];
+    int ntasks;
+    long post_status[64];
+    int post_count[64];
+};
+
+static void ms_sleep(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+static int is_cancelled(struct fake_publisher *fp, const char *id)
+{
+    int c = 0;
+    pthread_mutex_lock(&fp->mu);
+    for (int i = 0; i < fp->ncancelled && !c; i++)
+        c = strcmp(fp->cancelled[i], id) == 0;
+    pthread_mutex_unlock(&fp->mu);
+    return c;
+}
+
+long fake_publisher_post_result(struct fake_publisher *fp, const char *task_id, const char *body)
+{
+    char url[512], hdr[128];
+    snprintf(url, sizeof url, "%s/api/v1/llms/_provider-task/%s/result", fp->base, task_id);
+    snprintf(hdr, sizeof hdr, "x-mcpctl-provider-session: %s", fp->session);
+    const char *headers[] = {hdr, "Content-Type: application/json", NULL};
+    struct http_resp resp;
+    http_do("POST", url, fp->token, headers, body, &resp);
+    long st = resp.status;
+    http_resp_free(&resp);
+    pthread_mutex_lock(&fp->mu);
+    for (int i = 0; i < 64; i++) {
+        if (fp->post_status[i] == st || fp->post_status[i] == 0) {
+            fp->post_status[i] = st;
+            fp->post_count[i]++;
+            break;
+        }
+    }
+    pthread_cond_broadcast(&fp->cv);
+    pthread_mutex_unlock(&fp->mu);
+    return st;
+}
+
+static void *task_main(void *arg)
+{
+    struct fp_task *t = arg;
+    struct fake_publisher *fp = t->fp;
+    const struct fp_script *s = &t->script;
+    char body[1024];
+    if (strcmp(t->kind, "wake") == 0) {
+        if (s->wake_delay_ms)
+            ms_sleep(s->wake_delay_ms);
+        if (s->wake_fail == 2)
+            goto out;
+        if (s->wake_fail == 1)
+            snprintf(body, sizeof body, "{\"error\":\"wake recipe failed\"}");
+        else
+            snprintf(body, sizeof body, "{\"status\":200,\"body\":{\"ok\":true,\"ms\":%d}}",
+                     s->wake_delay_ms);
+        fake_publisher_post_result(fp, t->id, body);
+        goto out;
+    }
+    if (s->mode == FP_SILENT)
+        goto out;
+    if (s->mode == FP_ERROR) {
+        if (s->delay_ms)
+            ms_sleep(s->delay_ms);
+        fake_publisher_post_result(fp, t->id, "{\"error\":\"backend exploded\"}");
+        goto out;
+    }
+    if (s->mode == FP_STATUS) {
+        snprintf(body, sizeof body, "{\"status\":%d,\"body\":{\"error\":\"backend said no\"}}",
+                 s->status);
+        fake_publisher_post_result(fp, t->id, body);
+        goto out;
+    }
+    if (!t->streaming) {
+        if (s->delay_ms)
+            ms_sleep(s->delay_ms);
+        json_t *b = json_pack("{s:s,s:s,s:[{s:i,s:{s:s,s:s},s:s}]}", "id", "chatcmpl-fake",
+                              "object", "chat.completion", "choices", "index", 0, "message", "role",
+                              "assistant", "content", t->echo, "finish_reason", "stop");
+        json_t *res = json_pack("{s:i,s:o}", "status", 200, "body", b);
+        char *text = json_dumps(res, JSON_COMPACT);
+        fake_publisher_post_result(fp, t->id, text);
+        free(text);
+        json_decref(res);
+        goto out;
+    }
+    int n = s->chunks > 0 ? s->chunks : 3;
+    for (int i = 0; i < n; i++) {
+        if (s->delay_ms)
+            ms_sleep(s->delay_ms);
+        if (is_cancelled(fp, t->id))
+            goto out;
+        if (s->mode == FP_DROP && i == s->drop_after) {
+            fake_publisher_drop(fp);
+            goto out;
+        }
+        snprintf(body, sizeof body,
+                 "{\"chunk\":{\"data\":{\"id\":\"chatcmpl-fake\",\"object\":"
+                 "\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+                 "\"tok%d \"}}]}}}",
+                 i);
+        if (fake_publisher_post_result(fp, t->id, body) == 410)
+            goto out;
+    }
+    fake_publisher_post_result(fp, t->id, "{\"chunk\":{\"done\":true}}");
+out:
+    free(t);
+    return NULL;
+}
+
+static void start_task(struct fake_publisher *fp, const char *data)
+{
+    json_t *root = json_loads(data, 0, NULL);
+    if (!root)
+        return;
+    struct fp_task *t = calloc(1, sizeof *t);
+    t->fp = fp;
+    snprintf(t->id, sizeof t->id, "%s", json_string_value(json_object_get(root, "taskId")));
+    snprintf(t->kind, sizeof t->kind, "%s", json_string_value(json_object_get(root, "kind")));
+    t->streaming = json_is_true(json_object_get(root, "streaming"));
+    json_t *msgs = json_object_get(json_object_get(root, "body"), "messages");
+    json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
+    const char *content = json_string_value(json_object_get(last, "content"));
+    snprintf(t->echo, sizeof t->echo, "echo: %s", content ? content : "");
+    json_decref(root);
+    pthread_mutex_lock(&fp->mu);
+    t->script = fp->script;
+    if (fp->ntasks < FP_MAX_TASKS &&
+        pthread_create(&fp->task_threads[fp->ntasks], NULL, task_main, t) == 0)
+        fp->ntasks++;
+    else
+        free(t);
+    pthread_mutex_unlock(&fp->mu);
+}
+
+static int on_event(void *ud, const struct sse_event *ev)
+{
+    struct fake_publisher *fp = ud;
+    if (strcmp(ev->event, "task") == 0) {
+        start_task(fp, ev->data);
+    } else if (strcmp(ev->event, "cancel") == 0) {
+        json_t *root = json_loads(ev->data, 0, NULL);
+        const char *id = json_string_value(json_object_get(root, "taskId"));
+        pthread_mutex_lock(&fp->mu);
+        if (id && fp->ncancelled < FP_MAX_TASKS)
+            snprintf(fp->cancelled[fp->ncancelled++], 40, "%s", id);
+        pthread_mutex_unlock(&fp->mu);
+        json_decref(root);
+    }
+    return 0;
+}
+
+static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    struct fake_publisher *fp = ud;
+    size_t n = size * nmemb;
+    pthread_mutex_lock(&fp->mu);
+    fp->transcript = realloc(fp->transcript, fp->tlen + n + 1);
+    memcpy(fp->transcript + fp->tlen, ptr, n);
+    fp->tlen += n;
+    fp->transcript[fp->tlen] = '\0';
+    pthread_cond_broadcast(&fp->cv);
+    pthread_mutex_unlock(&fp->mu);
+    sse_parser_feed(&fp->parser, ptr, n);
+    return n;
+}
+
+static void *stream_main(void *arg)
+{
+    struct fake_publisher *fp = arg;
+    int running = 1;
+    while (running) {
+        curl_multi_perform(fp->multi, &running);
+        pthread_mutex_lock(&fp->mu);
+        int drop = fp->drop;
+        pthread_mutex_unlock(&fp->mu);
+        if (drop || !running)
+            break;
+        curl_multi_poll(fp->multi, NULL, 0, 1000, NULL);
+    }
+    curl_multi_remove_handle(fp->multi, fp->easy);
+    curl_easy_cleanup(fp->easy); /* closes the connection */
+    fp->easy = NULL;
+    pthread_mutex_lock(&fp->mu);
+    fp->stream_done = 1;
+    pthread_cond_broadcast(&fp->cv);
+    pthread_mutex_unlock(&fp->mu);
+    return NULL;
+}
+
+struct fake_publisher *fake_publisher_start(const char *base_url, const char *token,
+                                            const char *providers_json, const char *session)
+{
+    struct fake_publisher *fp = calloc(1, sizeof *fp);
+    snprintf(fp->base, sizeof fp->base, "%s", base_url);
+    snprintf(fp->token, sizeof fp->token, "%s", token);
+    pthread_mutex_init(&fp->mu, NULL);
+    pthread_cond_init(&fp->cv, NULL);
+    fp->transcript = calloc(1, 1);
+    fp->script.mode = FP_ANSWER;
+    sse_parser_init(&fp->parser, 1 << 20, 4 << 20, on_event, NULL, fp);
+
+    char url[512];
+    snprintf(url, sizeof url, "%s/api/v1/llms/_provider-register", base_url);
+    char *body = malloc(strlen(providers_json) + 128);
+    if (session)
+        sprintf(body, "{\"providerSessionId\":\"%s\",\"providers\":%s}", session, providers_json);
+    else
+        sprintf(body, "{\"providers\":%s}", providers_json);
+    struct http_resp resp;
+    const char *headers[] = {"Content-Type: application/json", NULL};
+    http_do("POST", url, token, headers, body, &resp);
+    free(body);
+    json_t *root = resp.status == 200 ? json_loads(resp.body, 0, NULL) : NULL;
+    const char *sid = json_string_value(json_object_get(root, "providerSessionId"));
+    if (!sid) {
+        fprintf(stderr, "fake publisher: register failed (%ld): %s\n", resp.status, resp.body);
+        http_resp_free(&resp);
+        json_decref(root);
+        sse_parser_release(&fp->parser);
+        free(fp->transcript);
+        free(fp);
+        return NULL;
+    }
+    snprintf(fp->session, sizeof fp->session, "%s", sid);
+    json_decref(root);
+    http_resp_free(&resp);
+
+    snprintf(url, sizeof url, "%s/api/v1/llms/_provider-stream", base_url);
+    char auth[300], hdr[128];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+    snprintf(hdr, sizeof hdr, "x-mcpctl-provider-session: %s", fp->session);
+    fp->hdrs = curl_slist_append(NULL, auth);
+    fp->hdrs = curl_slist_append(fp->hdrs, hdr);
+    fp->easy = curl_easy_init();
+    curl_easy_setopt(fp->easy, CURLOPT_URL, url);
+    curl_easy_setopt(fp->easy, CURLOPT_HTTPHEADER, fp->hdrs);
+    curl_easy_setopt(fp->easy, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(fp->easy, CURLOPT_WRITEDATA, fp);
+    curl_easy_setopt(fp->easy, CURLOPT_NOSIGNAL, 1L);
+    fp->multi = curl_multi_init();
+    curl_multi_add_handle(fp->multi, fp->easy);
+    pthread_create(&fp->stream_thread, NULL, stream_main, fp);
+    if (fake_publisher_wait(fp, "event: hello", 1, 10000) < 0) {
+        fprintf(stderr, "fake publisher: no hello on the stream\n");
+        fake_publisher_stop(fp);
+        return NULL;
+    }
+    return fp;
+}
+
+void fake_publisher_set_script(struct fake_publisher *fp, const struct fp_script *s)
+{
+    pthread_mutex_lock(&fp->mu);
+    fp->script = *s;
+    pthread_mutex_unlock(&fp->mu);
+}
+
+const char *fake_publisher_session(struct fake_publisher *fp)
+{
+    return fp->session;
+}
+
+static void deadline_in(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    long long ns = ts->tv_nsec + (long long)ms * 1000000LL;
+    ts->tv_sec += ns / 1000000000LL;
+    ts->tv_nsec = ns % 1000000000LL;
+}
+
+int fake_publisher_wait(struct fake_publisher *fp, const char *needle, int count, int timeout_ms)
+{
+    struct timespec ts;
+    deadline_in(&ts, timeout_ms);
+    int rc = -1;
+    pthread_mutex_lock(&fp->mu);
+    for (;;) {
+        int n = 0;
+        for (const char *p = strstr(fp->transcript, needle); p; p = strstr(p + 1, needle))
+            n++;
+        if (n >= count) {
+            rc = 0;
+            break;
+        }
+        if (fp->stream_done || pthread_cond_timedwait(&fp->cv, &fp->mu, &ts) != 0)
+            break;
+    }
+    pthread_mutex_unlock(&fp->mu);
+    return rc;
+}
+
+char *fake_publisher_transcript(struct fake_publisher *fp)
+{
+    pthread_mutex_lock(&fp->mu);
+    char *c = strdup(fp->transcript);
+    pthread_mutex_unlock(&fp->mu);
+    return c;
+}
+
+int fake_publisher_posts_with_status(struct fake_publisher *fp, long code)
+{
+    int n = 0;
+    pthread_mutex_lock(&fp->mu);
+    for (int i = 0; i < 64; i++)
+        if (fp->post_status[i] == code)
+            n = fp->post_count[i];
+    pthread_mutex_unlock(&fp->mu);
+    return n;
+}
+
+int fake_publisher_wait_posts(struct fake_publisher *fp, long code, int n, int timeout_ms)
+{
+    struct timespec ts;
+    deadline_in(&ts, timeout_ms);
+    int rc = -1;
+    pthread_mutex_lock(&fp->mu);
+    for (;;) {
+        int have = 0;
+        for (int i = 0; i < 64; i++)
+            if (fp->post_status[i] == code)
+                have = fp->post_count[i];
+        if (have >= n) {
+            rc = 0;
+            break;
+        }
+        if (pthread_cond_timedwait(&fp->cv, &fp->mu, &ts) != 0)
+            break;
+    }
+    pthread_mutex_unlock(&fp->mu);
+    return rc;
+}
+
+void fake_publisher_drop(struct fake_publisher *fp)
+{
+    pthread_mutex_lock(&fp->mu);
+    fp->drop = 1;
+    pthread_mutex_unlock(&fp->mu);
+    curl_multi_wakeup(fp->multi);
+}
+
+void fake_publisher_stop(struct fake_publisher *fp)
+{
+    if (!fp)
+        return;
+    fake_publisher_drop(fp);
+    pthread_join(fp->stream_thread, NULL);
+    pthread_mutex_lock(&fp->mu);
+    int n = fp->ntasks;
+    pthread_mutex_unlock(&fp->mu);
+    for (int i = 0; i < n; i++)
+        pthread_join(fp->task_threads[i], NULL);
+    curl_multi_cleanup(fp->multi);
+    curl_slist_free_all(fp->hdrs);
+    sse_parser_release(&fp->parser);
+    pthread_mutex_destroy(&fp->mu);
+    pthread_cond_destroy(&fp->cv);
+    free(fp->transcript);
+    free(fp);
+}

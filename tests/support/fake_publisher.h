@@ -1,0 +1,61 @@
+/*
+ * fake_publisher.h - a scriptable publisher for mcpd's tests.
+ *
+ * It speaks the provider protocol as mcplocal would: registers its
+ * providers, holds the control stream (recording every byte it receives),
+ * and answers `infer` and `wake` tasks as its script says — answer at once,
+ * stream N chunks with a delay, report an error, stay silent, or drop the
+ * stream mid-task. Each task runs in its own thread so many run at once.
+ *
+ * Non-streaming answers echo the last message's content so a test can match
+ * every answer to its caller: {"choices":[{"message":{"content":"echo: X"}}]}.
+ * Streamed chunk i carries delta content "tok<i> ".
+ */
+#ifndef TEST_FAKE_PUBLISHER_H
+#define TEST_FAKE_PUBLISHER_H
+
+enum fp_mode {
+    FP_ANSWER, /* final {status, body} (or chunks when the task streams) */
+    FP_ERROR,  /* {"error": "backend exploded"} */
+    FP_SILENT, /* never answers */
+    FP_DROP,   /* closes its control stream after drop_after chunks */
+    FP_STATUS, /* final {status: script.status, body: {"error": ...}} */
+};
+
+struct fp_script {
+    enum fp_mode mode;
+    int chunks;     /* chunks per streaming answer (default 3) */
+    int delay_ms;   /* before each chunk / before a final answer */
+    int drop_after; /* FP_DROP: chunks sent before the drop */
+    int status;     /* FP_STATUS */
+    int wake_fail;  /* wake tasks: 1 answers {"error"}, 2 stays silent */
+    int wake_delay_ms;
+};
+
+struct fake_publisher;
+
+/* Registers providers_json (a JSON array of ProviderInput) at base_url with
+ * token, then opens the stream and waits for hello. session may be NULL.
+ * Returns NULL (with a message on stderr) on failure. */
+struct fake_publisher *fake_publisher_start(const char *base_url, const char *token,
+                                            const char *providers_json, const char *session);
+void fake_publisher_set_script(struct fake_publisher *fp, const struct fp_script *s);
+/* The session id mcpd returned (borrowed). */
+const char *fake_publisher_session(struct fake_publisher *fp);
+/* Waits until the stream transcript holds count occurrences of needle. */
+int fake_publisher_wait(struct fake_publisher *fp, const char *needle, int count, int timeout_ms);
+/* Copy of the stream transcript so far; caller frees. */
+char *fake_publisher_transcript(struct fake_publisher *fp);
+/* Number of result posts answered with status code. */
+int fake_publisher_posts_with_status(struct fake_publisher *fp, long code);
+/* Waits until at least n result posts got status code. */
+int fake_publisher_wait_posts(struct fake_publisher *fp, long code, int n, int timeout_ms);
+/* Closes the control stream now (the publisher vanished). */
+void fake_publisher_drop(struct fake_publisher *fp);
+/* Posts body to the result route of task_id with this publisher's session;
+ * returns the HTTP status. */
+long fake_publisher_post_result(struct fake_publisher *fp, const char *task_id, const char *body);
+/* Drops the stream, waits for task threads, frees everything. */
+void fake_publisher_stop(struct fake_publisher *fp);
+
+#endif

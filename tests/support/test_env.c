@@ -1,0 +1,76 @@
+#include "test_env.h"
+#include "tmpdir.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct test_env *test_env_start(const char *const extra_args[])
+{
+    struct test_env *env = calloc(1, sizeof *env);
+    env->dir = tmpdir_create("mcpd-test");
+    if (mcpd_start(&env->mcpd, env->dir, extra_args) < 0) {
+        mcpd_stop(&env->mcpd);
+        tmpdir_remove(env->dir);
+        free(env);
+        return NULL;
+    }
+    return env;
+}
+
+int test_env_stop(struct test_env *env)
+{
+    if (!env)
+        return -1;
+    int rc = mcpd_stop(&env->mcpd);
+    tmpdir_remove(env->dir);
+    free(env);
+    return rc;
+}
+
+int test_call(struct test_env *env, const char *method, const char *path, const char *token,
+              const char *const headers[], const char *body, struct http_resp *out)
+{
+    char *url = mcpd_url(&env->mcpd, path);
+    int rc = http_do(method, url, token, headers, body, out);
+    free(url);
+    return rc;
+}
+
+char *test_llm_status(struct test_env *env, const char *name)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/api/v1/llms/%s", name);
+    struct http_resp r;
+    test_call(env, "GET", path, env->mcpd.token, NULL, NULL, &r);
+    char *status = NULL;
+    if (r.status == 200) {
+        json_t *o = json_loads(r.body, 0, NULL);
+        const char *s = json_string_value(json_object_get(o, "status"));
+        status = s ? strdup(s) : NULL;
+        json_decref(o);
+    }
+    http_resp_free(&r);
+    return status;
+}
+
+int test_wait_status(struct test_env *env, const char *name, const char *status, int timeout_ms)
+{
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        char *s = test_llm_status(env, name);
+        int match = s && strcmp(s, status) == 0;
+        free(s);
+        if (match)
+            return 0;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (elapsed > timeout_ms)
+            return -1;
+        struct timespec pause = {0, 10 * 1000000L}; /* polling the API between checks */
+        nanosleep(&pause, NULL);
+    }
+}
