@@ -303,6 +303,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         r->cc = ci ? ci->socket_context : NULL;
         buf_init(&r->body, (size_t)srv->cfg.max_body);
+        buf_init(&r->sse, CALLER_BACKLOG_MAX);
         *con_cls = r;
         struct route_match m;
         bool replied;
@@ -349,6 +350,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         wake_forget(r);
     pthread_mutex_unlock(&srv->mu);
     buf_release(&r->body);
+    buf_release(&r->sse);
     free(r);
 }
 

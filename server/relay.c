@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CALLER_BACKLOG_MAX (16u << 20) /* SSE bytes a slow caller may fall behind */
 #define TOMBSTONE_MS 60000
 #define TOMBSTONES_MAX 65536
 #define RETRY_AFTER_OFFLINE 5
@@ -67,10 +66,6 @@ static void task_unlink(struct server *srv, struct task *t)
         t->next_in_session->prev_in_session = t->prev_in_session;
     t->next_in_session = t->prev_in_session = NULL;
     s->inflight--;
-    if (!s->stream && !s->tasks) {
-        HASH_DEL(srv->sessions, s);
-        free(s);
-    }
 }
 
 /* Frees a task that is finished and that no caller waits on any more. */

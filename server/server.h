@@ -29,6 +29,7 @@
 #include <uthash.h>
 
 #define TASK_ID_LEN 33
+#define CALLER_BACKLOG_MAX (16u << 20) /* SSE bytes a slow caller may fall behind */
 
 struct req;
 struct task;

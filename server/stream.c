@@ -168,10 +168,8 @@ void stream_closed(struct req *r)
         db_session_deactivate(srv->db, s->id, clock_wall_ms(), &changed);
         log_info("session %.8s…: stream closed, %d row(s) inactive", s->id, changed);
         relay_session_lost(srv, s, "publisher disconnected");
-        if (!s->tasks) {
-            HASH_DEL(srv->sessions, s);
-            free(s);
-        }
+        HASH_DEL(srv->sessions, s);
+        free(s);
     }
     buf_release(&st->out);
     free(st);
