@@ -110,9 +110,9 @@ int api_status_error(const struct api *a, long status, const char *body, size_t 
     switch (status) {
     case 401:
         return cli_error_set(err, CLI_EXIT_AUTH,
-                             "token rejected by mcpd at '%s' (401); the token from %s is "
-                             "unknown or revoked: run 'mcpctl login --server %s --token TOKEN' "
-                             "with a valid one",
+                             "token rejected by mcpd at '%s' (401): the token from %s is "
+                             "unknown or revoked; run 'mcpctl login --server %s --token TOKEN' "
+                             "with a valid token",
                              a->url, from, a->url);
     case 403:
         return cli_error_set(err, CLI_EXIT_AUTH,
@@ -130,12 +130,12 @@ int api_status_error(const struct api *a, long status, const char *body, size_t 
                              a->url);
     case 503:
         if (llm_name)
-            return cli_error_set(err, CLI_EXIT_UNAVAILABLE, "Llm '%s' is unavailable: %s (503); %s",
+            return cli_error_set(err, CLI_EXIT_UNAVAILABLE, "Llm '%s' is unavailable (503): %s; %s",
                                  llm_name, reason[0] ? reason : "its publisher is offline", retry);
         return cli_error_set(err, CLI_EXIT_UNAVAILABLE, "mcpd at '%s' is unavailable (503%s); %s",
                              a->url, detail, retry);
     case 502:
-        return cli_error_set(err, CLI_EXIT_INFER, "Llm '%s' failed: %s (502)",
+        return cli_error_set(err, CLI_EXIT_INFER, "Llm '%s' failed (502): %s; try again",
                              llm_name ? llm_name : "?",
                              reason[0] ? reason : "its publisher reported an error");
     case 504:

@@ -491,6 +491,18 @@ static int cmd_help(struct ctx *c)
     return 0;
 }
 
+/* True when -h or --help comes before any "--" in argv. */
+static bool asks_help(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            return false;
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+            return true;
+    }
+    return false;
+}
+
 static int run(int argc, char **argv, struct ctx *c)
 {
     struct cli_args global, args;
@@ -524,7 +536,7 @@ static int run(int argc, char **argv, struct ctx *c)
     if (cli_args_parse(argc - at - 1, argv + at + 1, cmd->opts, cmd->nopts, ctxname, false, &args,
                        c->err) < 0) {
         /* "mcpctl get --help --bogus" still shows the help. */
-        if (cli_args_has(&global, OPT_HELP)) {
+        if (cli_args_has(&global, OPT_HELP) || asks_help(argc - at - 1, argv + at + 1)) {
             fputs(cmd->usage, c->out);
             return 0;
         }

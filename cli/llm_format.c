@@ -168,19 +168,22 @@ static void put_time(FILE *out, const json_t *v, int64_t now_ms)
     fprintf(out, "%s (%s ago)\n", ts, age);
 }
 
-static void put_json(FILE *out, const json_t *v)
+/* Writes the label, then an object's members one per line below it. */
+static void put_json(FILE *out, const char *label, const json_t *v)
 {
     if (!v || json_is_null(v) || (json_is_object(v) && json_object_size(v) == 0)) {
+        put_label(out, label);
         fputs("<none>\n", out);
         return;
     }
     if (!json_is_object(v)) {
         char *s = value_text(v);
+        put_label(out, label);
         put_text(out, s ? s : "?");
         free(s);
         return;
     }
-    fputc('\n', out);
+    fprintf(out, "%s:\n", label);
     const char *key;
     json_t *child;
     json_object_foreach((json_t *)v, key, child)
@@ -200,11 +203,13 @@ int llm_format_describe(const json_t *llm, int64_t now_ms, FILE *out)
         bool absent = !v || json_is_null(v) || (json_is_string(v) && !*json_string_value(v));
         if (absent && f->optional)
             continue;
+        if (f->kind == F_JSON) {
+            put_json(out, f->label, v);
+            continue;
+        }
         put_label(out, f->label);
         if (f->kind == F_TIME) {
             put_time(out, v, now_ms);
-        } else if (f->kind == F_JSON) {
-            put_json(out, v);
         } else if (absent) {
             fputs("<none>\n", out);
         } else {

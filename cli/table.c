@@ -98,10 +98,14 @@ int table_write(const struct table *t, FILE *out)
                 width[c] = w;
         }
     for (size_t r = 0; r < t->nrows; r++) {
-        for (size_t c = 0; c < t->ncols; c++) {
-            const char *cell = t->cells[r * t->ncols + c];
+        char **row = t->cells + r * t->ncols;
+        size_t last = t->ncols - 1; /* the last non-empty cell: nothing is padded after it */
+        while (last > 0 && row[last][0] == '\0')
+            last--;
+        for (size_t c = 0; c <= last; c++) {
+            const char *cell = row[c];
             fputs(cell, out);
-            if (c + 1 < t->ncols) {
+            if (c < last) {
                 size_t pad = width[c] - table_text_width(cell) + TABLE_GAP;
                 for (size_t i = 0; i < pad; i++)
                     fputc(' ', out);

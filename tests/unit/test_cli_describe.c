@@ -1,0 +1,98 @@
+/* Unit tests for `mcpctl describe llm`'s layout (cli/llm_format.c). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "llm_format.h"
+#include "timefmt.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *describe(const char *json, int64_t now)
+{
+    json_t *v = json_loads(json, 0, NULL);
+    assert_non_null(v);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_int_equal(llm_format_describe(v, now, f), 0);
+    fclose(f);
+    json_decref(v);
+    return text;
+}
+
+static int64_t at(const char *ts)
+{
+    int64_t ms;
+    assert_int_equal(timefmt_parse_rfc3339(ts, &ms), 0);
+    return ms;
+}
+
+static void test_active_owned(void **state)
+{
+    (void)state;
+    char *text = describe(
+        "{\"id\":\"abc\",\"name\":\"vllm-local\",\"kind\":\"virtual\",\"status\":\"active\","
+        "\"type\":\"openai\",\"model\":\"Qwen/Qwen2.5-7B\",\"tier\":\"fast\","
+        "\"description\":\"first\\nsecond\",\"extraConfig\":{\"ctx\":8192,\"gpu\":\"a10\"},"
+        "\"poolName\":null,\"owner\":\"alice\",\"providerSessionId\":\"s123\","
+        "\"lastHeartbeatAt\":\"2026-01-02T03:04:00.000Z\",\"inactiveSince\":null,"
+        "\"createdAt\":\"2026-01-02T00:04:05.000Z\",\"updatedAt\":\"2026-01-02T03:04:00.000Z\"}",
+        at("2026-01-02T03:04:12.000Z"));
+    assert_string_equal(text, "Name:             vllm-local\n"
+                              "ID:               abc\n"
+                              "Kind:             virtual\n"
+                              "Status:           active\n"
+                              "Type:             openai\n"
+                              "Model:            Qwen/Qwen2.5-7B\n"
+                              "Tier:             fast\n"
+                              "Pool:             <none>\n"
+                              "Description:      first\n"
+                              "                  second\n"
+                              "Owner:            alice\n"
+                              "Session:          s123\n"
+                              "Last heartbeat:   2026-01-02T03:04:00.000Z (12s ago)\n"
+                              "Inactive since:   <none>\n"
+                              "Created:          2026-01-02T00:04:05.000Z (3h ago)\n"
+                              "Updated:          2026-01-02T03:04:00.000Z (12s ago)\n"
+                              "Extra config:\n"
+                              "  ctx: 8192\n"
+                              "  gpu: a10\n");
+    free(text);
+}
+
+static void test_inactive_not_owned_with_unknown_field(void **state)
+{
+    (void)state;
+    char *text = describe("{\"name\":\"m\",\"kind\":\"virtual\",\"status\":\"inactive\","
+                          "\"poolName\":\"gpu\",\"owner\":\"bob\","
+                          "\"inactiveSince\":\"2026-01-02T03:00:00.000Z\",\"extraConfig\":{},"
+                          "\"futureField\":[1,2]}",
+                          at("2026-01-02T03:05:00.000Z"));
+    /* No session line for someone else's Llm. */
+    assert_null(strstr(text, "Session:"));
+    assert_non_null(strstr(text, "Status:           inactive\n"));
+    assert_non_null(strstr(text, "Pool:             gpu\n"));
+    assert_non_null(strstr(text, "Inactive since:   2026-01-02T03:00:00.000Z (5m ago)\n"));
+    assert_non_null(strstr(text, "Last heartbeat:   <none>\n"));
+    assert_non_null(strstr(text, "Extra config:     <none>\n"));
+    assert_non_null(strstr(text, "Tier:             <none>\n"));
+    assert_non_null(strstr(text, "futureField:      [1,2]\n"));
+    /* No line ends in a blank. */
+    assert_null(strstr(text, " \n"));
+    free(text);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_active_owned),
+        cmocka_unit_test(test_inactive_not_owned_with_unknown_field),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
