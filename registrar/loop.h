@@ -1,0 +1,104 @@
+/*
+ * loop.h - mcplocal's one event loop: libcurl multi, timers and file
+ * descriptors, all driven by curl_multi_poll() on one thread.
+ *
+ * Everything mcplocal does concurrently (the control stream, heartbeats,
+ * result posts, upstream calls, wake recipes and their child processes) is a
+ * transfer, a timer or a watched descriptor on one struct loop.
+ *
+ * libcurl forbids multi calls from inside its callbacks. The loop therefore
+ * knows when it is "busy" (inside curl_multi_perform() or a callback that
+ * libcurl invoked) and defers adding and removing transfers until libcurl has
+ * returned: loop_add_easy() and loop_defer() are safe to call anywhere.
+ *
+ * Timers and watchers are embedded in their owner's struct; the loop never
+ * allocates or frees them. A callback may start or stop any timer or watcher,
+ * including its own.
+ */
+#ifndef MCPLOCAL_LOOP_H
+#define MCPLOCAL_LOOP_H
+
+#include <curl/curl.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct loop;
+struct loop_timer;
+struct loop_fd;
+
+typedef void (*loop_timer_fn)(struct loop *l, void *ud);
+/* revents holds CURL_WAIT_POLLIN / CURL_WAIT_POLLOUT / CURL_WAIT_POLLPRI. */
+typedef void (*loop_fd_fn)(struct loop *l, int fd, short revents, void *ud);
+/* Called once when a transfer ends (rc is libcurl's result); the easy handle
+ * has been removed from the multi handle and is the caller's again. */
+typedef void (*loop_done_fn)(struct loop *l, CURL *easy, CURLcode rc, void *ud);
+typedef void (*loop_defer_fn)(struct loop *l, void *ud);
+
+struct loop_timer {
+    int64_t due; /* monotonic ms */
+    bool armed;
+    loop_timer_fn fn;
+    void *ud;
+    struct loop_timer *prev, *next;
+};
+
+struct loop_fd {
+    int fd;
+    short events; /* CURL_WAIT_POLLIN and/or CURL_WAIT_POLLOUT */
+    bool active;
+    loop_fd_fn fn;
+    void *ud;
+    struct loop_fd *prev, *next;
+};
+
+/* Returns a new loop, or NULL when libcurl or memory failed. Free with
+ * loop_free(). curl_global_init() must have been called. */
+struct loop *loop_new(void);
+/* Frees the loop. Owners must have removed their transfers first; timers
+ * and watchers are simply forgotten. NULL is a no-op. */
+void loop_free(struct loop *l);
+
+/* The loop's notion of now (monotonic ms, via clock.h). */
+int64_t loop_now(const struct loop *l);
+
+void loop_timer_init(struct loop_timer *t, loop_timer_fn fn, void *ud);
+/* Arms (or re-arms) t to fire once, delay_ms from now. */
+void loop_timer_start(struct loop *l, struct loop_timer *t, int64_t delay_ms);
+/* Disarms t; a no-op when it is not armed. */
+void loop_timer_stop(struct loop *l, struct loop_timer *t);
+
+/* Watches fd for events until loop_fd_remove(). Returns 0. */
+int loop_fd_add(struct loop *l, struct loop_fd *w, int fd, short events, loop_fd_fn fn, void *ud);
+/* Stops watching; a no-op when w is not active. Does not close the fd. */
+void loop_fd_remove(struct loop *l, struct loop_fd *w);
+
+/* Adds a prepared easy handle; done is called once when it ends. The easy's
+ * CURLOPT_PRIVATE is used by the loop. Returns 0, or -1 when libcurl refused
+ * (done is then not called). Deferred while the loop is busy. */
+int loop_add_easy(struct loop *l, CURL *easy, loop_done_fn done, void *ud);
+/* Removes an easy handle at once or, when the loop is busy, as soon as
+ * libcurl has returned; done is not called for it afterwards. If cleanup is
+ * true the handle is curl_easy_cleanup()-ed after removal. */
+void loop_remove_easy(struct loop *l, CURL *easy, bool cleanup);
+
+/* Runs fn(ud) after the current libcurl call has returned (or on the next
+ * iteration when the loop is idle). Returns 0, or -1 when out of memory. */
+int loop_defer(struct loop *l, loop_defer_fn fn, void *ud);
+
+/* Marks the loop busy around a region in which libcurl may invoke callbacks
+ * (curl_easy_pause(), for instance). Nested calls are counted. */
+void loop_busy_enter(struct loop *l);
+void loop_busy_leave(struct loop *l);
+/* True while inside curl_multi_perform() or a busy region. */
+bool loop_busy(const struct loop *l);
+
+/* Runs one iteration: waits at most max_wait_ms (less when a timer is due
+ * sooner) for network or descriptor activity, then dispatches transfers,
+ * watchers, deferred calls and due timers. Returns 0, or -1 when libcurl
+ * failed in a way the loop cannot recover from. */
+int loop_run_once(struct loop *l, int max_wait_ms);
+
+/* Wakes a loop_run_once() that is waiting (safe from other threads). */
+void loop_wakeup(struct loop *l);
+
+#endif

@@ -1,0 +1,253 @@
+#include "transport.h"
+
+#include "buf.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+struct http_req {
+    struct loop *loop;
+    CURL *easy;
+    struct curl_slist *headers;
+    struct buf body;
+    long status;
+    CURLcode rc;
+    bool status_known;
+    bool finished;
+    bool too_large;
+    bool dead;         /* freed while libcurl was busy: free pending */
+    bool pause_wanted; /* the next write returns CURL_WRITEFUNC_PAUSE */
+    bool paused;
+    http_data_fn on_data;
+    http_done_fn on_done;
+    void *ud;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+static void note_status(struct http_req *r)
+{
+    if (r->status_known)
+        return;
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
+    r->status_known = true;
+}
+
+static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    struct http_req *r = ud;
+    size_t n = size * nmemb;
+    if (r->dead)
+        return 0;
+    if (r->pause_wanted) {
+        r->paused = true;
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    note_status(r);
+    if (r->on_data && r->status >= 200 && r->status < 300) {
+        if (r->on_data(r, ptr, n, r->ud) != 0)
+            return 0;
+        return n;
+    }
+    if (buf_append(&r->body, ptr, n) < 0) {
+        r->too_large = true;
+        return 0;
+    }
+    return n;
+}
+
+/* TCP_KEEPCNT has no libcurl option in 7.88; set it on the socket. */
+static int on_sockopt(void *ud, curl_socket_t fd, curlsocktype purpose)
+{
+    (void)ud;
+    if (purpose == CURLSOCKTYPE_IPCXN) {
+        int cnt = 3;
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    }
+    return CURL_SOCKOPT_OK;
+}
+
+static void on_done(struct loop *l, CURL *easy, CURLcode rc, void *ud)
+{
+    (void)l;
+    (void)easy;
+    struct http_req *r = ud;
+    r->finished = true;
+    r->rc = rc;
+    r->status_known = false;
+    note_status(r);
+    r->on_done(r, r->ud);
+}
+
+static void free_now(struct http_req *r)
+{
+    if (r->easy)
+        loop_remove_easy(r->loop, r->easy, true);
+    curl_slist_free_all(r->headers);
+    buf_release(&r->body);
+    free(r);
+}
+
+static void free_deferred(struct loop *l, void *ud)
+{
+    (void)l;
+    free_now(ud);
+}
+
+void http_req_free(struct http_req *r)
+{
+    if (!r || r->dead)
+        return;
+    if (loop_busy(r->loop)) {
+        r->dead = true;
+        if (loop_defer(r->loop, free_deferred, r) == 0)
+            return;
+        /* Out of memory: the write callback sees dead and aborts; removing
+         * now is refused by libcurl inside callbacks, so leak instead of
+         * risking a use after free. */
+        return;
+    }
+    free_now(r);
+}
+
+int http_req_start(struct loop *l, const struct http_req_opts *o, struct http_req **out)
+{
+    *out = NULL;
+    struct http_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return -1;
+    r->loop = l;
+    r->on_data = o->on_data;
+    r->on_done = o->on_done;
+    r->ud = o->ud;
+    buf_init(&r->body, o->max_body ? o->max_body : 64 * 1024);
+    r->easy = curl_easy_init();
+    if (!r->easy)
+        goto fail;
+    for (size_t i = 0; o->headers && o->headers[i]; i++) {
+        struct curl_slist *h = curl_slist_append(r->headers, o->headers[i]);
+        if (!h)
+            goto fail;
+        r->headers = h;
+    }
+    struct curl_slist *h = curl_slist_append(r->headers, "Expect:");
+    if (!h)
+        goto fail;
+    r->headers = h;
+
+    CURL *e = r->easy;
+    curl_easy_setopt(e, CURLOPT_URL, o->url);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "mcplocal");
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (strcmp(o->method, "GET") == 0) {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(o->method, "POST") == 0) {
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+    } else {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, o->method);
+    }
+    if (o->body) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
+        if (curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, o->body) != CURLE_OK)
+            goto fail;
+    } else if (strcmp(o->method, "POST") == 0) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, 0L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
+    }
+    if (o->timeout_ms > 0)
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)o->timeout_ms);
+    if (o->connect_timeout_ms > 0)
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)o->connect_timeout_ms);
+    if (o->low_speed_time_s > 0) {
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, o->low_speed_time_s);
+    }
+    if (o->keepalive) {
+        curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+        curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 30L);
+        curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 10L);
+        curl_easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
+    }
+    if (loop_add_easy(l, e, on_done, r) < 0)
+        goto fail;
+    *out = r;
+    return 0;
+fail:
+    if (r->easy)
+        curl_easy_cleanup(r->easy);
+    curl_slist_free_all(r->headers);
+    buf_release(&r->body);
+    free(r);
+    return -1;
+}
+
+bool http_req_ok(const struct http_req *r)
+{
+    return r->finished && r->rc == CURLE_OK;
+}
+
+long http_req_status(const struct http_req *r)
+{
+    return r->status;
+}
+
+const char *http_req_body(const struct http_req *r, size_t *len)
+{
+    if (len)
+        *len = r->body.len;
+    return r->body.data ? r->body.data : "";
+}
+
+const char *http_req_content_type(const struct http_req *r)
+{
+    char *ct = NULL;
+    if (curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK)
+        return NULL;
+    return ct;
+}
+
+const char *http_req_error(const struct http_req *r)
+{
+    if (!r->finished || r->rc == CURLE_OK)
+        return NULL;
+    if (r->too_large)
+        return "response too large";
+    return curl_easy_strerror(r->rc);
+}
+
+const char *http_req_error_detail(const struct http_req *r)
+{
+    if (!r->finished || r->rc == CURLE_OK)
+        return NULL;
+    if (r->too_large)
+        return "response too large";
+    return r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->rc);
+}
+
+bool http_req_timed_out(const struct http_req *r)
+{
+    return r->finished && r->rc == CURLE_OPERATION_TIMEDOUT;
+}
+
+void http_req_pause(struct http_req *r)
+{
+    r->pause_wanted = true;
+}
+
+void http_req_resume(struct http_req *r)
+{
+    r->pause_wanted = false;
+    if (!r->paused || r->finished || r->dead)
+        return;
+    r->paused = false;
+    loop_busy_enter(r->loop);
+    curl_easy_pause(r->easy, CURLPAUSE_CONT);
+    loop_busy_leave(r->loop);
+}

@@ -1,0 +1,282 @@
+#include "wire.h"
+
+#include "buf.h"
+#include "jsonscan.h"
+#include "protocol.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int64_t seconds_ms(json_t *j, int64_t dflt)
+{
+    if (!json_is_number(j))
+        return dflt;
+    double s = json_number_value(j);
+    if (!(s > 0) || s > 86400.0 * 365)
+        return dflt;
+    int64_t ms = (int64_t)(s * 1000.0 + 0.5);
+    return ms > 0 ? ms : 1;
+}
+
+int wire_parse_hello(const char *data, size_t len, struct hello_frame *out)
+{
+    memset(out, 0, sizeof *out);
+    out->heartbeat_ms = MCP_DEFAULT_HEARTBEAT_INTERVAL_MS;
+    out->ping_ms = MCP_DEFAULT_PING_INTERVAL_MS;
+    json_t *root = json_loadb(data, len, 0, NULL);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return -1;
+    }
+    const char *s = json_string_value(json_object_get(root, "providerSessionId"));
+    if (s && session_id_valid(s))
+        snprintf(out->session, sizeof out->session, "%s", s);
+    out->heartbeat_ms = seconds_ms(json_object_get(root, "heartbeatIntervalSeconds"),
+                                   MCP_DEFAULT_HEARTBEAT_INTERVAL_MS);
+    out->ping_ms =
+        seconds_ms(json_object_get(root, "pingIntervalSeconds"), MCP_DEFAULT_PING_INTERVAL_MS);
+    json_decref(root);
+    return 0;
+}
+
+bool wire_task_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > TASK_ID_MAX)
+        return false;
+    for (const char *c = id; *c; c++)
+        if (!strchr("._-", *c) && !(*c >= '0' && *c <= '9') && !(*c >= 'a' && *c <= 'z') &&
+            !(*c >= 'A' && *c <= 'Z'))
+            return false;
+    return true;
+}
+
+int wire_parse_task(const char *data, size_t len, struct task_frame *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    json_error_t je;
+    json_t *root = json_loadb(data, len, 0, &je);
+    int rc = -1;
+    if (!json_is_object(root)) {
+        snprintf(err, errlen, "task frame is not a JSON object");
+        goto out;
+    }
+    const char *id = json_string_value(json_object_get(root, "taskId"));
+    if (!id || !wire_task_id_valid(id)) {
+        snprintf(err, errlen, "task frame without a valid taskId");
+        goto out;
+    }
+    snprintf(out->task_id, sizeof out->task_id, "%s", id);
+    const char *kind = json_string_value(json_object_get(root, "kind"));
+    if (kind && strcmp(kind, MCP_TASK_INFER) == 0) {
+        out->kind = TASK_INFER;
+    } else if (kind && strcmp(kind, MCP_TASK_WAKE) == 0) {
+        out->kind = TASK_WAKE;
+    } else {
+        snprintf(err, errlen, "unknown task kind '%s'", kind ? kind : "(none)");
+        goto out;
+    }
+    const char *llm = json_string_value(json_object_get(root, "llmName"));
+    if (!llm || !mcp_name_valid(llm)) {
+        snprintf(err, errlen, "task frame without a valid llmName");
+        goto out;
+    }
+    snprintf(out->llm, sizeof out->llm, "%s", llm);
+    out->streaming = json_is_true(json_object_get(root, "streaming"));
+    if (out->kind == TASK_INFER) {
+        json_t *body = json_object_get(root, "body");
+        if (!json_is_object(body)) {
+            snprintf(err, errlen, "infer task without a request body");
+            goto out;
+        }
+        out->body = json_incref(body);
+    }
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+void wire_task_release(struct task_frame *t)
+{
+    json_decref(t->body);
+    t->body = NULL;
+}
+
+int wire_parse_cancel(const char *data, size_t len, char *task_id)
+{
+    task_id[0] = '\0';
+    json_t *root = json_loadb(data, len, 0, NULL);
+    const char *id = json_string_value(json_object_get(root, "taskId"));
+    int rc = -1;
+    if (id && wire_task_id_valid(id)) {
+        snprintf(task_id, TASK_ID_MAX + 1, "%s", id);
+        rc = 0;
+    }
+    json_decref(root);
+    return rc;
+}
+
+static int set_opt_string(json_t *o, const char *key, const char *val)
+{
+    if (!val)
+        return 0;
+    return json_object_set_new(o, key, json_string(val));
+}
+
+char *wire_register_body(const char *session, const struct provider_cfg *const *providers,
+                         const char *const *statuses, size_t n)
+{
+    char *out = NULL;
+    json_t *root = json_object();
+    json_t *arr = json_array();
+    if (!root || !arr)
+        goto out;
+    if (session && json_object_set_new(root, "providerSessionId", json_string(session)) < 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        const struct provider_cfg *p = providers[i];
+        json_t *o = json_object();
+        if (!o || json_array_append_new(arr, o) < 0)
+            goto out;
+        if (set_opt_string(o, "name", p->name) < 0 || set_opt_string(o, "type", p->type) < 0 ||
+            set_opt_string(o, "model", p->model) < 0 || set_opt_string(o, "tier", p->tier) < 0 ||
+            set_opt_string(o, "description", p->description) < 0 ||
+            set_opt_string(o, "poolName", p->pool_name) < 0 ||
+            set_opt_string(o, "initialStatus", statuses[i]) < 0)
+            goto out;
+        if (p->extra_config) {
+            json_t *x = json_loads(p->extra_config, 0, NULL);
+            if (!x || json_object_set_new(o, "extraConfig", x) < 0)
+                goto out;
+        }
+    }
+    if (json_object_set(root, "providers", arr) < 0)
+        goto out;
+    out = json_dumps(root, JSON_COMPACT);
+out:
+    json_decref(arr);
+    json_decref(root);
+    return out;
+}
+
+char *wire_result_status(long status, const char *body, size_t len)
+{
+    enum json_kind kind;
+    if (jsonscan_validate_value(body, len, &kind) < 0)
+        return NULL;
+    struct buf b;
+    buf_init(&b, len + 64);
+    if (buf_printf(&b, "{\"status\":%ld,\"body\":", status) < 0 || buf_append(&b, body, len) < 0 ||
+        buf_append(&b, "}", 1) < 0) {
+        buf_release(&b);
+        return NULL;
+    }
+    return buf_steal(&b);
+}
+
+static char *json_quote(const char *s, size_t len)
+{
+    json_t *j = json_stringn(s, len);
+    if (!j)
+        return NULL;
+    char *out = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
+    json_decref(j);
+    return out;
+}
+
+char *wire_result_chunk(const char *data, size_t len)
+{
+    enum json_kind kind;
+    char *quoted = NULL;
+    const char *val = data;
+    size_t vlen = len;
+    if (jsonscan_validate_value(data, len, &kind) < 0 || kind != JSON_K_OBJECT) {
+        quoted = json_quote(data, len);
+        if (!quoted)
+            return NULL;
+        val = quoted;
+        vlen = strlen(quoted);
+    }
+    struct buf b;
+    buf_init(&b, vlen + 64);
+    char *out = NULL;
+    if (buf_append_str(&b, "{\"chunk\":{\"data\":") == 0 && buf_append(&b, val, vlen) == 0 &&
+        buf_append_str(&b, "}}") == 0)
+        out = buf_steal(&b);
+    buf_release(&b);
+    free(quoted);
+    return out;
+}
+
+char *wire_result_done(void)
+{
+    return strdup("{\"chunk\":{\"done\":true}}");
+}
+
+char *wire_result_error(const char *msg)
+{
+    char *q = json_quote(msg, strlen(msg));
+    if (!q)
+        return NULL;
+    size_t n = strlen(q) + 16;
+    char *out = malloc(n);
+    if (out)
+        snprintf(out, n, "{\"error\":%s}", q);
+    free(q);
+    return out;
+}
+
+char *wire_result_wake_ok(int64_t ms)
+{
+    char tmp[96];
+    snprintf(tmp, sizeof tmp, "{\"status\":200,\"body\":{\"ok\":true,\"ms\":%lld}}", (long long)ms);
+    return strdup(tmp);
+}
+
+char *wire_upstream_request(json_t *body, const char *model, bool streaming)
+{
+    if (json_object_set_new(body, "model", json_string(model)) < 0)
+        return NULL;
+    if (streaming) {
+        if (json_object_set_new(body, "stream", json_true()) < 0)
+            return NULL;
+    } else {
+        if (json_object_get(body, "stream") &&
+            json_object_set_new(body, "stream", json_false()) < 0)
+            return NULL;
+        json_object_del(body, "stream_options");
+    }
+    return json_dumps(body, JSON_COMPACT);
+}
+
+void wire_backend_error(const char *body, size_t len, char *out, size_t outlen)
+{
+    out[0] = '\0';
+    json_t *root = json_loadb(body, len, 0, NULL);
+    const char *msg = NULL;
+    if (json_is_object(root)) {
+        json_t *e = json_object_get(root, "error");
+        if (json_is_object(e))
+            msg = json_string_value(json_object_get(e, "message"));
+        else if (json_is_string(e))
+            msg = json_string_value(e);
+        if (!msg)
+            msg = json_string_value(json_object_get(root, "message"));
+        if (!msg)
+            msg = json_string_value(json_object_get(root, "detail"));
+    }
+    if (msg) {
+        snprintf(out, outlen, "%s", msg);
+    } else {
+        size_t n = len < outlen - 1 ? len : outlen - 1;
+        if (n > 200)
+            n = 200;
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            out[k++] = (body[i] == '\n' || body[i] == '\r' || body[i] == '\t') ? ' ' : body[i];
+        out[k] = '\0';
+    }
+    json_decref(root);
+}
