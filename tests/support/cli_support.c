@@ -1,16 +1,37 @@
 #include "cli_support.h"
 
 #include "proc.h"
+#include "tmpdir.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <yaml.h>
+
+void cli_t_cloexec_all(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return;
+    int self = dirfd(d);
+    for (struct dirent *de = readdir(d); de; de = readdir(d)) {
+        int fd = atoi(de->d_name);
+        if (fd <= 2 || fd == self)
+            continue;
+        int flags = fcntl(fd, F_GETFD);
+        if (flags >= 0 && !(flags & FD_CLOEXEC))
+            fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+    }
+    closedir(d);
+}
 
 int cli_t_run(const char *home, const char *const env[], const char *stdin_data,
               const char *const args[], struct cli_t_result *r)
@@ -24,13 +45,23 @@ int cli_t_run(const char *home, const char *const env[], const char *stdin_data,
         argv[n++] = args[i];
     argv[n] = NULL;
     snprintf(home_kv, sizeof home_kv, "MCPCTL_HOME=%s", home ? home : "");
-    envv[e++] = home_kv;
-    envv[e++] = "MCPCTL_URL=";
-    envv[e++] = "MCPCTL_TOKEN=";
+    /* Defaults first, each only when env does not set it: the child's
+     * getenv() would see the first of two entries. */
+    const char *defaults[] = {home_kv, "MCPCTL_URL=", "MCPCTL_TOKEN="};
+    for (size_t d = 0; d < sizeof defaults / sizeof defaults[0]; d++) {
+        size_t klen = strchr(defaults[d], '=') - defaults[d] + 1;
+        bool overridden = false;
+        for (size_t i = 0; env && env[i]; i++)
+            if (strncmp(env[i], defaults[d], klen) == 0)
+                overridden = true;
+        if (!overridden)
+            envv[e++] = defaults[d];
+    }
     for (size_t i = 0; env && env[i] && e < 63; i++)
         envv[e++] = env[i];
     envv[e] = NULL;
     memset(r, 0, sizeof *r);
+    cli_t_cloexec_all();
     r->code = proc_run(argv, envv, stdin_data, &r->out, &r->err, 60000);
     if (!r->out)
         r->out = strdup("");
@@ -55,6 +86,59 @@ int cli_t_write_file(const char *path, const char *text)
     ssize_t w = write(fd, text, len);
     close(fd);
     return w == (ssize_t)len ? 0 : -1;
+}
+
+int cli_t_env_start(struct cli_t_env *e, const char *const mcpd_args[], const char *providers_json)
+{
+    memset(e, 0, sizeof *e);
+    e->env = test_env_start(mcpd_args);
+    if (!e->env)
+        return -1;
+    e->home = tmpdir_path(e->env->dir, "mcpctl-home");
+    snprintf(e->url_kv, sizeof e->url_kv, "MCPCTL_URL=%s", e->env->mcpd.url);
+    snprintf(e->token_kv, sizeof e->token_kv, "MCPCTL_TOKEN=%s", e->env->mcpd.token);
+    if (providers_json) {
+        e->pub = fake_publisher_start(e->env->mcpd.url, e->env->mcpd.token, providers_json, NULL);
+        if (!e->pub) {
+            cli_t_env_stop(e);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int cli_t_env_stop(struct cli_t_env *e)
+{
+    if (e->pub)
+        fake_publisher_stop(e->pub);
+    e->pub = NULL;
+    free(e->home);
+    e->home = NULL;
+    int rc = e->env ? test_env_stop(e->env) : -1;
+    e->env = NULL;
+    return rc;
+}
+
+int cli_t_run_env(struct cli_t_env *e, const char *stdin_data, const char *const args[],
+                  struct cli_t_result *r)
+{
+    const char *env[] = {e->url_kv, e->token_kv, NULL};
+    return cli_t_run(e->home, env, stdin_data, args, r);
+}
+
+int cli_t_closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
 }
 
 /* ---- YAML, through libyaml loaded at run time ---- */

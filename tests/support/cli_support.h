@@ -8,6 +8,9 @@
 #ifndef TEST_CLI_SUPPORT_H
 #define TEST_CLI_SUPPORT_H
 
+#include "fake_publisher.h"
+#include "test_env.h"
+
 #include <jansson.h>
 #include <stddef.h>
 
@@ -24,6 +27,36 @@ struct cli_t_result {
 int cli_t_run(const char *home, const char *const env[], const char *stdin_data,
               const char *const args[], struct cli_t_result *r);
 void cli_t_result_free(struct cli_t_result *r);
+
+/* Marks every open descriptor above 2 close-on-exec. libcurl's sockets are
+ * not, so without this a child would keep a copy of, say, a fake
+ * publisher's control stream open after the publisher closed it, and mcpd
+ * would never see it go. cli_t_run() calls it before each run. */
+void cli_t_cloexec_all(void);
+
+/* A running mcpd (owner "alice" has env->mcpd.token), optionally a fake
+ * publisher holding its control stream, and a home directory for mcpctl. */
+struct cli_t_env {
+    struct test_env *env;
+    struct fake_publisher *pub; /* NULL when no providers were given */
+    char *home;                 /* MCPCTL_HOME for mcpctl runs (empty at start) */
+    char url_kv[128];           /* "MCPCTL_URL=http://127.0.0.1:PORT" */
+    char token_kv[256];         /* "MCPCTL_TOKEN=<alice's token>" */
+};
+
+/* Starts mcpd with mcpd_args (NULL-terminated or NULL) and, when
+ * providers_json (a JSON array of ProviderInput) is not NULL, a fake
+ * publisher for alice. Returns 0 or -1 (details on stderr). */
+int cli_t_env_start(struct cli_t_env *e, const char *const mcpd_args[], const char *providers_json);
+/* Stops the publisher and mcpd and removes the files. Returns mcpd's exit
+ * code (0 for a clean shutdown). */
+int cli_t_env_stop(struct cli_t_env *e);
+/* cli_t_run() with e's home and MCPCTL_URL/MCPCTL_TOKEN set for alice. */
+int cli_t_run_env(struct cli_t_env *e, const char *stdin_data, const char *const args[],
+                  struct cli_t_result *r);
+
+/* A TCP port on 127.0.0.1 that nothing listens on (bound, then closed). */
+int cli_t_closed_port(void);
 
 /* Parses one YAML document into a new JSON value (caller decrefs): mappings
  * become objects, sequences arrays; quoted scalars are strings; plain ones
