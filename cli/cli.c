@@ -319,6 +319,9 @@ static int converse(struct ctx *c, struct chat *chat, struct api *a, const char 
     int last = CLI_EXIT_OK;
     int rc = 0;
     bool prompt = isatty(fileno(c->in));
+    if (prompt)
+        fprintf(c->errf, "chatting with Llm '%s': one message per line; /exit or Ctrl-D ends\n",
+                name);
     for (;;) {
         if (prompt) {
             fputs("> ", c->errf);

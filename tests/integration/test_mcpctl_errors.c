@@ -27,7 +27,7 @@ static struct cli_t_env Gone; /* its publisher vanished: "gone" is inactive */
 static int setup(void **state)
 {
     (void)state;
-    const char *args[] = {"--infer-timeout", "1s", NULL};
+    const char *args[] = {"--infer-timeout", "1s", "--max-body", "4K", NULL};
     if (cli_t_env_start(&E, args, providers) < 0)
         return -1;
     if (cli_t_env_start(&Gone, NULL, providers) < 0)
@@ -167,6 +167,19 @@ static void test_inference_failed(void **state)
     fake_publisher_set_script(E.pub, &s);
 }
 
+/* Anything else: exit 1 (here mcpd refuses a body over its cap). */
+static void test_other_error(void **state)
+{
+    (void)state;
+    char big[6000];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    struct cli_t_result r;
+    cli_t_run_env(&E, NULL, (const char *[]){"chat-llm", "live", "-m", big, NULL}, &r);
+    check_failure(&r, 1, "mcpd refused the request (413");
+    cli_t_result_free(&r);
+}
+
 static void test_usage(void **state)
 {
     (void)state;
@@ -193,9 +206,13 @@ static void test_usage(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unreachable),      cmocka_unit_test(test_token_rejected),
-        cmocka_unit_test(test_not_found),        cmocka_unit_test(test_publisher_offline),
-        cmocka_unit_test(test_inference_failed), cmocka_unit_test(test_usage),
+        cmocka_unit_test(test_unreachable),
+        cmocka_unit_test(test_token_rejected),
+        cmocka_unit_test(test_not_found),
+        cmocka_unit_test(test_publisher_offline),
+        cmocka_unit_test(test_inference_failed),
+        cmocka_unit_test(test_other_error),
+        cmocka_unit_test(test_usage),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
