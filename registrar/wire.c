@@ -19,6 +19,13 @@ static int64_t seconds_ms(json_t *j, int64_t dflt)
     return ms > 0 ? ms : 1;
 }
 
+static int64_t millis(json_t *j, int64_t dflt)
+{
+    if (!json_is_integer(j) || json_integer_value(j) <= 0)
+        return dflt;
+    return (int64_t)json_integer_value(j);
+}
+
 int wire_parse_hello(const char *data, size_t len, struct hello_frame *out)
 {
     memset(out, 0, sizeof *out);
@@ -36,6 +43,9 @@ int wire_parse_hello(const char *data, size_t len, struct hello_frame *out)
                                    MCP_DEFAULT_HEARTBEAT_INTERVAL_MS);
     out->ping_ms =
         seconds_ms(json_object_get(root, "pingIntervalSeconds"), MCP_DEFAULT_PING_INTERVAL_MS);
+    /* mcpd also sends the exact values in ms (seconds are rounded up). */
+    out->heartbeat_ms = millis(json_object_get(root, "heartbeatIntervalMs"), out->heartbeat_ms);
+    out->ping_ms = millis(json_object_get(root, "pingIntervalMs"), out->ping_ms);
     json_decref(root);
     return 0;
 }

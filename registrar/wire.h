@@ -27,8 +27,10 @@ struct hello_frame {
     int64_t ping_ms;      /* pingIntervalSeconds */
 };
 
-/* Parses a hello frame's data. Missing or non-positive intervals get the
- * protocol defaults. Returns 0, or -1 when data is not a JSON object. */
+/* Parses a hello frame's data. heartbeatIntervalMs / pingIntervalMs win
+ * over the ...Seconds fields (which may be fractional); missing or
+ * non-positive intervals get the protocol defaults. Returns 0, or -1 when data is not a JSON
+ * object. */
 int wire_parse_hello(const char *data, size_t len, struct hello_frame *out);
 
 enum task_kind { TASK_INFER, TASK_WAKE };

@@ -1,0 +1,596 @@
+#include "fake_backend.h"
+
+#include "clock.h"
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define FB_MAX_CHUNKS 4096
+#define FB_MAX_BODY (4 * 1024 * 1024)
+
+struct fb_rec {
+    char *method;
+    char *path;
+    char *headers; /* "Name: value\n" lines */
+    char *body;
+};
+
+struct fake_backend {
+    struct MHD_Daemon *d;
+    int port;
+    char url[64];
+    char wake_url[64];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stopping;
+    /* script */
+    int chunks;
+    int delay_ms;
+    int fail_status;
+    bool asleep;
+    int64_t wake_at; /* -1: not woken */
+    int wake_status;
+    int wake_up_after_ms;
+    int models_delay_ms;
+    /* records */
+    struct fb_rec *recs;
+    size_t nrecs, caprecs;
+    int aborted;
+    int completed;
+    int64_t chunk_ms[FB_MAX_CHUNKS];
+    unsigned stream_gen;
+};
+
+struct fb_req {
+    char *body;
+    size_t len;
+    bool too_big;
+};
+
+struct fb_stream {
+    struct fake_backend *fb;
+    struct MHD_Connection *conn;
+    unsigned gen;
+    int n, delay_ms, next;
+    char model[256];
+    char *pending;
+    size_t plen, poff;
+    bool done_sent;
+    bool finished;
+};
+
+static int64_t fb_now(void)
+{
+    return clock_mono_ms();
+}
+
+static void fb_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static enum MHD_Result fb_header_iter(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    (void)kind;
+    char **acc = cls;
+    size_t old = *acc ? strlen(*acc) : 0;
+    size_t add = strlen(key) + (value ? strlen(value) : 0) + 4;
+    char *p = realloc(*acc, old + add);
+    if (!p)
+        return MHD_NO;
+    snprintf(p + old, add, "%s: %s\n", key, value ? value : "");
+    *acc = p;
+    return MHD_YES;
+}
+
+static void fb_record(struct fake_backend *fb, struct MHD_Connection *c, const char *method,
+                      const char *path, const char *body)
+{
+    char *headers = NULL;
+    MHD_get_connection_values(c, MHD_HEADER_KIND, fb_header_iter, &headers);
+    pthread_mutex_lock(&fb->mu);
+    if (fb->nrecs == fb->caprecs) {
+        size_t cap = fb->caprecs ? fb->caprecs * 2 : 64;
+        struct fb_rec *r = realloc(fb->recs, cap * sizeof *r);
+        if (!r) {
+            pthread_mutex_unlock(&fb->mu);
+            free(headers);
+            return;
+        }
+        fb->recs = r;
+        fb->caprecs = cap;
+    }
+    struct fb_rec *r = &fb->recs[fb->nrecs++];
+    r->method = strdup(method);
+    r->path = strdup(path);
+    r->headers = headers ? headers : strdup("");
+    r->body = strdup(body ? body : "");
+    pthread_cond_broadcast(&fb->cv);
+    pthread_mutex_unlock(&fb->mu);
+}
+
+static enum MHD_Result fb_reply(struct MHD_Connection *c, unsigned status, const char *ctype,
+                                const char *body)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", ctype);
+    enum MHD_Result rc = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
+static enum MHD_Result fb_json(struct MHD_Connection *c, unsigned status, const char *body)
+{
+    return fb_reply(c, status, "application/json", body);
+}
+
+/* True when the peer has closed its side of the connection. */
+static bool fb_peer_gone(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return false;
+    struct pollfd p = {ci->connect_fd, POLLIN | POLLRDHUP, 0};
+    if (poll(&p, 1, 0) <= 0)
+        return false;
+    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+static bool fb_is_asleep(struct fake_backend *fb)
+{
+    if (!fb->asleep)
+        return false;
+    if (fb->wake_at >= 0 && fb_now() >= fb->wake_at) {
+        fb->asleep = false;
+        return false;
+    }
+    return true;
+}
+
+static ssize_t fb_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    struct fb_stream *st = cls;
+    struct fake_backend *fb = st->fb;
+    if (st->poff < st->plen) {
+        size_t n = st->plen - st->poff;
+        if (n > max)
+            n = max;
+        memcpy(buf, st->pending + st->poff, n);
+        st->poff += n;
+        return (ssize_t)n;
+    }
+    free(st->pending);
+    st->pending = NULL;
+    st->plen = st->poff = 0;
+    if (st->next < st->n) {
+        /* Sleep in slices so a client that goes away is noticed at once. */
+        for (int waited = 0; waited < st->delay_ms; waited += 5) {
+            pthread_mutex_lock(&fb->mu);
+            bool stopping = fb->stopping;
+            pthread_mutex_unlock(&fb->mu);
+            if (stopping || fb_peer_gone(st->conn))
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            fb_sleep_ms(st->delay_ms - waited < 5 ? st->delay_ms - waited : 5);
+        }
+        if (fb_peer_gone(st->conn))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        char tmp[768];
+        int len = snprintf(tmp, sizeof tmp,
+                           "data: {\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion.chunk\","
+                           "\"model\":\"%s\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+                           "\"tok%d\"},\"finish_reason\":null}]}\n\n",
+                           st->model, st->next);
+        st->pending = strndup(tmp, (size_t)len);
+        st->plen = (size_t)len;
+        pthread_mutex_lock(&fb->mu);
+        if (st->gen == fb->stream_gen && st->next < FB_MAX_CHUNKS)
+            fb->chunk_ms[st->next] = fb_now();
+        pthread_mutex_unlock(&fb->mu);
+        st->next++;
+        return fb_stream_read(cls, pos, buf, max);
+    }
+    if (!st->done_sent) {
+        st->done_sent = true;
+        st->pending = strdup("data: [DONE]\n\n");
+        st->plen = strlen(st->pending);
+        st->finished = true;
+        return fb_stream_read(cls, pos, buf, max);
+    }
+    return MHD_CONTENT_READER_END_OF_STREAM;
+}
+
+static void fb_stream_free(void *cls)
+{
+    struct fb_stream *st = cls;
+    struct fake_backend *fb = st->fb;
+    pthread_mutex_lock(&fb->mu);
+    if (st->finished)
+        fb->completed++;
+    else
+        fb->aborted++;
+    pthread_cond_broadcast(&fb->cv);
+    pthread_mutex_unlock(&fb->mu);
+    free(st->pending);
+    free(st);
+}
+
+static enum MHD_Result fb_chat(struct fake_backend *fb, struct MHD_Connection *c, const char *body)
+{
+    json_t *req = json_loads(body, 0, NULL);
+    if (!json_is_object(req)) {
+        json_decref(req);
+        return fb_json(c, 400, "{\"error\":{\"message\":\"body is not JSON\"}}");
+    }
+    const char *model = json_string_value(json_object_get(req, "model"));
+    char m[256];
+    snprintf(m, sizeof m, "%s", model ? model : "");
+    bool stream = json_is_true(json_object_get(req, "stream"));
+    json_decref(req);
+
+    pthread_mutex_lock(&fb->mu);
+    int fail = fb->fail_status;
+    int chunks = fb->chunks, delay = fb->delay_ms;
+    pthread_mutex_unlock(&fb->mu);
+    if (fail)
+        return fb_json(c, (unsigned)fail,
+                       "{\"error\":{\"message\":\"fake failure\",\"type\":\"server_error\"}}");
+    if (!stream) {
+        char out[1024];
+        snprintf(out, sizeof out,
+                 "{\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion\",\"model\":\"%s\","
+                 "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+                 "\"hello from fake\"},\"finish_reason\":\"stop\"}],"
+                 "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":3,\"total_tokens\":4}}",
+                 m);
+        return fb_json(c, 200, out);
+    }
+    struct fb_stream *st = calloc(1, sizeof *st);
+    if (!st)
+        return MHD_NO;
+    st->fb = fb;
+    st->conn = c;
+    st->n = chunks;
+    st->delay_ms = delay;
+    snprintf(st->model, sizeof st->model, "%s", m);
+    pthread_mutex_lock(&fb->mu);
+    st->gen = ++fb->stream_gen;
+    for (int i = 0; i < FB_MAX_CHUNKS; i++)
+        fb->chunk_ms[i] = -1;
+    pthread_mutex_unlock(&fb->mu);
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096,
+                                                               fb_stream_read, st, fb_stream_free);
+    if (!r) {
+        free(st);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    enum MHD_Result rc = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
+static enum MHD_Result fb_handler(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    struct fake_backend *fb = cls;
+    struct fb_req *rq = *con_cls;
+    if (!rq) {
+        rq = calloc(1, sizeof *rq);
+        if (!rq)
+            return MHD_NO;
+        *con_cls = rq;
+        return MHD_YES;
+    }
+    if (*upload_size > 0) {
+        if (!rq->too_big && rq->len + *upload_size <= FB_MAX_BODY) {
+            char *p = realloc(rq->body, rq->len + *upload_size + 1);
+            if (p) {
+                memcpy(p + rq->len, upload, *upload_size);
+                rq->body = p;
+                rq->len += *upload_size;
+                p[rq->len] = '\0';
+            }
+        } else {
+            rq->too_big = true;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    const char *body = rq->body ? rq->body : "";
+    fb_record(fb, c, method, url, body);
+
+    if (strcmp(url, "/wake") == 0) {
+        pthread_mutex_lock(&fb->mu);
+        int status = fb->wake_status;
+        if (status >= 200 && status < 300 && fb->asleep && fb->wake_up_after_ms >= 0 &&
+            fb->wake_at < 0)
+            fb->wake_at = fb_now() + fb->wake_up_after_ms;
+        pthread_mutex_unlock(&fb->mu);
+        return fb_json(c, (unsigned)status,
+                       status < 300 ? "{\"ok\":true}" : "{\"error\":\"wake refused\"}");
+    }
+    if (strncmp(url, "/v1/", 4) != 0)
+        return fb_json(c, 404, "{\"error\":{\"message\":\"no such route\"}}");
+    pthread_mutex_lock(&fb->mu);
+    bool asleep = fb_is_asleep(fb);
+    int models_delay = fb->models_delay_ms;
+    pthread_mutex_unlock(&fb->mu);
+    if (asleep)
+        return fb_json(c, 503, "{\"error\":\"asleep\"}");
+    if (strcmp(url, "/v1/models") == 0 && strcmp(method, "GET") == 0) {
+        if (models_delay > 0)
+            fb_sleep_ms(models_delay);
+        return fb_json(c, 200,
+                       "{\"object\":\"list\",\"data\":[{\"id\":\"fake-model\",\"object\":\"model\","
+                       "\"owned_by\":\"fake\"}]}");
+    }
+    if (strcmp(url, "/v1/chat/completions") == 0 && strcmp(method, "POST") == 0)
+        return fb_chat(fb, c, body);
+    return fb_json(c, 404, "{\"error\":{\"message\":\"no such route\"}}");
+}
+
+static void fb_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    struct fb_req *rq = *con_cls;
+    if (rq) {
+        free(rq->body);
+        free(rq);
+        *con_cls = NULL;
+    }
+}
+
+struct fake_backend *fake_backend_start(void)
+{
+    struct fake_backend *fb = calloc(1, sizeof *fb);
+    if (!fb)
+        return NULL;
+    pthread_mutex_init(&fb->mu, NULL);
+    pthread_cond_init(&fb->cv, NULL);
+    fb->chunks = 3;
+    fb->wake_at = -1;
+    fb->wake_status = 200;
+    for (int i = 0; i < FB_MAX_CHUNKS; i++)
+        fb->chunk_ms[i] = -1;
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = 0;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    fb->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0,
+                             NULL, NULL, fb_handler, fb, MHD_OPTION_SOCK_ADDR, &addr,
+                             MHD_OPTION_NOTIFY_COMPLETED, fb_completed, fb, MHD_OPTION_END);
+    if (!fb->d) {
+        fprintf(stderr, "fake_backend: cannot start the daemon\n");
+        pthread_mutex_destroy(&fb->mu);
+        pthread_cond_destroy(&fb->cv);
+        free(fb);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(fb->d, MHD_DAEMON_INFO_BIND_PORT);
+    fb->port = di ? di->port : 0;
+    snprintf(fb->url, sizeof fb->url, "http://127.0.0.1:%d/v1", fb->port);
+    snprintf(fb->wake_url, sizeof fb->wake_url, "http://127.0.0.1:%d/wake", fb->port);
+    return fb;
+}
+
+void fake_backend_stop(struct fake_backend *fb)
+{
+    if (!fb)
+        return;
+    pthread_mutex_lock(&fb->mu);
+    fb->stopping = true;
+    pthread_mutex_unlock(&fb->mu);
+    MHD_stop_daemon(fb->d);
+    for (size_t i = 0; i < fb->nrecs; i++) {
+        free(fb->recs[i].method);
+        free(fb->recs[i].path);
+        free(fb->recs[i].headers);
+        free(fb->recs[i].body);
+    }
+    free(fb->recs);
+    pthread_mutex_destroy(&fb->mu);
+    pthread_cond_destroy(&fb->cv);
+    free(fb);
+}
+
+const char *fake_backend_url(const struct fake_backend *fb)
+{
+    return fb->url;
+}
+
+const char *fake_backend_wake_url(const struct fake_backend *fb)
+{
+    return fb->wake_url;
+}
+
+int fake_backend_port(const struct fake_backend *fb)
+{
+    return fb->port;
+}
+
+void fake_backend_set_stream(struct fake_backend *fb, int chunks, int delay_ms)
+{
+    pthread_mutex_lock(&fb->mu);
+    fb->chunks = chunks < FB_MAX_CHUNKS ? chunks : FB_MAX_CHUNKS;
+    fb->delay_ms = delay_ms;
+    pthread_mutex_unlock(&fb->mu);
+}
+
+void fake_backend_set_fail(struct fake_backend *fb, int status)
+{
+    pthread_mutex_lock(&fb->mu);
+    fb->fail_status = status;
+    pthread_mutex_unlock(&fb->mu);
+}
+
+void fake_backend_set_asleep(struct fake_backend *fb, bool asleep)
+{
+    pthread_mutex_lock(&fb->mu);
+    fb->asleep = asleep;
+    fb->wake_at = -1;
+    pthread_mutex_unlock(&fb->mu);
+}
+
+void fake_backend_set_wake(struct fake_backend *fb, int status, int up_after_ms)
+{
+    pthread_mutex_lock(&fb->mu);
+    fb->wake_status = status;
+    fb->wake_up_after_ms = up_after_ms;
+    pthread_mutex_unlock(&fb->mu);
+}
+
+void fake_backend_set_models_delay(struct fake_backend *fb, int delay_ms)
+{
+    pthread_mutex_lock(&fb->mu);
+    fb->models_delay_ms = delay_ms;
+    pthread_mutex_unlock(&fb->mu);
+}
+
+static int fb_count_locked(struct fake_backend *fb, const char *path)
+{
+    int n = 0;
+    for (size_t i = 0; i < fb->nrecs; i++)
+        if (strcmp(fb->recs[i].path, path) == 0)
+            n++;
+    return n;
+}
+
+int fake_backend_count(struct fake_backend *fb, const char *path)
+{
+    pthread_mutex_lock(&fb->mu);
+    int n = fb_count_locked(fb, path);
+    pthread_mutex_unlock(&fb->mu);
+    return n;
+}
+
+static void fb_deadline(struct timespec *ts, int timeout_ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += timeout_ms / 1000;
+    ts->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+int fake_backend_wait_count(struct fake_backend *fb, const char *path, int n, int timeout_ms)
+{
+    struct timespec dl;
+    fb_deadline(&dl, timeout_ms);
+    pthread_mutex_lock(&fb->mu);
+    int rc = 0;
+    while (fb_count_locked(fb, path) < n) {
+        if (pthread_cond_timedwait(&fb->cv, &fb->mu, &dl) != 0) {
+            rc = fb_count_locked(fb, path) >= n ? 0 : -1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&fb->mu);
+    return rc;
+}
+
+static struct fb_rec *fb_last(struct fake_backend *fb, const char *path)
+{
+    for (size_t i = fb->nrecs; i > 0; i--)
+        if (strcmp(fb->recs[i - 1].path, path) == 0)
+            return &fb->recs[i - 1];
+    return NULL;
+}
+
+char *fake_backend_last_body(struct fake_backend *fb, const char *path)
+{
+    pthread_mutex_lock(&fb->mu);
+    struct fb_rec *r = fb_last(fb, path);
+    char *out = r ? strdup(r->body) : NULL;
+    pthread_mutex_unlock(&fb->mu);
+    return out;
+}
+
+char *fake_backend_last_header(struct fake_backend *fb, const char *path, const char *name)
+{
+    pthread_mutex_lock(&fb->mu);
+    struct fb_rec *r = fb_last(fb, path);
+    char *out = NULL;
+    size_t nl = strlen(name);
+    for (const char *line = r ? r->headers : NULL; line && *line;) {
+        const char *end = strchr(line, '\n');
+        if (!end)
+            break;
+        if (strncasecmp(line, name, nl) == 0 && line[nl] == ':') {
+            const char *v = line + nl + 1;
+            while (*v == ' ')
+                v++;
+            out = strndup(v, (size_t)(end - v));
+            break;
+        }
+        line = end + 1;
+    }
+    pthread_mutex_unlock(&fb->mu);
+    return out;
+}
+
+int fake_backend_aborted(struct fake_backend *fb)
+{
+    pthread_mutex_lock(&fb->mu);
+    int n = fb->aborted;
+    pthread_mutex_unlock(&fb->mu);
+    return n;
+}
+
+int fake_backend_wait_aborted(struct fake_backend *fb, int n, int timeout_ms)
+{
+    struct timespec dl;
+    fb_deadline(&dl, timeout_ms);
+    pthread_mutex_lock(&fb->mu);
+    int rc = 0;
+    while (fb->aborted < n) {
+        if (pthread_cond_timedwait(&fb->cv, &fb->mu, &dl) != 0) {
+            rc = fb->aborted >= n ? 0 : -1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&fb->mu);
+    return rc;
+}
+
+int fake_backend_streams_completed(struct fake_backend *fb)
+{
+    pthread_mutex_lock(&fb->mu);
+    int n = fb->completed;
+    pthread_mutex_unlock(&fb->mu);
+    return n;
+}
+
+int64_t fake_backend_chunk_sent_ms(struct fake_backend *fb, int i)
+{
+    if (i < 0 || i >= FB_MAX_CHUNKS)
+        return -1;
+    pthread_mutex_lock(&fb->mu);
+    int64_t t = fb->chunk_ms[i];
+    pthread_mutex_unlock(&fb->mu);
+    return t;
+}
