@@ -421,6 +421,10 @@ static int cmd_login(struct ctx *c)
     }
     if (creds_normalize_url(url_in, &url, c->err) < 0)
         goto out;
+    if (!creds_token_valid(token)) {
+        usage_error(c, "login", "the token contains spaces or control characters");
+        goto out;
+    }
     if (!cli_args_has(c->args, OPT_NO_VERIFY)) {
         a = api_new(url, token, "--token");
         if (!a) {

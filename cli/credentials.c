@@ -41,6 +41,16 @@ char *creds_file_path(const struct creds_sources *s)
     return NULL;
 }
 
+bool creds_token_valid(const char *token)
+{
+    if (!token || !*token)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)token; *p; p++)
+        if (*p <= ' ' || *p == 0x7f)
+            return false;
+    return true;
+}
+
 int creds_normalize_url(const char *url, char **out, struct cli_error *err)
 {
     const char *host = NULL;
@@ -172,6 +182,12 @@ int creds_resolve(const struct creds_sources *s, bool need_url, bool need_token,
     }
     if (url && creds_normalize_url(url, &out->url, err) < 0)
         goto out;
+    if (token && !creds_token_valid(token)) {
+        cli_error_set(err, CLI_EXIT_USAGE,
+                      "the token from %s contains spaces or control characters; check it",
+                      out->token_from);
+        goto out;
+    }
     if (token) {
         out->token = strdup(token);
         if (!out->token) {

@@ -67,6 +67,10 @@ void creds_release(struct creds *c);
  * CLI_EXIT_USAGE error. */
 int creds_normalize_url(const char *url, char **out, struct cli_error *err);
 
+/* True when token can travel in an Authorization header: non-empty, no
+ * spaces, no control characters. */
+bool creds_token_valid(const char *token);
+
 /* Writes url and token to the credentials file at path, atomically and with
  * mode 0600, creating its directory (mode 0700) when missing and keeping the
  * other keys of an existing file. A file that is not a JSON object is left

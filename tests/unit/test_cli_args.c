@@ -203,6 +203,7 @@ static const struct {
     {{"login", "--server", "http://x"}, "needs both"},
     {{"login", "--server", "ftp://x", "--token", "t", "--no-verify"}, "invalid server URL"},
     {{"login", "extra"}, "takes no arguments"},
+    {{"login", "--server", "http://x", "--token", "a b", "--no-verify"}, "control characters"},
     {{"help", "nope"}, "unknown command 'nope'"},
     {{"--server", "", "--token", "t", "get", "llm"}, "'--server' needs a URL"},
     {{"--server", "localhost:1", "--token", "t", "get", "llm"}, "invalid server URL"},

@@ -99,6 +99,9 @@ static void test_missing_values_are_usage_errors(void **state)
         {"{broken", "is not a JSON object"},
         {"{\"mcpdUrl\": \"localhost:8080\", \"token\": \"t\"}", "invalid server URL"},
         {"{\"mcpdUrl\": \"\", \"token\": \"t\"}", "no mcpd server configured"},
+        {"{\"mcpdUrl\": \"http://x:1\", \"token\": \"a\\r\\nX-Evil: 1\"}",
+         "the token from the credentials file contains spaces or control characters"},
+        {"{\"mcpdUrl\": \"http://x:1\", \"token\": \"two words\"}", "contains spaces"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *dir = tmpdir_create("cli-creds");
