@@ -562,8 +562,10 @@ static void connection_lost(struct agent *a, const char *why)
         finish_stop(a);
         return;
     }
-    if (a->state == ST_UP || a->state == ST_STREAMING)
+    if (a->state == ST_UP)
         log_warn("stream down: %s", why);
+    else if (a->state == ST_STREAMING)
+        log_warn("cannot open the stream: %s", why);
     drop_connection(a, "the stream is down");
     schedule_retry(a);
 }
@@ -697,15 +699,14 @@ static void on_stream_done(struct http_req *r, void *ud)
         snprintf(why, sizeof why, "%s", a->stream_fail);
     else if (status != 0 && status != 200)
         describe_failure(r, why, sizeof why);
+    else if (!http_req_ok(r) && status == 200)
+        snprintf(why, sizeof why, "connection lost (%s)", http_req_error_detail(r));
     else if (!http_req_ok(r))
         snprintf(why, sizeof why, "%s", http_req_error_detail(r));
     else
         snprintf(why, sizeof why, "mcpd closed the stream");
-    bool was_streaming = a->state == ST_STREAMING;
     http_req_free(r);
     a->stream = NULL;
-    if (was_streaming && status != 200)
-        log_warn("cannot open the stream: %s", why);
     connection_lost(a, why);
 }
 

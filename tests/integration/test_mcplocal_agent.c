@@ -1,0 +1,505 @@
+/* mcplocal (the real binary) against the scriptable fake mcpd: register and
+ * the session file, the sticky id, heartbeats, reconnects, idle states,
+ * bad files and SIGHUP. Timings are shrunk with MCPLOCAL_* variables. */
+#include "clock.h"
+#include "fake_mcpd.h"
+#include "proc.h"
+#include "tmpdir.h"
+
+#include <jansson.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#define WAIT_MS 10000
+
+struct fx {
+    char *dir;
+    struct fake_mcpd *fm;
+    struct proc *p;
+};
+
+static void write_file(const char *dir, const char *name, const char *text, mode_t mode)
+{
+    char *path = tmpdir_path(dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    chmod(path, mode);
+    free(path);
+}
+
+static void write_creds(struct fx *x, const char *token)
+{
+    char text[512];
+    snprintf(text, sizeof text, "{\"mcpdUrl\": \"%s\", \"token\": \"%s\"}", fake_mcpd_url(x->fm),
+             token);
+    write_file(x->dir, "credentials", text, 0600);
+}
+
+static const char CONFIG[] =
+    "{\"llm\": {\"providers\": [\n"
+    "  {\"name\": \"vllm-local\", \"type\": \"openai\", \"model\": \"served-model\",\n"
+    "   \"url\": \"http://127.0.0.1:9/v1\", \"tier\": \"fast\", \"publish\": true},\n"
+    "  {\"name\": \"not-mine\", \"type\": \"openai\", \"model\": \"m\",\n"
+    "   \"url\": \"http://127.0.0.1:9/v1\"}\n"
+    "]}}\n";
+
+static struct proc *start(struct fx *x)
+{
+    const char *argv[] = {MCPLOCAL_BIN, "--home", x->dir, "--log-level", "debug", NULL};
+    const char *env[] = {"MCPLOCAL_BACKOFF_MIN_MS=20", "MCPLOCAL_BACKOFF_MAX_MS=200",
+                         "MCPLOCAL_BACKOFF_SEED=1", "MCPLOCAL_SHUTDOWN_GRACE_MS=3000", NULL};
+    struct proc *p = proc_start(argv, env, x->dir);
+    assert_non_null(p);
+    return p;
+}
+
+static void dump(struct proc *p)
+{
+    char *log = proc_output(p);
+    fprintf(stderr, "---- mcplocal log ----\n%s----\n", log);
+    free(log);
+}
+
+static void wait_log(struct proc *p, const char *needle)
+{
+    if (proc_wait_for(p, needle, WAIT_MS) != 0) {
+        dump(p);
+        fail_msg("mcplocal never logged '%s'", needle);
+    }
+}
+
+static void wait_log_n(struct proc *p, const char *needle, int n)
+{
+    if (proc_wait_for_nth(p, needle, n, WAIT_MS) != 0) {
+        dump(p);
+        fail_msg("mcplocal never logged '%s' %d times", needle, n);
+    }
+}
+
+static void wait_stream(struct fx *x, int n)
+{
+    if (fake_mcpd_wait_stream(x->fm, n, WAIT_MS) != 0) {
+        dump(x->p);
+        fail_msg("stream %d never opened", n);
+    }
+}
+
+/* SIGTERM, then the exit code (0 expected: a clean shutdown, no leaks
+ * under the sanitizers). */
+static int stop(struct proc *p)
+{
+    proc_signal(p, SIGTERM);
+    int rc = proc_wait_exit(p, WAIT_MS);
+    if (rc != 0)
+        dump(p);
+    proc_free(p);
+    return rc;
+}
+
+static int setup(void **state)
+{
+    struct fx *x = calloc(1, sizeof *x);
+    x->dir = tmpdir_create("mcplocal-agent");
+    x->fm = fake_mcpd_start();
+    *state = x;
+    return x->fm ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    struct fx *x = *state;
+    if (x->p)
+        proc_free(x->p);
+    fake_mcpd_stop(x->fm);
+    tmpdir_remove(x->dir);
+    free(x);
+    return 0;
+}
+
+static char *read_session(struct fx *x, mode_t *mode)
+{
+    char *path = tmpdir_path(x->dir, "provider-session");
+    struct stat st;
+    char *out = NULL;
+    if (stat(path, &st) == 0) {
+        *mode = st.st_mode & 0777;
+        FILE *f = fopen(path, "r");
+        char line[256] = "";
+        if (f && fgets(line, sizeof line, f))
+            out = strdup(line);
+        if (f)
+            fclose(f);
+    }
+    free(path);
+    return out;
+}
+
+static void test_register_and_session_file(void **state)
+{
+    struct fx *x = *state;
+    fake_mcpd_set_token(x->fm, "tok-alice");
+    write_creds(x, "tok-alice");
+    write_file(x->dir, "config.json", CONFIG, 0644);
+    x->p = start(x);
+    wait_stream(x, 1);
+    wait_log(x->p, "published 1 provider as session sess-1: vllm-local (active)");
+
+    struct fake_mcpd_req *reg = fake_mcpd_get(x->fm, "/api/v1/llms/_provider-register", 0);
+    assert_non_null(reg);
+    assert_string_equal(reg->auth, "Bearer tok-alice");
+    json_t *body = json_loads(reg->body, 0, NULL);
+    assert_null(json_object_get(body, "providerSessionId")); /* first start: none */
+    json_t *provs = json_object_get(body, "providers");
+    assert_int_equal(json_array_size(provs), 1); /* publish: false stays home */
+    json_t *p0 = json_array_get(provs, 0);
+    assert_string_equal(json_string_value(json_object_get(p0, "name")), "vllm-local");
+    assert_string_equal(json_string_value(json_object_get(p0, "model")), "served-model");
+    assert_string_equal(json_string_value(json_object_get(p0, "tier")), "fast");
+    assert_string_equal(json_string_value(json_object_get(p0, "initialStatus")), "active");
+    assert_null(strstr(reg->body, "127.0.0.1")); /* the local URL never leaves */
+    json_decref(body);
+    fake_mcpd_req_free(reg);
+
+    struct fake_mcpd_req *st = fake_mcpd_get(x->fm, "/api/v1/llms/_provider-stream", 0);
+    assert_string_equal(st->session, "sess-1");
+    assert_string_equal(st->auth, "Bearer tok-alice");
+    fake_mcpd_req_free(st);
+
+    mode_t mode = 0;
+    char *sid = read_session(x, &mode);
+    assert_string_equal(sid, "sess-1\n");
+    assert_int_equal(mode, 0600);
+    free(sid);
+
+    assert_int_equal(stop(x->p), 0);
+    x->p = NULL;
+    /* The stream is closed at shutdown. */
+    assert_int_equal(fake_mcpd_wait_no_stream(x->fm, WAIT_MS), 0);
+}
+
+static void test_sticky_session_on_restart(void **state)
+{
+    struct fx *x = *state;
+    write_creds(x, "t");
+    write_file(x->dir, "config.json", CONFIG, 0644);
+    x->p = start(x);
+    wait_stream(x, 1);
+    assert_int_equal(stop(x->p), 0);
+
+    x->p = start(x);
+    wait_stream(x, 2);
+    struct fake_mcpd_req *reg = fake_mcpd_get(x->fm, "/api/v1/llms/_provider-register", 1);
+    assert_non_null(strstr(reg->body, "\"providerSessionId\":\"sess-1\""));
+    fake_mcpd_req_free(reg);
+    struct fake_mcpd_req *st = fake_mcpd_get(x->fm, "/api/v1/llms/_provider-stream", 1);
+    assert_string_equal(st->session, "sess-1");
+    fake_mcpd_req_free(st);
+    assert_int_equal(stop(x->p), 0);
+
+    /* mcpd forgot everything: the stored id is offered, a new one adopted. */
+    fake_mcpd_forget_sessions(x->fm);
+    x->p = start(x);
+    wait_stream(x, 3);
+    reg = fake_mcpd_get(x->fm, "/api/v1/llms/_provider-register", 2);
+    assert_non_null(strstr(reg->body, "\"providerSessionId\":\"sess-1\""));
+    fake_mcpd_req_free(reg);
+    wait_log(x->p, "as session sess-2");
+    mode_t mode = 0;
+    char *sid = read_session(x, &mode);
+    assert_string_equal(sid, "sess-2\n");
+    free(sid);
+    assert_int_equal(stop(x->p), 0);
+    x->p = NULL;
+}
+
+static void test_heartbeat_cadence(void **state)
+{
+    struct fx *x = *state;
+    fake_mcpd_set_intervals(x->fm, 100, 50);
+    write_creds(x, "t");
+    write_file(x->dir, "config.json", CONFIG, 0644);
+    x->p = start(x);
+    wait_stream(x, 1);
+    const char *hb = "/api/v1/llms/_provider-heartbeat";
+    assert_int_equal(fake_mcpd_wait_count(x->fm, hb, 8, WAIT_MS), 0);
+    struct fake_mcpd_req *st = fake_mcpd_get(x->fm, "/api/v1/llms/_provider-stream", 0);
+    int64_t prev = st->at_ms;
+    fake_mcpd_req_free(st);
+    for (int i = 0; i < 8; i++) {
+        struct fake_mcpd_req *r = fake_mcpd_get(x->fm, hb, i);
+        assert_string_equal(r->session, "sess-1");
+        int64_t gap = r->at_ms - prev;
+        if (gap < 60 || gap > 400)
+            fail_msg("heartbeat %d came %lld ms after the previous one (want ~100)", i,
+                     (long long)gap);
+        prev = r->at_ms;
+        fake_mcpd_req_free(r);
+    }
+    assert_int_equal(stop(x->p), 0);
+    x->p = NULL;
+}
+
+static void test_reconnect_after_drop(void **state)
+{
+    struct fx *x = *state;
+    write_creds(x, "t");
+    write_file(x->dir, "config.json", CONFIG, 0644);
+    x->p = start(x);
+    wait_stream(x, 1);
+    wait_log(x->p, "stream up");
+    fake_mcpd_drop_streams(x->fm);
+    wait_stream(x, 2);
+    wait_log(x->p, "stream down");
+    wait_log(x->p, "reconnect in");
+    /* Every reconnect registers again (with the stored id) before the stream. */
+    const char *reg = "/api/v1/llms/_provider-register";
+    assert_int_equal(fake_mcpd_count(x->fm, reg), 2);
+    struct fake_mcpd_req *r = fake_mcpd_get(x->fm, reg, 1);
+    struct fake_mcpd_req *s = fake_mcpd_get(x->fm, "/api/v1/llms/_provider-stream", 1);
+    assert_non_null(strstr(r->body, "\"providerSessionId\":\"sess-1\""));
+    assert_true(r->at_ms <= s->at_ms);
+    fake_mcpd_req_free(r);
+    fake_mcpd_req_free(s);
+
+    /* Dropped after the hello, three times in a row: still comes back. */
+    fake_mcpd_drop_after(x->fm, 1);
+    fake_mcpd_drop_streams(x->fm);
+    wait_stream(x, 5);
+    fake_mcpd_drop_after(x->fm, 0);
+    assert_int_equal(stop(x->p), 0);
+    x->p = NULL;
+}
+
+static void test_register_500_twice_then_ok(void **state)
+{
+    struct fx *x = *state;
+    fake_mcpd_fail(x->fm, FAKE_MCPD_REGISTER, 2, 500);
+    write_creds(x, "t");
+    write_file(x->dir, "config.json", CONFIG, 0644);
+    x->p = start(x);
+    wait_stream(x, 1);
+    const char *reg = "/api/v1/llms/_provider-register";
+    assert_int_equal(fake_mcpd_count(x->fm, reg), 3);
+    for (int i = 0; i < 3; i++) {
+        struct fake_mcpd_req *r = fake_mcpd_get(x->fm, reg, i);
+        assert_int_equal(r->status, i < 2 ? 500 : 200);
+        fake_mcpd_req_free(r);
+    }
+    wait_log_n(x->p, "register failed: mcpd answered 500", 2);
+    assert_int_equal(stop(x->p), 0);
+    x->p = NULL;
+}
+
+static void test_stream_refused_then_ok(void **state)
+{
+    struct fx *x = *state;
+    fake_mcpd_fail(x->fm, FAKE_MCPD_STREAM, 1, 503);
+    write_creds(x, "t");
+    write_file(x->dir, "config.json", CONFIG, 0644);
+    x->p = start(x);
+    wait_stream(x, 1);
+    wait_log(x->p, "cannot open the stream: mcpd answered 503");
+    assert_int_equal(fake_mcpd_count(x->fm, "/api/v1/llms/_provider-register"), 2);
+    assert_int_equal(stop(x->p), 0);
+    x->p = NULL;
+}
+
+static void test_heartbeat_404_registers_again(void **state)
+{
+    struct fx *x = *state;
+    fake_mcpd_set_intervals(x->fm, 100, 20000);
+    write_creds(x, "t");
+    write_file(x->dir, "config.json", CONFIG, 0644);
+    x->p = start(x);
+    wait_stream(x, 1);
+    fake_mcpd_forget_sessions(x->fm);
+    wait_log(x->p, "mcpd does not know session sess-1 (404 on heartbeat); registering again");
+    wait_stream(x, 2);
+    struct fake_mcpd_req *r = fake_mcpd_get(x->fm, "/api/v1/llms/_provider-register", 1);
+    assert_non_null(strstr(r->body, "\"providerSessionId\":\"sess-1\""));
+    fake_mcpd_req_free(r);
+    struct fake_mcpd_req *s = fake_mcpd_get(x->fm, "/api/v1/llms/_provider-stream", 1);
+    assert_string_equal(s->session, "sess-2");
+    fake_mcpd_req_free(s);
+    mode_t mode = 0;
+    char *sid = read_session(x, &mode);
+    assert_string_equal(sid, "sess-2\n");
+    free(sid);
+    /* Heartbeats go on for the new session. */
+    int before = fake_mcpd_count(x->fm, "/api/v1/llms/_provider-heartbeat");
+    assert_int_equal(
+        fake_mcpd_wait_count(x->fm, "/api/v1/llms/_provider-heartbeat", before + 2, WAIT_MS), 0);
+    r = fake_mcpd_get(x->fm, "/api/v1/llms/_provider-heartbeat", -1);
+    assert_string_equal(r->session, "sess-2");
+    assert_int_equal(r->status, 200);
+    fake_mcpd_req_free(r);
+    assert_int_equal(stop(x->p), 0);
+    x->p = NULL;
+}
+
+static void test_silent_stream_reconnects(void **state)
+{
+    struct fx *x = *state;
+    fake_mcpd_set_intervals(x->fm, 60000, 100);
+    write_creds(x, "t");
+    write_file(x->dir, "config.json", CONFIG, 0644);
+    x->p = start(x);
+    wait_stream(x, 1);
+    wait_log(x->p, "stream up");
+    int64_t t0 = clock_mono_ms();
+    fake_mcpd_set_silent(x->fm, true);
+    wait_log(x->p, "stream down: no data from mcpd for");
+    /* About three ping intervals, not a TCP timeout. */
+    assert_true(clock_mono_ms() - t0 < 3000);
+    fake_mcpd_set_silent(x->fm, false);
+    wait_log_n(x->p, "stream up", 2);
+    assert_int_equal(stop(x->p), 0);
+    x->p = NULL;
+}
+
+static void test_unauthorized_keeps_trying(void **state)
+{
+    struct fx *x = *state;
+    fake_mcpd_set_token(x->fm, "right");
+    write_creds(x, "wrong");
+    write_file(x->dir, "config.json", CONFIG, 0644);
+    x->p = start(x);
+    wait_log(x->p, "register failed: mcpd answered 401");
+    wait_log(x->p, "check the token in");
+    assert_int_equal(fake_mcpd_wait_count(x->fm, "/api/v1/llms/_provider-register", 3, WAIT_MS), 0);
+    assert_int_equal(stop(x->p), 0);
+    x->p = NULL;
+}
+
+static void test_idle_without_credentials_then_sighup(void **state)
+{
+    struct fx *x = *state;
+    write_file(x->dir, "config.json", CONFIG, 0644);
+    x->p = start(x);
+    wait_log(x->p, "no credentials at '");
+    wait_log(x->p, "idle until SIGHUP");
+    /* Idle means idle: nothing is sent while it waits. */
+    assert_int_equal(fake_mcpd_count(x->fm, "/"), 0);
+    write_creds(x, "t");
+    proc_signal(x->p, SIGHUP);
+    wait_stream(x, 1);
+    wait_log(x->p, "published 1 provider");
+
+    /* SIGHUP with nothing changed changes nothing. */
+    proc_signal(x->p, SIGHUP);
+    wait_log(x->p, "files unchanged");
+
+    /* A new provider: registered again in place, the stream stays. */
+    const char *two = "{\"llm\": {\"providers\": [\n"
+                      "  {\"name\": \"vllm-local\", \"type\": \"openai\", \"model\": \"m\",\n"
+                      "   \"url\": \"http://127.0.0.1:9/v1\", \"publish\": true},\n"
+                      "  {\"name\": \"ollama\", \"type\": \"openai\", \"model\": \"llama3\",\n"
+                      "   \"url\": \"http://127.0.0.1:9/v1\", \"publish\": true}]}}";
+    write_file(x->dir, "config.json", two, 0644);
+    proc_signal(x->p, SIGHUP);
+    wait_log(x->p, "published 2 providers as session sess-1");
+    assert_int_equal(fake_mcpd_streams_opened(x->fm), 1);
+
+    /* A broken file on SIGHUP is reported and the running config kept. */
+    write_file(x->dir, "config.json", "{\"llm\": [", 0644);
+    proc_signal(x->p, SIGHUP);
+    wait_log(x->p, "keeping the running configuration");
+    assert_int_equal(stop(x->p), 0);
+    x->p = NULL;
+}
+
+static void test_nothing_published(void **state)
+{
+    struct fx *x = *state;
+    write_creds(x, "t");
+    x->p = start(x);
+    wait_log(x->p, "no config at '");
+    assert_int_equal(stop(x->p), 0);
+
+    write_file(x->dir, "config.json",
+               "{\"llm\": {\"providers\": [{\"name\": \"a\", \"type\": \"openai\", \"model\": "
+               "\"m\", \"url\": \"http://h/v1\"}]}}",
+               0644);
+    x->p = start(x);
+    wait_log(x->p, "nothing to publish: no provider in '");
+    assert_int_equal(stop(x->p), 0);
+    x->p = NULL;
+    assert_int_equal(fake_mcpd_count(x->fm, "/"), 0);
+}
+
+static void test_malformed_files_refused(void **state)
+{
+    struct fx *x = *state;
+    write_creds(x, "t");
+    write_file(x->dir, "config.json",
+               "{\"llm\": {\"providers\": [\n  {\"name\": \"a\", \"type\": \"openai\",\n"
+               "   \"model\": \"m\", \"url\": \"http://h/v1\",\n   \"wake\": {\"type\": \"shell\"}}"
+               "]}}",
+               0644);
+    x->p = start(x);
+    assert_int_equal(proc_wait_exit(x->p, WAIT_MS), 1);
+    char *log = proc_output(x->p);
+    char want[512];
+    snprintf(want, sizeof want,
+             "config '%s/config.json' line 4: llm.providers[0].wake.type: unknown wake type "
+             "'shell'",
+             x->dir);
+    if (!strstr(log, want))
+        fail_msg("log lacks '%s':\n%s", want, log);
+    free(log);
+    proc_free(x->p);
+
+    write_file(x->dir, "config.json", CONFIG, 0644);
+    write_file(x->dir, "credentials", "{\"mcpdUrl\": \"http://h\",\n \"token\": 1}", 0600);
+    x->p = start(x);
+    assert_int_equal(proc_wait_exit(x->p, WAIT_MS), 1);
+    log = proc_output(x->p);
+    assert_non_null(strstr(log, "/credentials' line 2: token: must be a non-empty string"));
+    free(log);
+    proc_free(x->p);
+    x->p = NULL;
+}
+
+static void test_credentials_mode_warning(void **state)
+{
+    struct fx *x = *state;
+    char text[512];
+    snprintf(text, sizeof text, "{\"mcpdUrl\": \"%s\", \"token\": \"t\"}", fake_mcpd_url(x->fm));
+    write_file(x->dir, "credentials", text, 0644);
+    write_file(x->dir, "config.json", CONFIG, 0644);
+    x->p = start(x);
+    wait_log(x->p, "can be read by other users; run: chmod 600");
+    wait_stream(x, 1); /* a warning, not a refusal */
+    assert_int_equal(stop(x->p), 0);
+    x->p = NULL;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_register_and_session_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sticky_session_on_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_heartbeat_cadence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reconnect_after_drop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_register_500_twice_then_ok, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_refused_then_ok, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_heartbeat_404_registers_again, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_silent_stream_reconnects, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unauthorized_keeps_trying, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_without_credentials_then_sighup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nothing_published, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_files_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_credentials_mode_warning, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
