@@ -71,6 +71,9 @@ static pid_t spawn(const char *const argv[], const char *const env[], const char
         dup2(in_fd, 0);
         dup2(out_fd, 1);
         dup2(err_fd, 2);
+        /* libcurl's sockets are not close-on-exec: a child must not keep
+         * a test's connections (a control stream, say) open. */
+        syscall(SYS_close_range, 3U, ~0U, 0U);
         if (cwd && chdir(cwd) < 0)
             _exit(126);
         execve(argv[0], (char *const *)argv, envp);
