@@ -187,7 +187,7 @@ int main(int argc, char **argv)
     if (agent_start(a) < 0)
         goto out;
     while (!agent_finished(a)) {
-        if (loop_run_once(loop, 1000) < 0) {
+        if (loop_run_once(loop, 60000) < 0) {
             log_error("the event loop failed");
             goto out;
         }
