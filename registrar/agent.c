@@ -507,8 +507,12 @@ static void abort_tasks(struct agent *a, const char *why)
 {
     if (a->n_tasks > 0)
         log_warn("abandoning %zu task%s: %s", a->n_tasks, a->n_tasks == 1 ? "" : "s", why);
-    while (a->tasks)
-        task_free(a->tasks);
+    struct task *t = a->tasks;
+    while (t) {
+        struct task *next = t->next;
+        task_free(t);
+        t = next;
+    }
 }
 
 /* ---- connection ----------------------------------------------------- */
@@ -883,6 +887,10 @@ static void on_pub_check(void *ud, bool available, const char *reason)
 static void begin_connect(struct agent *a, bool updating)
 {
     free_checks(a);
+    if (!a->cfg) {
+        a->state = ST_IDLE;
+        return;
+    }
     size_t n = config_published(a->cfg);
     a->pubs = calloc(n ? n : 1, sizeof *a->pubs);
     if (!a->pubs) {

@@ -78,8 +78,12 @@ void spawner_free(struct spawner *s)
 {
     if (!s)
         return;
-    while (s->children)
-        child_destroy(s->children);
+    struct child *c = s->children;
+    while (c) {
+        struct child *next = c->next;
+        child_destroy(c);
+        c = next;
+    }
     free(s);
 }
 
