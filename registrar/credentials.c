@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #define CREDENTIALS_MAX_FILE (64 * 1024)
+#define CREDENTIALS_MAX_FIELD 1024
 
 static int get_string(const char *path, const char *text, size_t len, json_t *root, const char *key,
                       char **out, char *err, size_t errlen)
@@ -39,6 +40,11 @@ static int get_string(const char *path, const char *text, size_t len, json_t *ro
                           "must not contain spaces or control characters");
             return -1;
         }
+    }
+    if (strlen(s) > CREDENTIALS_MAX_FIELD) {
+        jsonloc_error(err, errlen, "credentials", path, text, len, key, "longer than %d characters",
+                      CREDENTIALS_MAX_FIELD);
+        return -1;
     }
     *out = strdup(s);
     if (!*out) {

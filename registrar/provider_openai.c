@@ -54,7 +54,9 @@ void openai_call_free(struct openai_call *c)
     c->dead = true;
     /* Inside a libcurl callback the parser or the request may still be on
      * the stack: finish freeing once libcurl has returned. */
-    if (loop_busy(c->loop) && loop_defer(c->loop, destroy_deferred, c) == 0) {
+    if (loop_busy(c->loop)) {
+        if (loop_defer(c->loop, destroy_deferred, c) < 0)
+            c->reported = true; /* out of memory: leak c rather than free it in use */
         http_req_free(c->req);
         c->req = NULL;
         return;

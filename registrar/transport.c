@@ -69,11 +69,19 @@ static int on_sockopt(void *ud, curl_socket_t fd, curlsocktype purpose)
     return CURL_SOCKOPT_OK;
 }
 
+static void free_now(struct http_req *r);
+
 static void on_done(struct loop *l, CURL *easy, CURLcode rc, void *ud)
 {
     (void)l;
     (void)easy;
     struct http_req *r = ud;
+    if (r->dead) {
+        /* Freed inside a callback when no deferral could be queued (out of
+         * memory): the owner is gone, finish the job here. */
+        free_now(r);
+        return;
+    }
     r->finished = true;
     r->rc = rc;
     r->status_known = false;
@@ -104,9 +112,8 @@ void http_req_free(struct http_req *r)
         r->dead = true;
         if (loop_defer(r->loop, free_deferred, r) == 0)
             return;
-        /* Out of memory: the write callback sees dead and aborts; removing
-         * now is refused by libcurl inside callbacks, so leak instead of
-         * risking a use after free. */
+        /* Out of memory: the write callback sees dead and aborts the
+         * transfer, and on_done frees the request when it ends. */
         return;
     }
     free_now(r);

@@ -55,6 +55,9 @@ bool wire_task_id_valid(const char *id)
     size_t n = strlen(id);
     if (n == 0 || n > TASK_ID_MAX)
         return false;
+    /* "." and ".." would be dot segments in the result URL's path. */
+    if (strcmp(id, ".") == 0 || strcmp(id, "..") == 0)
+        return false;
     for (const char *c = id; *c; c++)
         if (!strchr("._-", *c) && !(*c >= '0' && *c <= '9') && !(*c >= 'a' && *c <= 'z') &&
             !(*c >= 'A' && *c <= 'Z'))

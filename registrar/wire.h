@@ -55,7 +55,8 @@ void wire_task_release(struct task_frame *t);
  * Returns 0 or -1. */
 int wire_parse_cancel(const char *data, size_t len, char *task_id);
 
-/* True for 1..TASK_ID_MAX characters of [A-Za-z0-9._-]. */
+/* True for 1..TASK_ID_MAX characters of [A-Za-z0-9._-], except "." and
+ * "..". */
 bool wire_task_id_valid(const char *id);
 
 /* {"providerSessionId"?, "providers": [...]}: for each provider its public

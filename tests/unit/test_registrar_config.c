@@ -242,11 +242,17 @@ static void test_bad_credentials(void **state)
         {"{\"mcpdUrl\": \"http://m\", \"token\": \"a b\"}", "token: must not contain spaces"},
         {"{\"mcpdUrl\": \"mcpd:8080\", \"token\": \"t\"}",
          "mcpdUrl: must start with http:// or https://"},
+        {NULL, "token: longer than 1024 characters"},
     };
+    char long_token[1200];
+    int n = snprintf(long_token, sizeof long_token, "{\"mcpdUrl\": \"http://m\", \"token\": \"");
+    memset(long_token + n, 'x', 1025);
+    snprintf(long_token + n + 1025, sizeof long_token - (size_t)n - 1025, "\"}");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct credentials c;
         char err[512] = "";
-        int rc = credentials_parse(cases[i].text, strlen(cases[i].text), "C", &c, err, sizeof err);
+        const char *text = cases[i].text ? cases[i].text : long_token;
+        int rc = credentials_parse(text, strlen(text), "C", &c, err, sizeof err);
         if (rc != CONFIG_ERR_INVALID || !strstr(err, cases[i].want))
             fail_msg("case %zu: rc %d, message '%s', wanted '%s'", i, rc, err, cases[i].want);
         assert_null(c.mcpd_url);

@@ -112,6 +112,8 @@ static void test_tasks(void **state)
         {"{\"kind\":\"infer\",\"llmName\":\"a\"}", "without a valid taskId", false},
         {"{\"kind\":\"infer\",\"taskId\":\"../x\",\"llmName\":\"a\"}", "without a valid taskId",
          false},
+        {"{\"kind\":\"infer\",\"taskId\":\"..\",\"llmName\":\"a\"}", "without a valid taskId",
+         false},
         {"{\"kind\":\"dance\",\"taskId\":\"t\",\"llmName\":\"a\"}", "unknown task kind 'dance'",
          true},
         {"{\"kind\":\"wake\",\"taskId\":\"t\"}", "without a valid llmName", true},
