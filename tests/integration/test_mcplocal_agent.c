@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -381,6 +382,25 @@ static void test_unauthorized_keeps_trying(void **state)
     x->p = NULL;
 }
 
+/* utime + stime of pid in clock ticks, or -1. */
+static long cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    long utime = 0, stime = 0;
+    if (!p ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld", &utime, &stime) != 2)
+        return -1;
+    return utime + stime;
+}
+
 static void test_idle_without_credentials_then_sighup(void **state)
 {
     struct fx *x = *state;
@@ -388,7 +408,13 @@ static void test_idle_without_credentials_then_sighup(void **state)
     x->p = start(x);
     wait_log(x->p, "no credentials at '");
     wait_log(x->p, "idle until SIGHUP");
-    /* Idle means idle: nothing is sent while it waits. */
+    /* Idle means idle: no CPU burnt and nothing sent while it waits. */
+    long before = cpu_ticks(proc_pid(x->p));
+    struct timespec half = {0, 500 * 1000000L};
+    nanosleep(&half, NULL); /* a measurement window, not a wait for a condition */
+    long used = cpu_ticks(proc_pid(x->p)) - before;
+    if (before < 0 || used > 5)
+        fail_msg("idle mcplocal used %ld clock ticks in 0.5 s", used);
     assert_int_equal(fake_mcpd_count(x->fm, "/"), 0);
     write_creds(x, "t");
     proc_signal(x->p, SIGHUP);
