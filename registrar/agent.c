@@ -201,6 +201,18 @@ static void describe_failure(struct http_req *r, char *out, size_t outlen)
 static void check_stop_done(struct agent *a);
 static void send_heartbeat(struct agent *a);
 
+static void drop_queue(struct task *t)
+{
+    while (t->qhead) {
+        struct post *p = t->qhead;
+        t->qhead = p->next;
+        free(p->body);
+        free(p);
+    }
+    t->qtail = NULL;
+    t->queued = 0;
+}
+
 static void task_free(struct task *t)
 {
     struct agent *a = t->a;
@@ -214,12 +226,7 @@ static void task_free(struct task *t)
     openai_call_free(t->call);
     wake_free(t->wake);
     http_req_free(t->post);
-    while (t->qhead) {
-        struct post *p = t->qhead;
-        t->qhead = p->next;
-        free(p->body);
-        free(p);
-    }
+    drop_queue(t);
     config_unref(t->cfg);
     free(t);
 }
@@ -230,18 +237,6 @@ static struct task *task_find(struct agent *a, const char *id)
         if (strcmp(t->id, id) == 0)
             return t;
     return NULL;
-}
-
-static void drop_queue(struct task *t)
-{
-    while (t->qhead) {
-        struct post *p = t->qhead;
-        t->qhead = p->next;
-        free(p->body);
-        free(p);
-    }
-    t->qtail = NULL;
-    t->queued = 0;
 }
 
 static void send_next(struct task *t);
@@ -807,6 +802,12 @@ static void on_register_done(struct http_req *r, void *ud)
             return;
         }
         open_stream(a);
+        return;
+    }
+    if (status == 404 && a->sent_session && a->updating) {
+        /* The stream's session is gone too: reconnect from scratch. */
+        http_req_free(r);
+        connection_lost(a, "mcpd refused the session on a new register");
         return;
     }
     if (status == 404 && a->sent_session) {
