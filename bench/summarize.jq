@@ -11,6 +11,9 @@ def median:
     else (.[length / 2 - 1] + .[length / 2]) / 2 end;
 def r1: if . == null then null else (. * 10 | round) / 10 end;
 def r3: if . == null then null else (. * 1000 | round) / 1000 end;
+def div($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b end;
+def sub($a; $b): if $a == null or $b == null then null else $a - $b end;
+def mean: map(select(. != null)) | if length == 0 then null else add / length end;
 
 . as $runs
 | def sel($phase; $path; $kind): $runs | map(select(.phase == $phase and .path == $path and .kind == $kind));
@@ -20,7 +23,7 @@ def r3: if . == null then null else (. * 1000 | round) / 1000 end;
     | ($c | map(keys) | add // [] | unique)
     | map(. as $k | {key: $k, value: ([$c[][$k]] | median | r1)}) | from_entries;
 
-  (["direct", "nginx", "relay"] | map({key: ., value: {
+  (["direct", "nginx", "relay", "mcpd"] | map({key: ., value: {
       c1_p50_us: med("main"; .; "c1"; "p50_us") | r1,
       c1_p99_us: med("main"; .; "c1"; "p99_us") | r1,
       c1_rps: med("main"; .; "c1"; "rps") | r1,
@@ -34,23 +37,27 @@ def r3: if . == null then null else (. * 1000 | round) / 1000 end;
       cpu_pct_stream_rate: cpu(.; "stream_rate")
     }}) | from_entries) as $p
 
-| ($runs | map(select(.phase == "scale" and .path == "relay"))
+| ($runs | map(select(.phase == "scale" and (.path == "relay" or .path == "mcpd")))
    | group_by(.round)
    | map({
        step: .[0].round,
        idle: .[0].idle,
        mcpd_rss_kb: .[0].mcpd_rss_kb,
-       c64_rps: (map(select(.kind == "c64")) | .[0].rps | r1),
-       c64_p99_us: (map(select(.kind == "c64")) | .[0].p99_us | r1),
-       c1_p50_us: (map(select(.kind == "c1")) | .[0].p50_us | r1),
-       c1_p99_us: (map(select(.kind == "c1")) | .[0].p99_us | r1),
-       cpu_pct_c64: (map(select(.kind == "c64")) | .[0].cpu_pct)
+       c64_rps: (map(select(.path == "relay" and .kind == "c64")) | .[0].rps | r1),
+       c64_p99_us: (map(select(.path == "relay" and .kind == "c64")) | .[0].p99_us | r1),
+       mcpd_c64_rps: (map(select(.path == "mcpd" and .kind == "c64")) | .[0].rps | r1),
+       c1_p50_us: (map(select(.path == "relay" and .kind == "c1")) | .[0].p50_us | r1),
+       c1_p99_us: (map(select(.path == "relay" and .kind == "c1")) | .[0].p99_us | r1),
+       c1_max_us: (map(select(.path == "relay" and .kind == "c1")) | .[0].max_us | r1),
+       c1_seconds: (map(select(.path == "relay" and .kind == "c1")) | .[0].seconds),
+       cpu_pct_c64: (map(select(.path == "relay" and .kind == "c64")) | .[0].cpu_pct)
      })) as $scale_raw
 | ($scale_raw | map(select(.step == 0)) | .[0].mcpd_rss_kb) as $rss0
 | ($scale_raw | map(. + (if .idle > 0 and $rss0 != null
       then {bytes_per_publisher: (((.mcpd_rss_kb - $rss0) * 1024 / .idle) | round)}
       else {} end))) as $scale
-| ($scale | map(select(.idle == 0)) | map(.c64_rps) | add / length) as $rps_none
+| ($scale | map(select(.idle == 0)) | map(.c64_rps) | mean) as $rps_none
+| ($scale | map(select(.idle == 0)) | map(.mcpd_c64_rps) | mean) as $mcpd_rps_none
 | ($scale | map(select(.idle > 0)) | max_by(.idle)) as $top
 
 | ($runs | map(select(.phase == "idle")) | .[0]) as $idle
@@ -58,19 +65,22 @@ def r3: if . == null then null else (. * 1000 | round) / 1000 end;
 | ($runs | map(select(.phase == "scale_tools")) | .[0].idle_tools // []) as $tools
 
 | {
-    relay_over_nginx_c64: ($p.relay.c64_rps / $p.nginx.c64_rps | r3),
-    relay_over_direct_c64: ($p.relay.c64_rps / $p.direct.c64_rps | r3),
-    nginx_over_direct_c64: ($p.nginx.c64_rps / $p.direct.c64_rps | r3),
-    relay_minus_direct_p50_us: ($p.relay.c1_p50_us - $p.direct.c1_p50_us | r1),
-    relay_minus_direct_p99_us: ($p.relay.c1_p99_us - $p.direct.c1_p99_us | r1),
-    nginx_minus_direct_p50_us: ($p.nginx.c1_p50_us - $p.direct.c1_p50_us | r1),
-    nginx_minus_direct_p99_us: ($p.nginx.c1_p99_us - $p.direct.c1_p99_us | r1),
-    relay_minus_nginx_p50_us: ($p.relay.c1_p50_us - $p.nginx.c1_p50_us | r1),
-    relay_ttft_added_p50_us: ($p.relay.ttft_p50_us - $p.direct.ttft_p50_us | r1),
-    relay_ttft_added_p99_us: ($p.relay.ttft_p99_us - $p.direct.ttft_p99_us | r1),
-    nginx_ttft_added_p50_us: ($p.nginx.ttft_p50_us - $p.direct.ttft_p50_us | r1),
-    relay_over_nginx_chunks: ($p.relay.chunks_per_sec / $p.nginx.chunks_per_sec | r3),
-    top_idle_over_none_c64: (if $top then ($top.c64_rps / $rps_none | r3) else null end)
+    relay_over_nginx_c64: (div($p.relay.c64_rps; $p.nginx.c64_rps) | r3),
+    relay_over_direct_c64: (div($p.relay.c64_rps; $p.direct.c64_rps) | r3),
+    nginx_over_direct_c64: (div($p.nginx.c64_rps; $p.direct.c64_rps) | r3),
+    relay_minus_direct_p50_us: (sub($p.relay.c1_p50_us; $p.direct.c1_p50_us) | r1),
+    relay_minus_direct_p99_us: (sub($p.relay.c1_p99_us; $p.direct.c1_p99_us) | r1),
+    nginx_minus_direct_p50_us: (sub($p.nginx.c1_p50_us; $p.direct.c1_p50_us) | r1),
+    nginx_minus_direct_p99_us: (sub($p.nginx.c1_p99_us; $p.direct.c1_p99_us) | r1),
+    relay_minus_nginx_p50_us: (sub($p.relay.c1_p50_us; $p.nginx.c1_p50_us) | r1),
+    relay_ttft_added_p50_us: (sub($p.relay.ttft_p50_us; $p.direct.ttft_p50_us) | r1),
+    relay_ttft_added_p99_us: (sub($p.relay.ttft_p99_us; $p.direct.ttft_p99_us) | r1),
+    nginx_ttft_added_p50_us: (sub($p.nginx.ttft_p50_us; $p.direct.ttft_p50_us) | r1),
+    relay_over_nginx_chunks: (div($p.relay.chunks_per_sec; $p.nginx.chunks_per_sec) | r3),
+    top_idle_over_none_c64: (if $top then (div($top.c64_rps; $rps_none) | r3) else null end),
+    mcpd_only_top_idle_over_none_c64: (if $top then (div($top.mcpd_c64_rps; $mcpd_rps_none) | r3) else null end),
+    mcpd_only_over_nginx_c64: (div($p.mcpd.c64_rps; $p.nginx.c64_rps) | r3),
+    mcpd_only_minus_direct_p50_us: (sub($p.mcpd.c1_p50_us; $p.direct.c1_p50_us) | r1)
   } as $ratios
 
 | {
@@ -85,6 +95,7 @@ def r3: if . == null then null else (. * 1000 | round) / 1000 end;
     ratios: $ratios,
     scale: $scale,
     scale_baseline_c64_rps: ($rps_none | r1),
+    scale_baseline_mcpd_c64_rps: ($mcpd_rps_none | r1),
     idle_tools: $tools,
     resources: {
       idle: $idle,
