@@ -7,8 +7,10 @@
  * The benchmark runs it next to mcplocal to split the relay's cost: relay
  * figures through this publisher are mcpd's own share.
  *
- * Prints "ready" once the stream is up; runs until SIGTERM/SIGINT or --hold
- * seconds, then prints one JSON summary line.
+ * It heartbeats at the interval mcpd announces in `hello`, like mcplocal, so
+ * its Llm stays active however long the benchmark runs. Prints "ready" once
+ * the stream is up; runs until SIGTERM/SIGINT or --hold seconds, then prints
+ * one JSON summary line.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -59,6 +61,9 @@ static struct poster posters[POSTERS];
 static char idq[IDQ_CAP][ID_MAX + 1];
 static long idq_head, idq_len;
 static long tasks_seen, results_ok, results_failed, overflow;
+static long hb_interval_ms = 30000; /* replaced by the one in hello */
+static long hb_sent;
+static bool hb_rearm; /* hello arrived: count the interval from now */
 
 /* control stream: raw bytes, then de-chunked body, then SSE lines */
 static int sfd = -1;
@@ -178,13 +183,23 @@ static void poster_send(int i, const char *task_id)
     } else {
         watch(p->fd, (uint64_t)i, EPOLLOUT, EPOLL_CTL_MOD);
     }
-    p->wlen =
-        (size_t)snprintf(p->wbuf, sizeof p->wbuf,
-                         "POST /api/v1/llms/_provider-task/%s/result HTTP/1.1\r\n"
-                         "Host: %s\r\nAuthorization: Bearer %s\r\n" SESSION_HEADER
-                         ": %s\r\nContent-Type: application/json\r\n"
-                         "Content-Length: %zu\r\n\r\n%s",
-                         task_id, host_header, token, sid, sizeof result_body - 1, result_body);
+    if (task_id[0] == '\0') { /* an empty id stands for a heartbeat */
+        p->wlen = (size_t)snprintf(p->wbuf, sizeof p->wbuf,
+                                   "POST /api/v1/llms/_provider-heartbeat HTTP/1.1\r\n"
+                                   "Host: %s\r\nAuthorization: Bearer %s\r\n" SESSION_HEADER
+                                   ": %s\r\nContent-Type: application/json\r\n"
+                                   "Content-Length: 2\r\n\r\n{}",
+                                   host_header, token, sid);
+        hb_sent++;
+    } else {
+        p->wlen =
+            (size_t)snprintf(p->wbuf, sizeof p->wbuf,
+                             "POST /api/v1/llms/_provider-task/%s/result HTTP/1.1\r\n"
+                             "Host: %s\r\nAuthorization: Bearer %s\r\n" SESSION_HEADER
+                             ": %s\r\nContent-Type: application/json\r\n"
+                             "Content-Length: %zu\r\n\r\n%s",
+                             task_id, host_header, token, sid, sizeof result_body - 1, result_body);
+    }
     p->woff = 0;
     p->rlen = 0;
     p->busy = true;
@@ -253,6 +268,15 @@ static void on_line(const char *line, size_t len)
     static const char data[] = "data: ";
     if (len < sizeof data - 1 || memcmp(line, data, sizeof data - 1) != 0)
         return;
+    static const char hb[] = "\"heartbeatIntervalMs\":";
+    const char *h = memmem(line, len, hb, sizeof hb - 1);
+    if (h && !memmem(line, len, "\"taskId\"", 8)) { /* the hello frame */
+        long v = strtol(h + sizeof hb - 1, NULL, 10);
+        if (v > 0)
+            hb_interval_ms = v;
+        hb_rearm = true;
+        return;
+    }
     static const char kind[] = "\"kind\":\"infer\"";
     static const char key[] = "\"taskId\":\"";
     if (!memmem(line, len, kind, sizeof kind - 1))
@@ -398,6 +422,7 @@ int main(int argc, char **argv)
 
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    int64_t next_hb = (int64_t)t0.tv_sec * 1000 + t0.tv_nsec / 1000000 + hb_interval_ms;
     struct epoll_event evs[64];
     int rc = 0;
     while (!stop_flag) {
@@ -405,6 +430,16 @@ int main(int argc, char **argv)
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (now.tv_sec - t0.tv_sec > hold)
             break;
+        int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+        if (hb_rearm) {
+            hb_rearm = false;
+            next_hb = now_ms + hb_interval_ms;
+        }
+        if (now_ms >= next_hb && idq_len < IDQ_CAP) {
+            idq[(idq_head + idq_len++) % IDQ_CAP][0] = '\0';
+            next_hb = now_ms + hb_interval_ms;
+            pump_queue();
+        }
         int k = epoll_wait(epfd, evs, 64, 1000);
         for (int i = 0; i < k; i++) {
             if (evs[i].data.u64 == UINT64_MAX) {
@@ -419,7 +454,8 @@ int main(int argc, char **argv)
         }
         pump_queue();
     }
-    printf("{\"tasks\":%ld,\"results_ok\":%ld,\"results_failed\":%ld,\"queue_overflow\":%ld}\n",
-           tasks_seen, results_ok, results_failed, overflow);
+    printf("{\"tasks\":%ld,\"heartbeats\":%ld,\"posts_ok\":%ld,\"posts_failed\":%ld,"
+           "\"queue_overflow\":%ld}\n",
+           tasks_seen, hb_sent, results_ok, results_failed, overflow);
     return rc;
 }

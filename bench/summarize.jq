@@ -117,5 +117,6 @@ def mean: map(select(. != null)) | if length == 0 then null else add / length en
        met: (($top.bytes_per_publisher // 1e9) <= 16384)}
     ],
     errors: ($runs | map(.errors // 0) | add),
+    runs_with_errors: ($runs | map(select((.errors // 0) > 0) | {phase, path, kind, round, errors, first_error})),
     runs: $runs
   }
