@@ -58,6 +58,16 @@ char *db_col_strdup(sqlite3_stmt *st, int col)
     return s ? strdup((const char *)s) : NULL;
 }
 
+void db_route_changed(struct db *db)
+{
+    atomic_fetch_add(&db->route_gen, 1);
+}
+
+uint64_t db_route_generation(struct db *db)
+{
+    return atomic_load(&db->route_gen);
+}
+
 const char *db_errmsg(struct db *db)
 {
     return sqlite3_errmsg(db->conn);
@@ -157,6 +167,7 @@ int db_open(const char *path, struct db **out, char *err, size_t errlen)
         return DB_ERROR;
     }
     db->conn = conn;
+    atomic_init(&db->route_gen, 1);
     pthread_mutex_init(&db->mu, NULL);
     *out = db;
     return DB_OK;

@@ -119,6 +119,23 @@ int db_session_deactivate(struct db *db, const char *session, int64_t now, int *
 /* Sets one row's status. "active" also bumps last_heartbeat_at. */
 int db_llm_set_status(struct db *db, const char *name, const char *status, int64_t now);
 
+/* What routing an inference needs of a row. */
+struct llm_route {
+    bool is_virtual;
+    char status[16];
+    char session[DB_SESSION_ID_LEN]; /* "" when unset */
+};
+
+/* The routing fields of one row: DB_OK or DB_NOT_FOUND. */
+int db_llm_route(struct db *db, const char *name, struct llm_route *out);
+
+/* A counter that changes after every committed write that may change any
+ * row's kind, status or session (register, revival, deactivation, GC, status
+ * changes), and not after heartbeats that only bump timestamps. A cache of
+ * llm_route read after observing generation g is valid while the counter
+ * still reads g. */
+uint64_t db_route_generation(struct db *db);
+
 /* One row by name: DB_OK (caller releases *out) or DB_NOT_FOUND. */
 int db_llm_get(struct db *db, const char *name, struct llm_row *out);
 /* All rows sorted by name (session NULL), or one session's rows. */

@@ -8,12 +8,14 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 
 #define DB_STMT_CACHE 48
 
 struct db {
     sqlite3 *conn;
     pthread_mutex_t mu;
+    atomic_uint_fast64_t route_gen; /* bumped after writes that may change routing */
     struct {
         const char *sql; /* a string literal: cached by its address */
         sqlite3_stmt *st;
@@ -24,6 +26,9 @@ struct db {
  * first use and keeping it for the connection's life; NULL on error. Call
  * db_done() after use, with the mutex still held. */
 sqlite3_stmt *db_stmt(struct db *db, const char *sql);
+/* Marks that a committed write may have changed a row's kind, status or
+ * session (see db_route_generation()). */
+void db_route_changed(struct db *db);
 /* Resets a statement from db_stmt() and clears its bindings. */
 void db_done(sqlite3_stmt *st);
 /* Runs sql with no results. DB_OK or DB_ERROR. */

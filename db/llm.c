@@ -257,6 +257,8 @@ int db_register(struct db *db, const char *owner, const char *session_in,
             rc = db_exec(db, "COMMIT");
         if (rc != DB_OK)
             db_exec(db, "ROLLBACK");
+        else
+            db_route_changed(db);
     }
     pthread_mutex_unlock(&db->mu);
     return rc;
@@ -307,6 +309,8 @@ int db_heartbeat(struct db *db, const char *session, const char *owner, int64_t 
         rc = rc == DB_OK ? db_exec(db, "COMMIT") : rc;
         if (rc != DB_OK)
             db_exec(db, "ROLLBACK");
+        else if (*revived > 0)
+            db_route_changed(db);
     }
     pthread_mutex_unlock(&db->mu);
     return rc;
@@ -328,6 +332,7 @@ int db_session_deactivate(struct db *db, const char *session, int64_t now, int *
             if (changed)
                 *changed = sqlite3_changes(db->conn);
             rc = DB_OK;
+            db_route_changed(db);
         }
         db_done(st);
     }
@@ -352,6 +357,32 @@ int db_llm_set_status(struct db *db, const char *name, const char *status, int64
         db_bind_text(st, 3, name);
         if (sqlite3_step(st) == SQLITE_DONE)
             rc = sqlite3_changes(db->conn) > 0 ? DB_OK : DB_NOT_FOUND;
+        db_done(st);
+        db_route_changed(db);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return rc;
+}
+
+int db_llm_route(struct db *db, const char *name, struct llm_route *out)
+{
+    static const char sql[] = "SELECT kind, status, provider_session_id FROM Llm WHERE name = ?";
+    pthread_mutex_lock(&db->mu);
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc = DB_ERROR;
+    if (st) {
+        db_bind_text(st, 1, name);
+        int s = sqlite3_step(st);
+        if (s == SQLITE_ROW) {
+            const char *sess = (const char *)sqlite3_column_text(st, 2);
+            out->is_virtual = strcmp((const char *)sqlite3_column_text(st, 0), "virtual") == 0;
+            snprintf(out->status, sizeof out->status, "%s",
+                     (const char *)sqlite3_column_text(st, 1));
+            snprintf(out->session, sizeof out->session, "%s", sess ? sess : "");
+            rc = DB_OK;
+        } else if (s == SQLITE_DONE) {
+            rc = DB_NOT_FOUND;
+        }
         db_done(st);
     }
     pthread_mutex_unlock(&db->mu);
@@ -463,6 +494,8 @@ int db_gc(struct db *db, int64_t now, int64_t hb_timeout_ms, int64_t retention_m
         rc = rc == DB_OK ? db_exec(db, "COMMIT") : rc;
         if (rc != DB_OK)
             db_exec(db, "ROLLBACK");
+        else if (*inactivated || *deleted)
+            db_route_changed(db);
     }
     pthread_mutex_unlock(&db->mu);
     return rc;

@@ -58,12 +58,22 @@ void gc_tick(struct server *srv)
                  inactivated, deleted);
 }
 
+/* Pings go out in slices of the interval, each stream once per interval,
+ * so thousands of streams are not all resumed in one burst. */
+#define PING_SLICES 20
+
+static int64_t ping_slice(const struct server *srv)
+{
+    int64_t slice = srv->cfg.ping_interval_ms / PING_SLICES;
+    return slice > 0 ? slice : 1;
+}
+
 /* Runs whatever is due; returns the next deadline (server.mu held). */
 static int64_t run_timers(struct server *srv, int64_t now, bool *gc_due)
 {
     if (now >= srv->next_ping) {
-        stream_ping_all(srv);
-        srv->next_ping = now + srv->cfg.ping_interval_ms;
+        stream_ping_due(srv, now);
+        srv->next_ping = now + ping_slice(srv);
     }
     *gc_due = now >= srv->next_gc;
     if (*gc_due)
@@ -142,7 +152,7 @@ int housekeeper_start(struct server *srv)
     if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->evfd, &ev) < 0)
         return -1;
     int64_t now = clock_mono_ms();
-    srv->next_ping = now + srv->cfg.ping_interval_ms;
+    srv->next_ping = now + ping_slice(srv);
     srv->next_gc = now + srv->cfg.gc_interval_ms;
     srv->hk_next_wake = now;
     if (pthread_create(&srv->hk_thread, NULL, housekeeper_main, srv) != 0)

@@ -26,6 +26,7 @@
 #define TOMBSTONE_MS 60000
 #define TOMBSTONES_MAX 65536
 #define RETRY_AFTER_OFFLINE 5
+#define ROUTE_CACHE_MAX 65536
 
 /* ---- tasks ---- */
 
@@ -294,24 +295,70 @@ static int check_chat_body(struct req *r, struct jsonscan *js, char *err, size_t
     return 0;
 }
 
+/* The routing cache (server.mu held): entries are valid while the database's
+ * route generation has not moved since they were read. */
+static bool route_get(struct server *srv, const char *name, uint64_t gen, struct llm_route *out)
+{
+    struct route_entry *e;
+    HASH_FIND_STR(srv->routes, name, e);
+    if (!e || e->gen != gen)
+        return false;
+    *out = e->route;
+    return true;
+}
+
+static void route_put(struct server *srv, const char *name, uint64_t gen,
+                      const struct llm_route *route)
+{
+    struct route_entry *e;
+    HASH_FIND_STR(srv->routes, name, e);
+    if (!e) {
+        if (HASH_COUNT(srv->routes) >= ROUTE_CACHE_MAX)
+            route_cache_clear(srv);
+        e = calloc(1, sizeof *e);
+        if (!e)
+            return;
+        snprintf(e->name, sizeof e->name, "%s", name);
+        HASH_ADD_STR(srv->routes, name, e);
+    }
+    e->route = *route;
+    e->gen = gen;
+}
+
+void route_cache_clear(struct server *srv)
+{
+    struct route_entry *e, *tmp;
+    HASH_ITER(hh, srv->routes, e, tmp)
+    {
+        HASH_DEL(srv->routes, e);
+        free(e);
+    }
+}
+
 static enum MHD_Result start_inference(struct req *r, const char *name)
 {
     struct server *srv = r->srv;
     snprintf(r->llm_name, sizeof r->llm_name, "%s", name);
-    struct llm_row row;
-    int rc = db_llm_get(srv->db, name, &row);
-    if (rc == DB_NOT_FOUND)
-        return http_reply_error(r, 404, "no Llm named '%s'", name);
-    if (rc != DB_OK)
-        return http_reply_error(r, 500, "database error");
-    bool is_virtual = strcmp(row.kind, MCP_KIND_VIRTUAL) == 0;
-    bool inactive = strcmp(row.status, MCP_STATUS_INACTIVE) == 0;
-    bool hibernating = strcmp(row.status, MCP_STATUS_HIBERNATING) == 0;
-    char session_id[DB_SESSION_ID_LEN] = "";
-    if (row.provider_session_id)
-        snprintf(session_id, sizeof session_id, "%s", row.provider_session_id);
-    llm_row_release(&row);
-    if (!is_virtual)
+    /* Read the generation before the row, so a write in between makes the
+     * cached entry stale rather than wrong. */
+    uint64_t gen = db_route_generation(srv->db);
+    struct llm_route route;
+    pthread_mutex_lock(&srv->mu);
+    if (!route_get(srv, name, gen, &route)) {
+        pthread_mutex_unlock(&srv->mu);
+        int rc = db_llm_route(srv->db, name, &route);
+        if (rc == DB_NOT_FOUND)
+            return http_reply_error(r, 404, "no Llm named '%s'", name);
+        if (rc != DB_OK)
+            return http_reply_error(r, 500, "database error");
+        pthread_mutex_lock(&srv->mu);
+        route_put(srv, name, gen, &route);
+    }
+    pthread_mutex_unlock(&srv->mu);
+    bool inactive = strcmp(route.status, MCP_STATUS_INACTIVE) == 0;
+    bool hibernating = strcmp(route.status, MCP_STATUS_HIBERNATING) == 0;
+    const char *session_id = route.session;
+    if (!route.is_virtual)
         return http_reply_error(r, 501,
                                 "Llm '%s' is not virtual; this server relays only "
                                 "virtual Llms",
@@ -406,7 +453,7 @@ static ssize_t caller_read(void *cls, uint64_t pos, char *out, size_t max)
 static enum MHD_Result start_sse(struct req *r)
 {
     struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, caller_read, r, NULL);
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK_SIZE, caller_read, r, NULL);
     if (!resp)
         return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");

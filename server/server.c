@@ -147,6 +147,7 @@ void server_stop(struct server *srv)
         free(w->held);
         free(w);
     }
+    route_cache_clear(srv);
     auth_free(srv->auth);
     db_close(srv->db);
     pthread_mutex_destroy(&srv->mu);

@@ -29,6 +29,10 @@
 #include <uthash.h>
 
 #define TASK_ID_LEN 33
+/* Block size of SSE responses. Chunked responses are assembled in the
+ * connection's memory pool, so a larger block would only be allocated and
+ * never used — on every idle control stream. */
+#define SSE_BLOCK_SIZE 1024
 #define CALLER_BACKLOG_MAX (16u << 20) /* SSE bytes a slow caller may fall behind */
 
 struct req;
@@ -39,6 +43,7 @@ struct stream {
     struct req *req;         /* the stream's request (owns this struct) */
     struct session *session; /* NULL once replaced or closed */
     struct buf out;          /* frames not yet handed to MHD */
+    int64_t next_ping;       /* monotonic ms */
     bool closing;            /* end the response once out is drained */
 };
 
@@ -134,6 +139,14 @@ struct tombstone {
     UT_hash_handle hh;
 };
 
+/* A cached routing row (see db_route_generation()). */
+struct route_entry {
+    char name[MCP_NAME_BUF];
+    struct llm_route route;
+    uint64_t gen;
+    UT_hash_handle hh;
+};
+
 /* Per TCP connection (MHD's socket context): the socket we may watch. */
 struct conn_ctx {
     uint64_t id;
@@ -155,6 +168,7 @@ struct server {
     struct task *tasks;
     struct wake *wakes;
     struct tombstone *tombstones; /* in insertion order: oldest first */
+    struct route_entry *routes;   /* Llm name -> routing fields */
     unsigned int ntombstones;
     struct conn_ctx *conns;
     uint64_t next_conn_id;
@@ -199,8 +213,8 @@ enum MHD_Result stream_open(struct req *r);
 int dispatch(struct server *srv, struct session *s, const char *frame, size_t len);
 /* The stream request finished (server.mu held). */
 void stream_closed(struct req *r);
-/* Appends ": ping" to every stream (server.mu held). */
-void stream_ping_all(struct server *srv);
+/* Appends ": ping" to every stream whose ping is due (server.mu held). */
+void stream_ping_due(struct server *srv, int64_t now);
 /* Ends every stream (server.mu held), for shutdown. */
 void stream_close_all(struct server *srv);
 
@@ -218,6 +232,8 @@ void relay_session_lost(struct server *srv, struct session *s, const char *why);
 int64_t relay_tick(struct server *srv, int64_t now);
 /* Fails every waiting caller for shutdown (server.mu held). */
 void relay_shutdown(struct server *srv);
+/* Empties the routing cache (server.mu held). */
+void route_cache_clear(struct server *srv);
 /* Creates and dispatches an infer task for r (server.mu held). On failure
  * sets r->fail_status/fail_msg and returns -1. */
 int relay_start_task(struct req *r, struct session *s);

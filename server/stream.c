@@ -83,6 +83,7 @@ enum MHD_Result stream_open(struct req *r)
         return http_reply_error(r, 500, "out of memory");
     buf_init(&st->out, STREAM_BACKLOG_MAX);
     st->req = r;
+    st->next_ping = clock_mono_ms() + srv->cfg.ping_interval_ms;
     char hello[256];
     int hlen =
         snprintf(hello, sizeof hello,
@@ -95,7 +96,7 @@ enum MHD_Result stream_open(struct req *r)
     sse_encode_event(&st->out, MCP_EVENT_HELLO, NULL, hello, (size_t)hlen);
 
     struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, r, NULL);
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK_SIZE, stream_read, r, NULL);
     if (!resp) {
         buf_release(&st->out);
         free(st);
@@ -175,14 +176,17 @@ void stream_closed(struct req *r)
     free(st);
 }
 
-void stream_ping_all(struct server *srv)
+void stream_ping_due(struct server *srv, int64_t now)
 {
     static const char ping[] = ": ping\n\n";
     struct session *s, *tmp;
     HASH_ITER(hh, srv->sessions, s, tmp)
     {
-        if (s->stream)
+        struct stream *st = s->stream;
+        if (st && st->next_ping <= now) {
+            st->next_ping = now + srv->cfg.ping_interval_ms;
             dispatch(srv, s, ping, sizeof ping - 1);
+        }
     }
 }
 

@@ -126,6 +126,14 @@ static void test_routes_and_errors(void **state)
     assert_int_equal(call_status(env, "POST", "/api/v1/llms/_provider-register", t, JSON_HDR, huge),
                      413);
     free(huge);
+    /* oversized request headers */
+    char *hdr = malloc(12 * 1024);
+    strcpy(hdr, "X-Big: ");
+    memset(hdr + 7, 'a', 10 * 1024);
+    hdr[7 + 10 * 1024] = '\0';
+    const char *big_headers[] = {hdr, NULL};
+    assert_int_equal(call_status(env, "GET", "/api/v1/llms", t, big_headers, NULL), 431);
+    free(hdr);
     /* the server still answers afterwards */
     assert_int_equal(call_status(env, "GET", "/api/v1/llms", t, NULL, NULL), 200);
 }

@@ -119,6 +119,18 @@ static void test_round_trip_splices_body(void **state)
     assert_non_null(strstr(t, "\"kind\":\"infer\""));
     assert_non_null(strstr(t, "\"llmName\":\"llm1\""));
     free(t);
+
+    /* a body near the 1 MiB cap streams through the small connection pool */
+    size_t n = 900 * 1024;
+    char *big = malloc(n + 64);
+    int k = snprintf(big, 64, "{\"messages\":[{\"role\":\"user\",\"content\":\"");
+    memset(big + k, 'z', n);
+    strcpy(big + k + n, "\"}]}");
+    infer(f, big, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "echo: zzzz"));
+    http_resp_free(&r);
+    free(big);
 }
 
 static void test_streaming_is_incremental_and_ordered(void **state)
@@ -169,6 +181,11 @@ static void test_bad_requests(void **state)
 static void test_offline_publisher_gets_503_at_once(void **state)
 {
     struct fixture *f = *state;
+    struct http_resp ok;
+    /* a first call routes (and caches the route as active) */
+    infer(f, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &ok);
+    assert_int_equal(ok.status, 200);
+    http_resp_free(&ok);
     fake_publisher_drop(f->fp);
     assert_int_equal(test_wait_status(f->env, "llm1", "inactive", 5000), 0);
     struct http_resp r;
