@@ -84,10 +84,9 @@ static struct task *task_new(struct server *srv, struct session *s, enum task_ki
                              const char *llm_name, int64_t timeout_ms)
 {
     struct task *t = calloc(1, sizeof *t);
-    if (!t || id_random_hex(t->id, 16) < 0) {
-        free(t);
+    if (!t)
         return NULL;
-    }
+    id_sequence_hex(t->id);
     int64_t now = clock_mono_ms();
     t->kind = kind;
     t->state = TASK_PENDING;
