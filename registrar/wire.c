@@ -65,11 +65,11 @@ bool wire_task_id_valid(const char *id)
     return true;
 }
 
-int wire_parse_task(const char *data, size_t len, struct task_frame *out, char *err, size_t errlen)
+/* The general path: any valid JSON, escapes included. */
+static int parse_task_tree(const char *data, size_t len, struct task_frame *out, char *err,
+                           size_t errlen)
 {
-    memset(out, 0, sizeof *out);
-    json_error_t je;
-    json_t *root = json_loadb(data, len, 0, &je);
+    json_t *root = json_loadb(data, len, 0, NULL);
     int rc = -1;
     if (!json_is_object(root)) {
         snprintf(err, errlen, "task frame is not a JSON object");
@@ -103,7 +103,13 @@ int wire_parse_task(const char *data, size_t len, struct task_frame *out, char *
             snprintf(err, errlen, "infer task without a request body");
             goto out;
         }
-        out->body = json_incref(body);
+        out->body_owned = json_dumps(body, JSON_COMPACT);
+        if (!out->body_owned) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        out->body = out->body_owned;
+        out->body_len = strlen(out->body_owned);
     }
     rc = 0;
 out:
@@ -111,10 +117,108 @@ out:
     return rc;
 }
 
+static bool has_escape(const char *s, size_t n)
+{
+    return memchr(s, '\\', n) != NULL;
+}
+
+/* True when the scan recorded every member and no key has an escape, so
+ * members can be found and compared by their raw bytes. */
+static bool scan_is_plain(const struct jsonscan *js)
+{
+    if (js->n >= JSONSCAN_MAX_FIELDS)
+        return false;
+    for (size_t i = 0; i < js->n; i++)
+        if (has_escape(js->f[i].key, js->f[i].key_len))
+            return false;
+    return true;
+}
+
+/* The raw text of a string member without its quotes, or NULL when the
+ * member is missing or not a string. *escaped tells whether it has escapes. */
+static const char *raw_string(const struct jsonscan *js, const char *key, size_t *len,
+                              bool *escaped)
+{
+    const struct json_field *f = jsonscan_find(js, key);
+    if (!f || f->kind != JSON_K_STRING)
+        return NULL;
+    *len = f->val_len - 2;
+    if (has_escape(f->val + 1, *len))
+        *escaped = true;
+    return f->val + 1;
+}
+
+/* Copies a raw string into out (size outsz) when it fits. */
+static bool copy_raw(char *out, size_t outsz, const char *s, size_t len)
+{
+    if (!s || len >= outsz)
+        return false;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return true;
+}
+
+int wire_parse_task(const char *data, size_t len, struct task_frame *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    struct jsonscan js;
+    if (jsonscan_parse(&js, data, len) < 0) {
+        snprintf(err, errlen, "task frame is not a JSON object");
+        return -1;
+    }
+    if (!scan_is_plain(&js))
+        return parse_task_tree(data, len, out, err, errlen);
+    size_t id_len = 0, kind_len = 0, llm_len = 0;
+    bool escaped = false;
+    const char *id = raw_string(&js, "taskId", &id_len, &escaped);
+    const char *kind = raw_string(&js, "kind", &kind_len, &escaped);
+    const char *llm = raw_string(&js, "llmName", &llm_len, &escaped);
+    if (escaped)
+        return parse_task_tree(data, len, out, err, errlen);
+
+    char tmp[TASK_ID_MAX + 1];
+    if (!copy_raw(tmp, sizeof tmp, id, id_len) || !wire_task_id_valid(tmp)) {
+        snprintf(err, errlen, "task frame without a valid taskId");
+        return -1;
+    }
+    memcpy(out->task_id, tmp, id_len + 1);
+    if (kind && kind_len == strlen(MCP_TASK_INFER) && memcmp(kind, MCP_TASK_INFER, kind_len) == 0) {
+        out->kind = TASK_INFER;
+    } else if (kind && kind_len == strlen(MCP_TASK_WAKE) &&
+               memcmp(kind, MCP_TASK_WAKE, kind_len) == 0) {
+        out->kind = TASK_WAKE;
+    } else {
+        /* %.*s stops at a NUL; the raw text has none (it has no escapes). */
+        snprintf(err, errlen, "unknown task kind '%.*s'", kind ? (int)kind_len : 6,
+                 kind ? kind : "(none)");
+        return -1;
+    }
+    char name[MCP_NAME_MAX + 1];
+    if (!copy_raw(name, sizeof name, llm, llm_len) || !mcp_name_valid(name)) {
+        snprintf(err, errlen, "task frame without a valid llmName");
+        return -1;
+    }
+    memcpy(out->llm, name, llm_len + 1);
+    const struct json_field *st = jsonscan_find(&js, "streaming");
+    out->streaming = st && st->kind == JSON_K_TRUE;
+    if (out->kind == TASK_INFER) {
+        const struct json_field *body = jsonscan_find(&js, "body");
+        if (!body || body->kind != JSON_K_OBJECT) {
+            snprintf(err, errlen, "infer task without a request body");
+            return -1;
+        }
+        out->body = body->val;
+        out->body_len = body->val_len;
+    }
+    return 0;
+}
+
 void wire_task_release(struct task_frame *t)
 {
-    json_decref(t->body);
+    free(t->body_owned);
+    t->body_owned = NULL;
     t->body = NULL;
+    t->body_len = 0;
 }
 
 int wire_parse_cancel(const char *data, size_t len, char *task_id)
@@ -248,20 +352,108 @@ char *wire_result_wake_ok(int64_t ms)
     return strdup(tmp);
 }
 
-char *wire_upstream_request(json_t *body, const char *model, bool streaming)
+/* The general path for bodies whose keys have escapes or that have more
+ * members than jsonscan records: through a jansson tree. */
+static char *upstream_tree(const char *body, size_t len, const char *model, bool streaming)
 {
-    if (json_object_set_new(body, "model", json_string(model)) < 0)
-        return NULL;
+    json_t *root = json_loadb(body, len, 0, NULL);
+    char *out = NULL;
+    if (!json_is_object(root))
+        goto out;
+    if (json_object_set_new(root, "model", json_string(model)) < 0)
+        goto out;
     if (streaming) {
-        if (json_object_set_new(body, "stream", json_true()) < 0)
-            return NULL;
+        if (json_object_set_new(root, "stream", json_true()) < 0)
+            goto out;
     } else {
-        if (json_object_get(body, "stream") &&
-            json_object_set_new(body, "stream", json_false()) < 0)
-            return NULL;
-        json_object_del(body, "stream_options");
+        if (json_object_get(root, "stream") &&
+            json_object_set_new(root, "stream", json_false()) < 0)
+            goto out;
+        json_object_del(root, "stream_options");
     }
-    return json_dumps(body, JSON_COMPACT);
+    out = json_dumps(root, JSON_COMPACT);
+out:
+    json_decref(root);
+    return out;
+}
+
+/* Writes s as a JSON string at p (at most 6 * strlen(s) + 2 bytes);
+ * returns the end. s is UTF-8 (it came from a parsed config). */
+static char *put_quoted(char *p, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    *p++ = '"';
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            *p++ = '\\';
+            *p++ = (char)c;
+        } else if (c < 0x20) {
+            *p++ = '\\';
+            *p++ = 'u';
+            *p++ = '0';
+            *p++ = '0';
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 15];
+        } else {
+            *p++ = (char)c;
+        }
+    }
+    *p++ = '"';
+    return p;
+}
+
+static char *put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static bool key_is(const struct json_field *f, const char *key, size_t n)
+{
+    return f->key_len == n && memcmp(f->key, key, n) == 0;
+}
+
+char *wire_upstream_request(const char *body, size_t len, const char *model, bool streaming,
+                            size_t *out_len)
+{
+    struct jsonscan js;
+    if (jsonscan_parse(&js, body, len) < 0)
+        return NULL;
+    if (!scan_is_plain(&js)) {
+        char *s = upstream_tree(body, len, model, streaming);
+        if (s && out_len)
+            *out_len = strlen(s);
+        return s;
+    }
+    bool has_stream = jsonscan_find(&js, "stream") != NULL;
+    /* Every member is written as ,"key":value, never longer than it was in
+     * body (which also has braces and separators); the rest is bounded. */
+    size_t cap = len + 6 * strlen(model) + 64;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    char *p = put(out, "{\"model\":", 9);
+    p = put_quoted(p, model);
+    if (streaming)
+        p = put(p, ",\"stream\":true", 14);
+    else if (has_stream)
+        p = put(p, ",\"stream\":false", 15);
+    for (size_t i = 0; i < js.n; i++) {
+        const struct json_field *f = &js.f[i];
+        if (key_is(f, "model", 5) || key_is(f, "stream", 6) ||
+            (!streaming && key_is(f, "stream_options", 14)))
+            continue;
+        p = put(p, ",\"", 2);
+        p = put(p, f->key, f->key_len);
+        p = put(p, "\":", 2);
+        p = put(p, f->val, f->val_len);
+    }
+    *p++ = '}';
+    *p = '\0';
+    if (out_len)
+        *out_len = (size_t)(p - out);
+    return out;
 }
 
 void wire_backend_error(const char *body, size_t len, char *out, size_t outlen)

@@ -40,14 +40,24 @@ struct task_frame {
     char task_id[TASK_ID_MAX + 1];
     char llm[MCP_NAME_MAX + 1];
     bool streaming;
-    json_t *body; /* infer only: the caller's request; owned */
+    /* infer only: the caller's request, the text of a JSON object. It points
+     * into the frame's data (valid as long as that is) or, for frames that
+     * took the general path, into body_owned. */
+    const char *body;
+    size_t body_len;
+    char *body_owned;
 };
 
 /* Parses a task frame's data. Task ids are limited to [A-Za-z0-9._-]
  * (they go into a URL path). Returns 0 (release with
  * wire_task_release()), or -1 with a reason in err. When the frame had a
  * usable taskId, out->task_id is set even on failure so the task can be
- * failed. */
+ * failed.
+ *
+ * Frames as mcpd sends them are scanned without building a tree (jsonscan):
+ * the body is located, not copied. Frames with escaped keys or field values,
+ * or with more top-level members than jsonscan records, are parsed with
+ * jansson instead; the result is the same. */
 int wire_parse_task(const char *data, size_t len, struct task_frame *out, char *err, size_t errlen);
 void wire_task_release(struct task_frame *t);
 
@@ -78,10 +88,15 @@ char *wire_result_error(const char *msg);
 /* {"status": 200, "body": {"ok": true, "ms": ms}} */
 char *wire_result_wake_ok(int64_t ms);
 
-/* The request sent upstream for an infer task: the caller's body with
- * "model" replaced by the provider's model and "stream" set to match the
- * task ("stream_options" dropped when not streaming). Modifies body. */
-char *wire_upstream_request(json_t *body, const char *model, bool streaming);
+/* The request sent upstream for an infer task: the caller's body (len bytes
+ * of a JSON object) with "model" replaced by the provider's model and
+ * "stream" set to match the task ("stream_options" dropped when not
+ * streaming). Built by splicing: "model" (and "stream") come first, then the
+ * caller's other top-level members with their values byte for byte; nested
+ * objects are never touched. NULL when out of memory or body is not a JSON
+ * object. When out_len is not NULL it receives the length. */
+char *wire_upstream_request(const char *body, size_t len, const char *model, bool streaming,
+                            size_t *out_len);
 
 /* A short reason from an error body of an OpenAI-compatible server
  * ({"error": {"message"}}, {"error": "..."}, {"message"}, {"detail"}), else

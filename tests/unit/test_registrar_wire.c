@@ -2,6 +2,8 @@
  * the upstream request. */
 #include "wire.h"
 
+#include "jsonscan.h"
+
 #include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -94,7 +96,25 @@ static void test_tasks(void **state)
     assert_string_equal(t.task_id, "t-1");
     assert_string_equal(t.llm, "vllm-local");
     assert_true(t.streaming);
-    assert_true(json_is_object(t.body));
+    /* The body is located in the frame, not copied. */
+    assert_ptr_equal(t.body, strstr(d, "{\"model\""));
+    assert_int_equal(t.body_len, strlen("{\"model\":\"x\",\"messages\":[]}"));
+    assert_null(t.body_owned);
+    wire_task_release(&t);
+
+    /* Escapes in keys or values take the general path; same result. */
+    d = "{\"kind\":\"infer\",\"task\\u0049d\":\"t\\u002d2\",\"llmName\":\"vllm-local\","
+        "\"body\": {\"messages\": []}}";
+    assert_int_equal(wire_parse_task(d, strlen(d), &t, err, sizeof err), 0);
+    assert_string_equal(t.task_id, "t-2");
+    assert_false(t.streaming);
+    assert_non_null(t.body_owned);
+    assert_json_eq(strndup(t.body, t.body_len), "{\"messages\":[]}");
+    wire_task_release(&t);
+    d = "{\"kind\":\"w\\u0061ke\",\"taskId\":\"w2\",\"llmName\":\"oll\\u0061ma\"}";
+    assert_int_equal(wire_parse_task(d, strlen(d), &t, err, sizeof err), 0);
+    assert_int_equal(t.kind, TASK_WAKE);
+    assert_string_equal(t.llm, "ollama");
     wire_task_release(&t);
 
     d = "{\"kind\":\"wake\",\"taskId\":\"w1\",\"llmName\":\"ollama\"}";
@@ -119,6 +139,15 @@ static void test_tasks(void **state)
         {"{\"kind\":\"wake\",\"taskId\":\"t\"}", "without a valid llmName", true},
         {"{\"kind\":\"infer\",\"taskId\":\"t\",\"llmName\":\"a\",\"body\":[]}",
          "without a request body", true},
+        {"{\"kind\":\"infer\",\"taskId\":\"t\",\"llmName\":\"a\"}", "without a request body", true},
+        {"{\"kind\":3,\"taskId\":\"t\",\"llmName\":\"a\"}", "unknown task kind '(none)'", true},
+        {"{\"kind\":\"infer\",\"taskId\":\"t\",\"llmName\":\"a b\",\"body\":{}}",
+         "without a valid llmName", true},
+        {"{\"kind\":\"infer\",\"taskId\":7,\"llmName\":\"a\"}", "without a valid taskId", false},
+        {"{\"kind\":\"infer\",\"taskId\":\"t\",\"llmName\":\"a\",\"body\":{}", "not a JSON object",
+         false},
+        {"{\"kind\":\"dance\",\"task\\u0049d\":\"t\",\"llmName\":\"a\"}",
+         "unknown task kind 'dance'", true},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(wire_parse_task(bad[i].data, strlen(bad[i].data), &t, err, sizeof err),
@@ -171,28 +200,127 @@ static void test_register_body(void **state)
                    "\"extraConfig\":{\"ctx\":1}}]}");
 }
 
+static char *upstream(const char *body, const char *model, bool streaming)
+{
+    size_t n = 0;
+    char *s = wire_upstream_request(body, strlen(body), model, streaming, &n);
+    if (s)
+        assert_int_equal(n, strlen(s));
+    return s;
+}
+
 static void test_upstream_request(void **state)
 {
     (void)state;
-    json_t *body = json_loads("{\"model\":\"vllm-local\",\"messages\":[{\"role\":\"user\","
-                              "\"content\":\"hi\"}],\"stream\":true,\"temperature\":0.5}",
-                              0, NULL);
-    assert_json_eq(wire_upstream_request(body, "Qwen/Qwen2.5", true),
+    assert_json_eq(upstream("{\"model\":\"vllm-local\",\"messages\":[{\"role\":\"user\","
+                            "\"content\":\"hi\"}],\"stream\":true,\"temperature\":0.5}",
+                            "Qwen/Qwen2.5", true),
                    "{\"model\":\"Qwen/Qwen2.5\",\"messages\":[{\"role\":\"user\",\"content\":"
                    "\"hi\"}],\"stream\":true,\"temperature\":0.5}");
-    json_decref(body);
-
-    body = json_loads("{\"messages\":[],\"stream\":true,\"stream_options\":{\"include_usage\":"
-                      "true}}",
-                      0, NULL);
-    assert_json_eq(wire_upstream_request(body, "m", false),
-                   "{\"model\":\"m\",\"messages\":[],\"stream\":false}");
-    json_decref(body);
-
-    body = json_loads("{\"messages\":[]}", 0, NULL);
-    assert_json_eq(wire_upstream_request(body, "m", true),
+    assert_json_eq(
+        upstream("{\"messages\":[],\"stream\":true,\"stream_options\":{\"include_usage\":"
+                 "true}}",
+                 "m", false),
+        "{\"model\":\"m\",\"messages\":[],\"stream\":false}");
+    assert_json_eq(upstream("{\"messages\":[]}", "m", true),
                    "{\"model\":\"m\",\"messages\":[],\"stream\":true}");
-    json_decref(body);
+    assert_json_eq(upstream("{\"messages\":[]}", "m", false), "{\"model\":\"m\",\"messages\":[]}");
+    assert_json_eq(upstream("{}", "m", false), "{\"model\":\"m\"}");
+    /* Streaming keeps stream_options. */
+    assert_json_eq(upstream("{\"stream_options\":{\"include_usage\":true}}", "m", true),
+                   "{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
+    /* Not an object, or not JSON. */
+    assert_null(upstream("[1]", "m", false));
+    assert_null(upstream("{\"a\":", "m", false));
+    assert_null(upstream("", "m", false));
+}
+
+static void test_upstream_splice(void **state)
+{
+    (void)state;
+    char *s;
+    /* Values are copied byte for byte: whitespace inside them, number
+     * spellings and unicode escapes survive; "model" inside nested objects
+     * is not touched. */
+    s = upstream(
+        "{ \"model\" : \"caller\",\n  \"messages\": [ {\"role\": \"user\",\n"
+        "   \"content\": \"caf\\u00e9 \\ud83d\\ude00 \\\"q\\\" \\n\", \"model\": \"x\"} ],\n"
+        "\t\"temperature\": 1.50e0, \"tools\": {\"model\": {\"model\": 1}}, \"n\": -0 }\n",
+        "served", false);
+    assert_string_equal(s, "{\"model\":\"served\",\"messages\":[ {\"role\": \"user\",\n"
+                           "   \"content\": \"caf\\u00e9 \\ud83d\\ude00 \\\"q\\\" \\n\", "
+                           "\"model\": \"x\"} ],\"temperature\":1.50e0,"
+                           "\"tools\":{\"model\": {\"model\": 1}},\"n\":-0}");
+    free(s);
+    /* Raw UTF-8 passes through. */
+    s = upstream("{\"messages\":[\"\xc3\xa9\xe2\x82\xac\"],\"model\":null}", "m", true);
+    assert_string_equal(
+        s, "{\"model\":\"m\",\"stream\":true,\"messages\":[\"\xc3\xa9\xe2\x82\xac\"]}");
+    free(s);
+    /* Every "model" and "stream" member is dropped, wherever it was. */
+    s = upstream("{\"model\":\"a\",\"stream\":true,\"x\":1,\"model\":\"b\",\"stream\":false}", "m",
+                 true);
+    assert_string_equal(s, "{\"model\":\"m\",\"stream\":true,\"x\":1}");
+    free(s);
+    s = upstream("{\"stream\":true,\"stream_options\":{},\"x\":[]}", "m", false);
+    assert_string_equal(s, "{\"model\":\"m\",\"stream\":false,\"x\":[]}");
+    free(s);
+    /* Keys that only look alike are kept. */
+    s = upstream("{\"Model\":1,\"models\":2,\"mode\":3}", "m", false);
+    assert_string_equal(s, "{\"model\":\"m\",\"Model\":1,\"models\":2,\"mode\":3}");
+    free(s);
+    /* The configured model is quoted. */
+    s = upstream("{}", "a\"b\\c\td", false);
+    assert_string_equal(s, "{\"model\":\"a\\\"b\\\\c\\u0009d\"}");
+    free(s);
+}
+
+static void test_upstream_general_path(void **state)
+{
+    (void)state;
+    /* An escaped key is still "model": replaced (through the tree). */
+    assert_json_eq(upstream("{\"mod\\u0065l\":\"caller\",\"messages\":[]}", "m", false),
+                   "{\"model\":\"m\",\"messages\":[]}");
+    assert_json_eq(upstream("{\"str\\u0065am\":false}", "m", true),
+                   "{\"model\":\"m\",\"stream\":true}");
+    /* More members than jsonscan records: none is lost. */
+    char body[2048], want[2048];
+    size_t bo = 0, wo = 0;
+    bo += (size_t)snprintf(body + bo, sizeof body - bo, "{");
+    wo += (size_t)snprintf(want + wo, sizeof want - wo, "{\"model\":\"m\"");
+    for (int i = 0; i < JSONSCAN_MAX_FIELDS + 8; i++) {
+        bo += (size_t)snprintf(body + bo, sizeof body - bo, "%s\"k%d\":%d", i ? "," : "", i, i);
+        wo += (size_t)snprintf(want + wo, sizeof want - wo, ",\"k%d\":%d", i, i);
+    }
+    snprintf(body + bo, sizeof body - bo, ",\"model\":\"caller\"}");
+    snprintf(want + wo, sizeof want - wo, "}");
+    assert_json_eq(upstream(body, "m", false), want);
+}
+
+static void test_result_splice(void **state)
+{
+    (void)state;
+    char *s;
+    /* The backend's bytes are spliced as they are. */
+    const char *b = "{\"id\": \"c\",\n \"choices\": [{\"message\": {\"content\": \"\\u00e9\"}}]}\n";
+    s = wire_result_status(200, b, strlen(b));
+    assert_non_null(s);
+    char want[256];
+    snprintf(want, sizeof want, "{\"status\":200,\"body\":%s}", b);
+    assert_string_equal(s, want);
+    free(s);
+    /* Not JSON: refused, so the caller fails the task instead. */
+    assert_null(wire_result_status(200, "{\"id\":", 6));
+    assert_null(wire_result_status(200, "<html>", 6));
+    assert_null(wire_result_status(200, "", 0));
+    assert_null(wire_result_status(200, "{} {}", 5));
+    /* Stream chunks: an object is spliced, anything else becomes a string. */
+    s = wire_result_chunk("{\"choices\": [ ]}", 16);
+    assert_string_equal(s, "{\"chunk\":{\"data\":{\"choices\": [ ]}}}");
+    free(s);
+    s = wire_result_chunk("not \"json\"", 10);
+    assert_string_equal(s, "{\"chunk\":{\"data\":\"not \\\"json\\\"\"}}");
+    free(s);
 }
 
 static void test_backend_error(void **state)
@@ -226,6 +354,9 @@ int main(void)
         cmocka_unit_test(test_tasks),
         cmocka_unit_test(test_register_body),
         cmocka_unit_test(test_upstream_request),
+        cmocka_unit_test(test_upstream_splice),
+        cmocka_unit_test(test_upstream_general_path),
+        cmocka_unit_test(test_result_splice),
         cmocka_unit_test(test_backend_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
