@@ -5,6 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Easy handles kept for reuse: creating one costs more than a transfer's
+ * own work on the relay path. */
+#define LOOP_SPARE_EASY 128
+/* The connection cache: by default libcurl sizes it from the handles
+ * currently added and closes connections as transfers end, which under
+ * load means a new TCP connection for most requests. */
+#define LOOP_MAX_CONNECTS 256L
+
 /* Per-transfer bookkeeping, reached through CURLOPT_PRIVATE. */
 struct xfer {
     loop_done_fn done;
@@ -37,6 +45,8 @@ struct loop {
     size_t nsnap, snap_cap;
     int busy;
     struct deferred *dhead, *dtail;
+    CURL *spare[LOOP_SPARE_EASY]; /* reset easy handles for reuse */
+    size_t nspare;
 };
 
 struct loop *loop_new(void)
@@ -49,6 +59,7 @@ struct loop *loop_new(void)
         free(l);
         return NULL;
     }
+    curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, LOOP_MAX_CONNECTS);
     return l;
 }
 
@@ -69,11 +80,32 @@ static void free_deferred(struct loop *l)
     l->dtail = NULL;
 }
 
+CURL *loop_easy_get(struct loop *l)
+{
+    if (l->nspare > 0)
+        return l->spare[--l->nspare];
+    return curl_easy_init();
+}
+
+void loop_easy_put(struct loop *l, CURL *easy)
+{
+    if (!easy)
+        return;
+    if (l->nspare == LOOP_SPARE_EASY) {
+        curl_easy_cleanup(easy);
+        return;
+    }
+    curl_easy_reset(easy);
+    l->spare[l->nspare++] = easy;
+}
+
 void loop_free(struct loop *l)
 {
     if (!l)
         return;
     free_deferred(l);
+    while (l->nspare > 0)
+        curl_easy_cleanup(l->spare[--l->nspare]);
     curl_multi_cleanup(l->multi);
     free(l->snap);
     free(l->wfds);
@@ -214,7 +246,7 @@ void loop_remove_easy(struct loop *l, CURL *easy, bool cleanup)
     curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
     if (!x) {
         if (cleanup)
-            curl_easy_cleanup(easy);
+            loop_easy_put(l, easy);
         return;
     }
     if (x->removed)
@@ -237,7 +269,7 @@ void loop_remove_easy(struct loop *l, CURL *easy, bool cleanup)
     curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
     free(x);
     if (cleanup)
-        curl_easy_cleanup(easy);
+        loop_easy_put(l, easy);
 }
 
 int loop_defer(struct loop *l, loop_defer_fn fn, void *ud)
@@ -288,7 +320,7 @@ static void run_deferred(struct loop *l)
             curl_easy_setopt(d->easy, CURLOPT_PRIVATE, NULL);
             free(d->x);
             if (d->cleanup)
-                curl_easy_cleanup(d->easy);
+                loop_easy_put(l, d->easy);
             break;
         case DEFER_CALL:
             d->fn(l, d->ud);

@@ -78,8 +78,16 @@ void loop_fd_remove(struct loop *l, struct loop_fd *w);
 int loop_add_easy(struct loop *l, CURL *easy, loop_done_fn done, void *ud);
 /* Removes an easy handle at once or, when the loop is busy, as soon as
  * libcurl has returned; done is not called for it afterwards. If cleanup is
- * true the handle is curl_easy_cleanup()-ed after removal. */
+ * true the handle is given to loop_easy_put() after removal. */
 void loop_remove_easy(struct loop *l, CURL *easy, bool cleanup);
+
+/* An easy handle for a new transfer: a reset one from the loop's free list
+ * (set up again from scratch by the caller), else a new one. NULL when out
+ * of memory. */
+CURL *loop_easy_get(struct loop *l);
+/* Gives an easy handle that is in no multi handle back to the free list
+ * (curl_easy_reset()), or cleans it up when the list is full. */
+void loop_easy_put(struct loop *l, CURL *easy);
 
 /* Runs fn(ud) after the current libcurl call has returned (or on the next
  * iteration when the loop is idle). Returns 0, or -1 when out of memory. */

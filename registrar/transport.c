@@ -130,7 +130,7 @@ int http_req_start(struct loop *l, const struct http_req_opts *o, struct http_re
     r->on_done = o->on_done;
     r->ud = o->ud;
     buf_init(&r->body, o->max_body ? o->max_body : 64 * 1024);
-    r->easy = curl_easy_init();
+    r->easy = loop_easy_get(l);
     if (!r->easy)
         goto fail;
     for (size_t i = 0; o->headers && o->headers[i]; i++) {
@@ -188,7 +188,7 @@ int http_req_start(struct loop *l, const struct http_req_opts *o, struct http_re
     return 0;
 fail:
     if (r->easy)
-        curl_easy_cleanup(r->easy);
+        loop_easy_put(l, r->easy);
     curl_slist_free_all(r->headers);
     buf_release(&r->body);
     free(r);
