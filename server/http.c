@@ -222,6 +222,34 @@ void http_resume(struct req *r)
     }
 }
 
+ssize_t http_sse_pull(struct req *r, struct buf *queued, bool ended, char *out, size_t max)
+{
+    if (r->peer_gone)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    if (queued->len > 0) {
+        size_t k = queued->len < max ? queued->len : max;
+        memcpy(out, queued->data, k);
+        buf_consume(queued, k);
+        return (ssize_t)k;
+    }
+    if (ended || atomic_load(&r->srv->stopping))
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    http_suspend(r);
+    return 0;
+}
+
+struct MHD_Response *http_sse_response(MHD_ContentReaderCallback reader, struct req *r)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK_SIZE, reader, r, NULL);
+    if (!resp)
+        return NULL;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    return resp;
+}
+
 static enum MHD_Result run_route(struct req *r, const struct route_match *m)
 {
     switch (m->route) {

@@ -428,36 +428,18 @@ static ssize_t caller_read(void *cls, uint64_t pos, char *out, size_t max)
 {
     (void)pos;
     struct req *r = cls;
-    struct server *srv = r->srv;
-    pthread_mutex_lock(&srv->mu);
-    ssize_t n;
-    if (r->peer_gone) {
-        n = MHD_CONTENT_READER_END_WITH_ERROR;
-    } else if (r->sse.len > 0) {
-        size_t k = r->sse.len < max ? r->sse.len : max;
-        memcpy(out, r->sse.data, k);
-        buf_consume(&r->sse, k);
-        n = (ssize_t)k;
-    } else if (r->sse_ended || atomic_load(&srv->stopping)) {
-        n = MHD_CONTENT_READER_END_OF_STREAM;
-    } else {
-        http_suspend(r);
-        n = 0;
-    }
-    pthread_mutex_unlock(&srv->mu);
+    pthread_mutex_lock(&r->srv->mu);
+    ssize_t n = http_sse_pull(r, &r->sse, r->sse_ended, out, max);
+    pthread_mutex_unlock(&r->srv->mu);
     return n;
 }
 
 /* Queues the SSE response for a streaming caller (server.mu held). */
 static enum MHD_Result start_sse(struct req *r)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK_SIZE, caller_read, r, NULL);
+    struct MHD_Response *resp = http_sse_response(caller_read, r);
     if (!resp)
         return MHD_NO;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
     r->sse_started = true;
     enum MHD_Result rc = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);

@@ -198,6 +198,13 @@ enum MHD_Result http_reply_unavailable(struct req *r, int retry_after, const cha
 void http_suspend(struct req *r);
 /* Resumes r if suspended (server.mu held). */
 void http_resume(struct req *r);
+/* The body of an SSE response fed from queued (server.mu held): hands MHD
+ * what is queued, ends once ended and drained (or the server stops), fails
+ * when the peer is gone, and otherwise suspends r until more is queued. */
+ssize_t http_sse_pull(struct req *r, struct buf *queued, bool ended, char *out, size_t max);
+/* A new text/event-stream response whose body reader gets r as its
+ * closure; NULL when out of memory. */
+struct MHD_Response *http_sse_response(MHD_ContentReaderCallback reader, struct req *r);
 
 /* ---- provider routes (provider.c) ---- */
 enum MHD_Result provider_register(struct req *r);

@@ -24,24 +24,11 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
 {
     (void)pos;
     struct req *r = cls;
-    struct server *srv = r->srv;
-    pthread_mutex_lock(&srv->mu);
+    pthread_mutex_lock(&r->srv->mu);
     struct stream *st = r->stream;
-    ssize_t n;
-    if (!st || r->peer_gone) {
-        n = MHD_CONTENT_READER_END_WITH_ERROR;
-    } else if (st->out.len > 0) {
-        size_t k = st->out.len < max ? st->out.len : max;
-        memcpy(out, st->out.data, k);
-        buf_consume(&st->out, k);
-        n = (ssize_t)k;
-    } else if (st->closing || atomic_load(&srv->stopping)) {
-        n = MHD_CONTENT_READER_END_OF_STREAM;
-    } else {
-        http_suspend(r);
-        n = 0;
-    }
-    pthread_mutex_unlock(&srv->mu);
+    ssize_t n =
+        st ? http_sse_pull(r, &st->out, st->closing, out, max) : MHD_CONTENT_READER_END_WITH_ERROR;
+    pthread_mutex_unlock(&r->srv->mu);
     return n;
 }
 
@@ -95,16 +82,12 @@ enum MHD_Result stream_open(struct req *r)
                  (long long)srv->cfg.heartbeat_interval_ms, (long long)srv->cfg.ping_interval_ms);
     sse_encode_event(&st->out, MCP_EVENT_HELLO, NULL, hello, (size_t)hlen);
 
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK_SIZE, stream_read, r, NULL);
+    struct MHD_Response *resp = http_sse_response(stream_read, r);
     if (!resp) {
         buf_release(&st->out);
         free(st);
         return http_reply_error(r, 500, "out of memory");
     }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
 
     pthread_mutex_lock(&srv->mu);
     if (atomic_load(&srv->stopping)) {
