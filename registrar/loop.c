@@ -2,8 +2,13 @@
 
 #include "clock.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 /* Easy handles kept for reuse: creating one costs more than a transfer's
  * own work on the relay path. */
@@ -12,6 +17,28 @@
  * currently added and closes connections as transfers end, which under
  * load means a new TCP connection for most requests. */
 #define LOOP_MAX_CONNECTS 256L
+
+/* Events taken from epoll per iteration. */
+#define LOOP_MAX_EVENTS 64
+
+/* What an epoll event's data.ptr points at; every target starts with its
+ * tag. */
+enum tag { TAG_SOCK = 1, TAG_FD, TAG_WAKE };
+
+/* What the loop knows of one socket libcurl uses, by descriptor number.
+ * Registrations are dropped lazily: when libcurl stops watching a socket
+ * (a transfer ended and its connection went back to the cache), the socket
+ * stays in epoll, so the next transfer on that connection usually costs no
+ * epoll_ctl() at all. An event on a socket libcurl does not watch removes it
+ * then; a socket libcurl closes is removed first (CURLOPT_CLOSESOCKETFUNCTION),
+ * so a new socket that gets the same number is registered afresh. */
+struct sock {
+    int tag;
+    curl_socket_t fd;
+    uint32_t reg;  /* the events registered in epoll */
+    bool in_epoll; /* registered */
+    bool wanted;   /* libcurl watches it */
+};
 
 /* Per-transfer bookkeeping, reached through CURLOPT_PRIVATE. */
 struct xfer {
@@ -35,30 +62,146 @@ struct deferred {
 
 struct loop {
     CURLM *multi;
+    int epfd;
+    int wakefd; /* eventfd for loop_wakeup() */
+    int wake_tag;
+    int64_t curl_due;          /* libcurl's next timeout (monotonic ms), or -1 */
+    bool failed;               /* libcurl failed in a way the loop cannot recover from */
     struct loop_timer *timers; /* sorted by due, earliest first */
-    struct loop_fd *fds;
-    size_t nfds;
-    /* The watchers polled in the current iteration; entries are NULLed when
-     * a watcher is removed while its event is being dispatched. */
-    struct loop_fd **snap;
-    struct curl_waitfd *wfds;
-    size_t nsnap, snap_cap;
+    struct sock **socks;       /* by descriptor number; entries made on demand */
+    size_t nsocks;
+    /* The events being dispatched; data.ptr is NULLed when its watcher or
+     * socket goes away meanwhile. */
+    struct epoll_event ev[LOOP_MAX_EVENTS];
+    int nev;
     int busy;
     struct deferred *dhead, *dtail;
     CURL *spare[LOOP_SPARE_EASY]; /* reset easy handles for reuse */
     size_t nspare;
 };
 
+static void forget_in_batch(struct loop *l, const void *p)
+{
+    for (int i = 0; i < l->nev; i++)
+        if (l->ev[i].data.ptr == p)
+            l->ev[i].data.ptr = NULL;
+}
+
+static struct sock *sock_for(struct loop *l, curl_socket_t fd)
+{
+    if (fd < 0)
+        return NULL;
+    size_t i = (size_t)fd;
+    if (i >= l->nsocks) {
+        size_t n = l->nsocks ? l->nsocks : 64;
+        while (n <= i)
+            n *= 2;
+        struct sock **t = realloc(l->socks, n * sizeof *t);
+        if (!t)
+            return NULL;
+        memset(t + l->nsocks, 0, (n - l->nsocks) * sizeof *t);
+        l->socks = t;
+        l->nsocks = n;
+    }
+    if (!l->socks[i]) {
+        struct sock *k = calloc(1, sizeof *k);
+        if (!k)
+            return NULL;
+        k->tag = TAG_SOCK;
+        k->fd = fd;
+        l->socks[i] = k;
+    }
+    return l->socks[i];
+}
+
+static void sock_unregister(struct loop *l, struct sock *k)
+{
+    if (k->in_epoll)
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, k->fd, NULL);
+    k->in_epoll = false;
+    k->reg = 0;
+}
+
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    (void)socketp;
+    struct loop *l = userp;
+    struct sock *k = sock_for(l, fd);
+    if (!k)
+        return -1;
+    if (what == CURL_POLL_REMOVE || what == CURL_POLL_NONE) {
+        k->wanted = false;
+        return 0;
+    }
+    uint32_t want = 0;
+    if (what & CURL_POLL_IN)
+        want |= EPOLLIN;
+    if (what & CURL_POLL_OUT)
+        want |= EPOLLOUT;
+    k->wanted = true;
+    if (k->in_epoll && k->reg == want)
+        return 0;
+    struct epoll_event e = {.events = want, .data.ptr = k};
+    int op = k->in_epoll ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(l->epfd, op, fd, &e) < 0) {
+        /* Closed and reused without our knowing, or dropped from epoll by
+         * a close: register it afresh. */
+        if (errno != EEXIST && errno != ENOENT)
+            return -1;
+        op = errno == EEXIST ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+        if (epoll_ctl(l->epfd, op, fd, &e) < 0)
+            return -1;
+    }
+    k->in_epoll = true;
+    k->reg = want;
+    return 0;
+}
+
+static int on_close_socket(void *clientp, curl_socket_t fd)
+{
+    struct loop *l = clientp;
+    if (fd >= 0 && (size_t)fd < l->nsocks && l->socks[fd]) {
+        sock_unregister(l, l->socks[fd]);
+        l->socks[fd]->wanted = false;
+    }
+    return close(fd);
+}
+
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    struct loop *l = userp;
+    l->curl_due = timeout_ms < 0 ? -1 : clock_mono_ms() + timeout_ms;
+    return 0;
+}
+
 struct loop *loop_new(void)
 {
     struct loop *l = calloc(1, sizeof *l);
     if (!l)
         return NULL;
+    l->curl_due = -1;
+    l->wake_tag = TAG_WAKE;
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     l->multi = curl_multi_init();
-    if (!l->multi) {
+    struct epoll_event e = {.events = EPOLLIN, .data.ptr = &l->wake_tag};
+    if (l->epfd < 0 || l->wakefd < 0 || !l->multi ||
+        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wakefd, &e) < 0) {
+        if (l->multi)
+            curl_multi_cleanup(l->multi);
+        if (l->epfd >= 0)
+            close(l->epfd);
+        if (l->wakefd >= 0)
+            close(l->wakefd);
         free(l);
         return NULL;
     }
+    curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
+    curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
     curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, LOOP_MAX_CONNECTS);
     return l;
 }
@@ -106,9 +249,13 @@ void loop_free(struct loop *l)
     free_deferred(l);
     while (l->nspare > 0)
         curl_easy_cleanup(l->spare[--l->nspare]);
+    /* libcurl may still report sockets going away while it cleans up. */
     curl_multi_cleanup(l->multi);
-    free(l->snap);
-    free(l->wfds);
+    for (size_t i = 0; i < l->nsocks; i++)
+        free(l->socks[i]);
+    free(l->socks);
+    close(l->epfd);
+    close(l->wakefd);
     free(l);
 }
 
@@ -164,16 +311,21 @@ void loop_timer_start(struct loop *l, struct loop_timer *t, int64_t delay_ms)
 int loop_fd_add(struct loop *l, struct loop_fd *w, int fd, short events, loop_fd_fn fn, void *ud)
 {
     memset(w, 0, sizeof *w);
+    w->tag = TAG_FD;
     w->fd = fd;
     w->events = events;
     w->fn = fn;
     w->ud = ud;
+    struct epoll_event e = {.events = 0, .data.ptr = w};
+    if (events & CURL_WAIT_POLLIN)
+        e.events |= EPOLLIN;
+    if (events & CURL_WAIT_POLLOUT)
+        e.events |= EPOLLOUT;
+    if (events & CURL_WAIT_POLLPRI)
+        e.events |= EPOLLPRI;
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &e) < 0)
+        return -1;
     w->active = true;
-    w->next = l->fds;
-    if (l->fds)
-        l->fds->prev = w;
-    l->fds = w;
-    l->nfds++;
     return 0;
 }
 
@@ -181,18 +333,10 @@ void loop_fd_remove(struct loop *l, struct loop_fd *w)
 {
     if (!w->active)
         return;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        l->fds = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    w->prev = w->next = NULL;
+    /* Fails harmlessly when the owner closed the descriptor first. */
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
     w->active = false;
-    l->nfds--;
-    for (size_t i = 0; i < l->nsnap; i++)
-        if (l->snap[i] == w)
-            l->snap[i] = NULL;
+    forget_in_batch(l, w);
 }
 
 static int push_deferred(struct loop *l, struct deferred *d)
@@ -222,6 +366,8 @@ int loop_add_easy(struct loop *l, CURL *easy, loop_done_fn done, void *ud)
     x->done = done;
     x->ud = ud;
     curl_easy_setopt(easy, CURLOPT_PRIVATE, (char *)x);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, l);
     if (l->busy > 0) {
         struct deferred *d = calloc(1, sizeof *d);
         if (!d)
@@ -366,21 +512,46 @@ static void run_timers(struct loop *l)
     }
 }
 
-static int ensure_snap(struct loop *l)
+/* Hands libcurl one ready socket (or, with CURL_SOCKET_TIMEOUT, its due
+ * timeouts), then reports finished transfers. */
+static void curl_action(struct loop *l, curl_socket_t fd, int mask)
 {
-    if (l->nfds <= l->snap_cap)
-        return 0;
-    size_t cap = l->nfds + 8;
-    struct loop_fd **s = realloc(l->snap, cap * sizeof *s);
-    if (!s)
-        return -1;
-    l->snap = s;
-    struct curl_waitfd *w = realloc(l->wfds, cap * sizeof *w);
-    if (!w)
-        return -1;
-    l->wfds = w;
-    l->snap_cap = cap;
-    return 0;
+    int running = 0;
+    l->busy++;
+    CURLMcode mc = curl_multi_socket_action(l->multi, fd, mask, &running);
+    l->busy--;
+    if (mc != CURLM_OK && mc != CURLM_BAD_SOCKET)
+        l->failed = true;
+    run_deferred(l);
+    dispatch_done(l);
+}
+
+static void dispatch_fd(struct loop *l, struct loop_fd *w, uint32_t e)
+{
+    short rev = 0;
+    if (e & EPOLLIN)
+        rev |= CURL_WAIT_POLLIN;
+    if (e & EPOLLOUT)
+        rev |= CURL_WAIT_POLLOUT;
+    if (e & EPOLLPRI)
+        rev |= CURL_WAIT_POLLPRI;
+    /* A hang-up or error: let the owner find out by reading or writing. */
+    if (e & (EPOLLHUP | EPOLLERR))
+        rev |= w->events & (CURL_WAIT_POLLIN | CURL_WAIT_POLLOUT);
+    rev &= w->events;
+    if (rev)
+        w->fn(l, w->fd, rev, w->ud);
+}
+
+static void run_curl_timeouts(struct loop *l)
+{
+    /* Bounded: a timeout libcurl keeps re-arming at 0 must not starve the
+     * rest of the loop. */
+    for (int budget = 4; budget > 0 && l->curl_due >= 0 && l->curl_due <= clock_mono_ms();
+         budget--) {
+        l->curl_due = -1;
+        curl_action(l, CURL_SOCKET_TIMEOUT, 0);
+    }
 }
 
 int loop_run_once(struct loop *l, int max_wait_ms)
@@ -391,47 +562,73 @@ int loop_run_once(struct loop *l, int max_wait_ms)
         timeout = 0;
     if (l->timers && l->timers->due - now < timeout)
         timeout = l->timers->due - now;
+    if (l->curl_due >= 0 && l->curl_due - now < timeout)
+        timeout = l->curl_due - now;
     if (timeout < 0)
         timeout = 0;
 
-    if (ensure_snap(l) < 0)
-        return -1;
-    size_t n = 0;
-    for (struct loop_fd *w = l->fds; w; w = w->next) {
-        l->snap[n] = w;
-        l->wfds[n].fd = w->fd;
-        l->wfds[n].events = w->events;
-        l->wfds[n].revents = 0;
-        n++;
+    int n = epoll_wait(l->epfd, l->ev, LOOP_MAX_EVENTS, (int)timeout);
+    if (n < 0) {
+        if (errno != EINTR)
+            return -1;
+        n = 0;
     }
-    l->nsnap = n;
-    CURLMcode mc = curl_multi_poll(l->multi, l->wfds, (unsigned)n, (int)timeout, NULL);
-    if (mc != CURLM_OK) {
-        l->nsnap = 0;
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        struct loop_fd *w = l->snap[i];
-        if (w && l->wfds[i].revents)
-            w->fn(l, w->fd, l->wfds[i].revents, w->ud);
+    l->nev = n;
+    for (int i = 0; i < n; i++) {
+        void *p = l->ev[i].data.ptr;
+        uint32_t e = l->ev[i].events;
+        if (!p)
+            continue;
+        switch (*(const int *)p) {
+        case TAG_SOCK: {
+            struct sock *k = p;
+            if (!k->wanted) {
+                /* An idle connection's socket: the peer closed it or sent
+                 * something unasked; libcurl finds out when it reuses it. */
+                sock_unregister(l, k);
+                break;
+            }
+            int mask = 0;
+            if (e & (EPOLLIN | EPOLLHUP))
+                mask |= CURL_CSELECT_IN;
+            if (e & EPOLLOUT)
+                mask |= CURL_CSELECT_OUT;
+            if (e & EPOLLERR)
+                mask |= CURL_CSELECT_ERR;
+            curl_action(l, k->fd, mask);
+            break;
+        }
+        case TAG_FD:
+            dispatch_fd(l, p, e);
+            break;
+        case TAG_WAKE: {
+            uint64_t v;
+            while (read(l->wakefd, &v, sizeof v) < 0 && errno == EINTR)
+                ;
+            break;
+        }
+        }
         run_deferred(l);
     }
-    l->nsnap = 0;
-
-    int running = 0;
-    l->busy++;
-    mc = curl_multi_perform(l->multi, &running);
-    l->busy--;
-    run_deferred(l);
-    if (mc != CURLM_OK)
-        return -1;
-    dispatch_done(l);
+    l->nev = 0;
+    run_curl_timeouts(l);
     run_timers(l);
     run_deferred(l);
+    /* Transfers added by the timers and deferred calls start now rather
+     * than after another round trip through epoll. */
+    run_curl_timeouts(l);
+    if (l->failed) {
+        l->failed = false;
+        return -1;
+    }
     return 0;
 }
 
 void loop_wakeup(struct loop *l)
 {
-    curl_multi_wakeup(l->multi);
+    uint64_t one = 1;
+    ssize_t r;
+    do {
+        r = write(l->wakefd, &one, sizeof one);
+    } while (r < 0 && errno == EINTR);
 }

@@ -1,14 +1,20 @@
 /*
  * loop.h - mcplocal's one event loop: libcurl multi, timers and file
- * descriptors, all driven by curl_multi_poll() on one thread.
+ * descriptors, all driven by epoll on one thread.
  *
  * Everything mcplocal does concurrently (the control stream, heartbeats,
  * result posts, upstream calls, wake recipes and their child processes) is a
  * transfer, a timer or a watched descriptor on one struct loop.
  *
+ * Transfers run through libcurl's socket interface
+ * (curl_multi_socket_action()): libcurl tells the loop which sockets to watch
+ * and when its next timeout is due, and each wake-up hands libcurl only the
+ * sockets that are ready, so the cost of an event does not grow with the
+ * number of transfers in flight.
+ *
  * libcurl forbids multi calls from inside its callbacks. The loop therefore
- * knows when it is "busy" (inside curl_multi_perform() or a callback that
- * libcurl invoked) and defers adding and removing transfers until libcurl has
+ * knows when it is "busy" (inside a libcurl call or a callback that libcurl
+ * invoked) and defers adding and removing transfers until libcurl has
  * returned: loop_add_easy() and loop_defer() are safe to call anywhere.
  *
  * Timers and watchers are embedded in their owner's struct; the loop never
@@ -43,12 +49,12 @@ struct loop_timer {
 };
 
 struct loop_fd {
+    int tag; /* the loop's: tells watchers from libcurl sockets */
     int fd;
     short events; /* CURL_WAIT_POLLIN and/or CURL_WAIT_POLLOUT */
     bool active;
     loop_fd_fn fn;
     void *ud;
-    struct loop_fd *prev, *next;
 };
 
 /* Returns a new loop, or NULL when libcurl or memory failed. Free with
@@ -67,7 +73,9 @@ void loop_timer_start(struct loop *l, struct loop_timer *t, int64_t delay_ms);
 /* Disarms t; a no-op when it is not armed. */
 void loop_timer_stop(struct loop *l, struct loop_timer *t);
 
-/* Watches fd for events until loop_fd_remove(). Returns 0. */
+/* Watches fd for events until loop_fd_remove(). Returns 0, or -1 when the
+ * descriptor cannot be watched (w is then not active). A hang-up or error
+ * on fd is reported as the events asked for, so the owner reads the EOF. */
 int loop_fd_add(struct loop *l, struct loop_fd *w, int fd, short events, loop_fd_fn fn, void *ud);
 /* Stops watching; a no-op when w is not active. Does not close the fd. */
 void loop_fd_remove(struct loop *l, struct loop_fd *w);
@@ -97,7 +105,7 @@ int loop_defer(struct loop *l, loop_defer_fn fn, void *ud);
  * (curl_easy_pause(), for instance). Nested calls are counted. */
 void loop_busy_enter(struct loop *l);
 void loop_busy_leave(struct loop *l);
-/* True while inside curl_multi_perform() or a busy region. */
+/* True while inside a libcurl call or a busy region. */
 bool loop_busy(const struct loop *l);
 
 /* Runs one iteration: waits at most max_wait_ms (less when a timer is due
