@@ -467,7 +467,7 @@ static void handle_task(struct agent *a, const char *data, size_t len)
             task_fail(t, "out of memory");
         goto out;
     }
-    char *req = wire_upstream_request(f.body, f.body_len, t->p->model, f.streaming, NULL);
+    char *req = wire_task_upstream(&f, t->p->model, NULL);
     if (!req) {
         task_fail(t, "out of memory");
         goto out;

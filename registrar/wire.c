@@ -414,19 +414,123 @@ static bool key_is(const struct json_field *f, const char *key, size_t n)
     return f->key_len == n && memcmp(f->key, key, n) == 0;
 }
 
-char *wire_upstream_request(const char *body, size_t len, const char *model, bool streaming,
-                            size_t *out_len)
+/* Walking the top-level members of text already known to be one valid
+ * JSON object (so no checks beyond staying inside the text). */
+struct members {
+    const char *p, *end;
+};
+
+static const char *skip_ws(const char *p, const char *end)
 {
-    struct jsonscan js;
-    if (jsonscan_parse(&js, body, len) < 0)
-        return NULL;
-    if (!scan_is_plain(&js)) {
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* p at an opening quote; returns just past the closing one. */
+static const char *skip_string(const char *p, const char *end)
+{
+    p++;
+    for (;;) {
+        const char *q = memchr(p, '"', (size_t)(end - p));
+        if (!q)
+            return end;
+        /* Escaped when preceded by an odd number of backslashes (none of
+         * which can lie before p: p follows a quote). */
+        size_t bs = 0;
+        for (const char *b = q; b > p && b[-1] == '\\'; b--)
+            bs++;
+        if (bs % 2 == 0)
+            return q + 1;
+        p = q + 1;
+    }
+}
+
+static const char *skip_value(const char *p, const char *end)
+{
+    if (p < end && *p == '"')
+        return skip_string(p, end);
+    if (p < end && (*p == '{' || *p == '[')) {
+        int depth = 0;
+        while (p < end) {
+            char c = *p;
+            if (c == '"') {
+                p = skip_string(p, end);
+                continue;
+            }
+            if (c == '{' || c == '[') {
+                depth++;
+            } else if (c == '}' || c == ']') {
+                if (--depth == 0)
+                    return p + 1;
+            }
+            p++;
+        }
+        return end;
+    }
+    while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\t' &&
+           *p != '\n' && *p != '\r')
+        p++;
+    return p;
+}
+
+static void members_init(struct members *m, const char *text, size_t len)
+{
+    m->end = text + len;
+    m->p = skip_ws(text, m->end);
+    if (m->p < m->end)
+        m->p++; /* { */
+}
+
+static bool members_next(struct members *m, struct json_field *f)
+{
+    const char *end = m->end;
+    const char *p = skip_ws(m->p, end);
+    if (p < end && *p == ',')
+        p = skip_ws(p + 1, end);
+    if (p >= end || *p != '"')
+        return false;
+    const char *k = skip_string(p, end);
+    f->key = p + 1;
+    f->key_len = (size_t)(k - 1 - f->key);
+    p = skip_ws(k, end);
+    if (p < end)
+        p++; /* : */
+    p = skip_ws(p, end);
+    f->val = p;
+    p = skip_value(p, end);
+    f->val_len = (size_t)(p - f->val);
+    m->p = p;
+    return true;
+}
+
+#define SPLICE_MAX_MEMBERS 64
+
+/* body is a valid JSON object. */
+static char *splice_upstream(const char *body, size_t len, const char *model, bool streaming,
+                             size_t *out_len)
+{
+    struct members m;
+    struct json_field f[SPLICE_MAX_MEMBERS];
+    size_t n = 0;
+    bool has_stream = false, general = false;
+    members_init(&m, body, len);
+    while (members_next(&m, &f[n])) {
+        /* "mod\u0065l" is "model" too: let jansson decode the keys. */
+        if (has_escape(f[n].key, f[n].key_len) || n + 1 == SPLICE_MAX_MEMBERS) {
+            general = true;
+            break;
+        }
+        if (key_is(&f[n], "stream", 6))
+            has_stream = true;
+        n++;
+    }
+    if (general) {
         char *s = upstream_tree(body, len, model, streaming);
         if (s && out_len)
             *out_len = strlen(s);
         return s;
     }
-    bool has_stream = jsonscan_find(&js, "stream") != NULL;
     /* Every member is written as ,"key":value, never longer than it was in
      * body (which also has braces and separators); the rest is bounded. */
     size_t cap = len + 6 * strlen(model) + 64;
@@ -439,21 +543,36 @@ char *wire_upstream_request(const char *body, size_t len, const char *model, boo
         p = put(p, ",\"stream\":true", 14);
     else if (has_stream)
         p = put(p, ",\"stream\":false", 15);
-    for (size_t i = 0; i < js.n; i++) {
-        const struct json_field *f = &js.f[i];
-        if (key_is(f, "model", 5) || key_is(f, "stream", 6) ||
-            (!streaming && key_is(f, "stream_options", 14)))
+    for (size_t i = 0; i < n; i++) {
+        if (key_is(&f[i], "model", 5) || key_is(&f[i], "stream", 6) ||
+            (!streaming && key_is(&f[i], "stream_options", 14)))
             continue;
         p = put(p, ",\"", 2);
-        p = put(p, f->key, f->key_len);
+        p = put(p, f[i].key, f[i].key_len);
         p = put(p, "\":", 2);
-        p = put(p, f->val, f->val_len);
+        p = put(p, f[i].val, f[i].val_len);
     }
     *p++ = '}';
     *p = '\0';
     if (out_len)
         *out_len = (size_t)(p - out);
     return out;
+}
+
+char *wire_upstream_request(const char *body, size_t len, const char *model, bool streaming,
+                            size_t *out_len)
+{
+    enum json_kind kind;
+    if (jsonscan_validate_value(body, len, &kind) < 0 || kind != JSON_K_OBJECT)
+        return NULL;
+    return splice_upstream(body, len, model, streaming, out_len);
+}
+
+char *wire_task_upstream(const struct task_frame *t, const char *model, size_t *out_len)
+{
+    if (t->kind != TASK_INFER || !t->body)
+        return NULL;
+    return splice_upstream(t->body, t->body_len, model, t->streaming, out_len);
 }
 
 void wire_backend_error(const char *body, size_t len, char *out, size_t outlen)

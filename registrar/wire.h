@@ -97,6 +97,9 @@ char *wire_result_wake_ok(int64_t ms);
  * object. When out_len is not NULL it receives the length. */
 char *wire_upstream_request(const char *body, size_t len, const char *model, bool streaming,
                             size_t *out_len);
+/* The same for a task wire_parse_task() accepted (infer only), whose body is
+ * known to be valid and is not scanned again. */
+char *wire_task_upstream(const struct task_frame *t, const char *model, size_t *out_len);
 
 /* A short reason from an error body of an OpenAI-compatible server
  * ({"error": {"message"}}, {"error": "..."}, {"message"}, {"detail"}), else

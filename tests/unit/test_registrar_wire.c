@@ -275,6 +275,50 @@ static void test_upstream_splice(void **state)
     free(s);
 }
 
+static void test_task_upstream(void **state)
+{
+    (void)state;
+    /* Straight from a parsed frame: the body is not scanned again, and the
+     * result is the same splice. */
+    const char *d = "{\"kind\":\"infer\",\"taskId\":\"t\",\"llmName\":\"a\",\"streaming\":false,"
+                    "\"body\":{ \"model\":\"a\", \"s\":\"\\\\\", \"e\":\"}\\\"{]\",\n"
+                    "\"n\":[1,{\"model\":[]},\"]\"] ,\"t\":true,\"f\":-1.5E+3,\"z\":null,"
+                    "\"stream\":true,\"stream_options\":{\"x\":{}}}}";
+    struct task_frame t;
+    char err[128];
+    assert_int_equal(wire_parse_task(d, strlen(d), &t, err, sizeof err), 0);
+    size_t n = 0;
+    char *s = wire_task_upstream(&t, "m", &n);
+    assert_non_null(s);
+    assert_int_equal(n, strlen(s));
+    assert_string_equal(s, "{\"model\":\"m\",\"stream\":false,\"s\":\"\\\\\",\"e\":\"}\\\"{]\","
+                           "\"n\":[1,{\"model\":[]},\"]\"],\"t\":true,\"f\":-1.5E+3,\"z\":null}");
+    char *again = wire_upstream_request(t.body, t.body_len, "m", false, NULL);
+    assert_string_equal(again, s);
+    free(again);
+    free(s);
+    wire_task_release(&t);
+
+    /* A frame that took the general path works the same. */
+    d = "{\"kind\":\"infer\",\"task\\u0049d\":\"t\",\"llmName\":\"a\",\"streaming\":true,"
+        "\"body\":{\"model\":\"a\",\"messages\":[]}}";
+    assert_int_equal(wire_parse_task(d, strlen(d), &t, err, sizeof err), 0);
+    assert_json_eq(wire_task_upstream(&t, "m", NULL),
+                   "{\"model\":\"m\",\"stream\":true,\"messages\":[]}");
+    wire_task_release(&t);
+
+    /* Wake tasks have no body. */
+    d = "{\"kind\":\"wake\",\"taskId\":\"w\",\"llmName\":\"a\"}";
+    assert_int_equal(wire_parse_task(d, strlen(d), &t, err, sizeof err), 0);
+    assert_null(wire_task_upstream(&t, "m", NULL));
+    wire_task_release(&t);
+
+    /* Whitespace around the object is fine. */
+    s = upstream(" \n{\"a\" :1 }\n", "m", false);
+    assert_string_equal(s, "{\"model\":\"m\",\"a\":1}");
+    free(s);
+}
+
 static void test_upstream_general_path(void **state)
 {
     (void)state;
@@ -283,18 +327,22 @@ static void test_upstream_general_path(void **state)
                    "{\"model\":\"m\",\"messages\":[]}");
     assert_json_eq(upstream("{\"str\\u0065am\":false}", "m", true),
                    "{\"model\":\"m\",\"stream\":true}");
-    /* More members than jsonscan records: none is lost. */
-    char body[2048], want[2048];
-    size_t bo = 0, wo = 0;
-    bo += (size_t)snprintf(body + bo, sizeof body - bo, "{");
-    wo += (size_t)snprintf(want + wo, sizeof want - wo, "{\"model\":\"m\"");
-    for (int i = 0; i < JSONSCAN_MAX_FIELDS + 8; i++) {
-        bo += (size_t)snprintf(body + bo, sizeof body - bo, "%s\"k%d\":%d", i ? "," : "", i, i);
-        wo += (size_t)snprintf(want + wo, sizeof want - wo, ",\"k%d\":%d", i, i);
+    /* More members than jsonscan records, or than the splice takes (the
+     * tree then): none is lost. */
+    const int sizes[] = {JSONSCAN_MAX_FIELDS + 8, 100};
+    for (size_t k = 0; k < 2; k++) {
+        char body[4096], want[4096];
+        size_t bo = 0, wo = 0;
+        bo += (size_t)snprintf(body + bo, sizeof body - bo, "{");
+        wo += (size_t)snprintf(want + wo, sizeof want - wo, "{\"model\":\"m\"");
+        for (int i = 0; i < sizes[k]; i++) {
+            bo += (size_t)snprintf(body + bo, sizeof body - bo, "%s\"k%d\":%d", i ? "," : "", i, i);
+            wo += (size_t)snprintf(want + wo, sizeof want - wo, ",\"k%d\":%d", i, i);
+        }
+        snprintf(body + bo, sizeof body - bo, ",\"model\":\"caller\"}");
+        snprintf(want + wo, sizeof want - wo, "}");
+        assert_json_eq(upstream(body, "m", false), want);
     }
-    snprintf(body + bo, sizeof body - bo, ",\"model\":\"caller\"}");
-    snprintf(want + wo, sizeof want - wo, "}");
-    assert_json_eq(upstream(body, "m", false), want);
 }
 
 static void test_result_splice(void **state)
@@ -355,6 +403,7 @@ int main(void)
         cmocka_unit_test(test_register_body),
         cmocka_unit_test(test_upstream_request),
         cmocka_unit_test(test_upstream_splice),
+        cmocka_unit_test(test_task_upstream),
         cmocka_unit_test(test_upstream_general_path),
         cmocka_unit_test(test_result_splice),
         cmocka_unit_test(test_backend_error),
