@@ -222,6 +222,33 @@ static void test_streaming_token_by_token(void **state)
     free(up);
 }
 
+/* A backend far faster than the result posts: mcplocal stops reading from it
+ * while 64 chunks are queued and resumes when the queue drains; every chunk
+ * still arrives, once, in order. */
+static void test_streaming_backpressure(void **state)
+{
+    struct fx *x = *state;
+    const int n = 1500;
+    fake_backend_set_stream(x->fb, n, 0);
+    assert_int_equal(fake_mcpd_push_infer(x->fm, "bp", "local", true, BODY), 0);
+    wait_results(x, "bp", n + 1);
+    for (int i = 0; i < n; i++) {
+        json_t *r = result(x, "bp", i);
+        json_t *data = json_object_get(json_object_get(r, "chunk"), "data");
+        json_t *delta =
+            json_object_get(json_array_get(json_object_get(data, "choices"), 0), "delta");
+        char tok[16];
+        snprintf(tok, sizeof tok, "tok%d", i);
+        const char *got = json_string_value(json_object_get(delta, "content"));
+        if (!got || strcmp(got, tok) != 0)
+            fail_msg("result %d is '%s', want '%s'", i, got ? got : "(none)", tok);
+        json_decref(r);
+    }
+    json_t *last = result(x, "bp", n);
+    assert_true(json_is_true(json_object_get(json_object_get(last, "chunk"), "done")));
+    json_decref(last);
+}
+
 static void test_backend_errors(void **state)
 {
     struct fx *x = *state;
@@ -359,6 +386,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_non_streaming, setup, teardown),
         cmocka_unit_test_setup_teardown(test_streaming_token_by_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_streaming_backpressure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backend_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_aborts_upstream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_410_aborts_upstream, setup, teardown),
