@@ -63,7 +63,15 @@ static int scan_string(struct scanner *s)
 {
     s->p++; /* opening quote */
     while (s->p < s->end) {
-        unsigned char c = (unsigned char)*s->p;
+        /* Fast path: plain printable ASCII, the bulk of any request. */
+        const unsigned char *q = (const unsigned char *)s->p;
+        const unsigned char *end = (const unsigned char *)s->end;
+        while (q < end && *q >= 0x20 && *q < 0x80 && *q != '"' && *q != '\\')
+            q++;
+        s->p = (const char *)q;
+        if (q == end)
+            break;
+        unsigned char c = *q;
         if (c == '"') {
             s->p++;
             return 0;
