@@ -225,6 +225,17 @@ int proc_wait_exit(struct proc *p, int timeout_ms)
     if (waitpid(p->pid, &p->status, 0) != p->pid)
         return -1;
     p->exited = 1;
+    /* Let the reader take in the last bytes the program wrote, so the
+     * transcript is complete once this returns (bounded: a descendant may
+     * still hold the pipe open). */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 5;
+    pthread_mutex_lock(&p->mu);
+    while (!p->eof)
+        if (pthread_cond_timedwait(&p->cv, &p->mu, &ts) != 0)
+            break;
+    pthread_mutex_unlock(&p->mu);
     return decode_status(p->status);
 }
 
