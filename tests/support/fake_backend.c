@@ -1,4 +1,5 @@
 #include "fake_backend.h"
+#include "fake_http.h"
 
 #include "clock.h"
 
@@ -50,12 +51,6 @@ struct fake_backend {
     unsigned stream_gen;
 };
 
-struct fb_req {
-    char *body;
-    size_t len;
-    bool too_big;
-};
-
 struct fb_stream {
     struct fake_backend *fb;
     struct MHD_Connection *conn;
@@ -71,12 +66,6 @@ struct fb_stream {
 static int64_t fb_now(void)
 {
     return clock_mono_ms();
-}
-
-static void fb_sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 static enum MHD_Result fb_header_iter(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -120,35 +109,9 @@ static void fb_record(struct fake_backend *fb, struct MHD_Connection *c, const c
     pthread_mutex_unlock(&fb->mu);
 }
 
-static enum MHD_Result fb_reply(struct MHD_Connection *c, unsigned status, const char *ctype,
-                                const char *body)
-{
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
-    if (!r)
-        return MHD_NO;
-    MHD_add_response_header(r, "Content-Type", ctype);
-    enum MHD_Result rc = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return rc;
-}
-
 static enum MHD_Result fb_json(struct MHD_Connection *c, unsigned status, const char *body)
 {
-    return fb_reply(c, status, "application/json", body);
-}
-
-/* True when the peer has closed its side of the connection. */
-static bool fb_peer_gone(struct MHD_Connection *c)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci)
-        return false;
-    struct pollfd p = {ci->connect_fd, POLLIN | POLLRDHUP, 0};
-    if (poll(&p, 1, 0) <= 0)
-        return false;
-    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+    return fake_http_reply(c, status, "application/json", body);
 }
 
 static bool fb_is_asleep(struct fake_backend *fb)
@@ -184,11 +147,11 @@ static ssize_t fb_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             pthread_mutex_lock(&fb->mu);
             bool stopping = fb->stopping;
             pthread_mutex_unlock(&fb->mu);
-            if (stopping || fb_peer_gone(st->conn))
+            if (stopping || fake_http_peer_gone(st->conn))
                 return MHD_CONTENT_READER_END_WITH_ERROR;
-            fb_sleep_ms(st->delay_ms - waited < 5 ? st->delay_ms - waited : 5);
+            fake_http_sleep_ms(st->delay_ms - waited < 5 ? st->delay_ms - waited : 5);
         }
-        if (fb_peer_gone(st->conn))
+        if (fake_http_peer_gone(st->conn))
             return MHD_CONTENT_READER_END_WITH_ERROR;
         char tmp[768];
         int len = snprintf(tmp, sizeof tmp,
@@ -292,30 +255,9 @@ static enum MHD_Result fb_handler(void *cls, struct MHD_Connection *c, const cha
 {
     (void)version;
     struct fake_backend *fb = cls;
-    struct fb_req *rq = *con_cls;
-    if (!rq) {
-        rq = calloc(1, sizeof *rq);
-        if (!rq)
-            return MHD_NO;
-        *con_cls = rq;
+    const char *body = fake_http_collect(con_cls, upload, upload_size, FB_MAX_BODY);
+    if (!body)
         return MHD_YES;
-    }
-    if (*upload_size > 0) {
-        if (!rq->too_big && rq->len + *upload_size <= FB_MAX_BODY) {
-            char *p = realloc(rq->body, rq->len + *upload_size + 1);
-            if (p) {
-                memcpy(p + rq->len, upload, *upload_size);
-                rq->body = p;
-                rq->len += *upload_size;
-                p[rq->len] = '\0';
-            }
-        } else {
-            rq->too_big = true;
-        }
-        *upload_size = 0;
-        return MHD_YES;
-    }
-    const char *body = rq->body ? rq->body : "";
     fb_record(fb, c, method, url, body);
 
     if (strcmp(url, "/wake") == 0) {
@@ -338,7 +280,7 @@ static enum MHD_Result fb_handler(void *cls, struct MHD_Connection *c, const cha
         return fb_json(c, 503, "{\"error\":\"asleep\"}");
     if (strcmp(url, "/v1/models") == 0 && strcmp(method, "GET") == 0) {
         if (models_delay > 0)
-            fb_sleep_ms(models_delay);
+            fake_http_sleep_ms(models_delay);
         return fb_json(c, 200,
                        "{\"object\":\"list\",\"data\":[{\"id\":\"fake-model\",\"object\":\"model\","
                        "\"owned_by\":\"fake\"}]}");
@@ -346,20 +288,6 @@ static enum MHD_Result fb_handler(void *cls, struct MHD_Connection *c, const cha
     if (strcmp(url, "/v1/chat/completions") == 0 && strcmp(method, "POST") == 0)
         return fb_chat(fb, c, body);
     return fb_json(c, 404, "{\"error\":{\"message\":\"no such route\"}}");
-}
-
-static void fb_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
-{
-    (void)cls;
-    (void)c;
-    (void)toe;
-    struct fb_req *rq = *con_cls;
-    if (rq) {
-        free(rq->body);
-        free(rq);
-        *con_cls = NULL;
-    }
 }
 
 struct fake_backend *fake_backend_start(void)
@@ -374,14 +302,7 @@ struct fake_backend *fake_backend_start(void)
     fb->wake_status = 200;
     for (int i = 0; i < FB_MAX_CHUNKS; i++)
         fb->chunk_ms[i] = -1;
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_port = 0;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    fb->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0,
-                             NULL, NULL, fb_handler, fb, MHD_OPTION_SOCK_ADDR, &addr,
-                             MHD_OPTION_NOTIFY_COMPLETED, fb_completed, fb, MHD_OPTION_END);
+    fb->d = fake_http_start(fb_handler, fb, &fb->port);
     if (!fb->d) {
         fprintf(stderr, "fake_backend: cannot start the daemon\n");
         pthread_mutex_destroy(&fb->mu);
@@ -389,8 +310,6 @@ struct fake_backend *fake_backend_start(void)
         free(fb);
         return NULL;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(fb->d, MHD_DAEMON_INFO_BIND_PORT);
-    fb->port = di ? di->port : 0;
     snprintf(fb->url, sizeof fb->url, "http://127.0.0.1:%d/v1", fb->port);
     snprintf(fb->wake_url, sizeof fb->wake_url, "http://127.0.0.1:%d/wake", fb->port);
     return fb;
@@ -486,21 +405,10 @@ int fake_backend_count(struct fake_backend *fb, const char *path)
     return n;
 }
 
-static void fb_deadline(struct timespec *ts, int timeout_ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += timeout_ms / 1000;
-    ts->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 int fake_backend_wait_count(struct fake_backend *fb, const char *path, int n, int timeout_ms)
 {
     struct timespec dl;
-    fb_deadline(&dl, timeout_ms);
+    fake_http_deadline(&dl, timeout_ms);
     pthread_mutex_lock(&fb->mu);
     int rc = 0;
     while (fb_count_locked(fb, path) < n) {
@@ -564,7 +472,7 @@ int fake_backend_aborted(struct fake_backend *fb)
 int fake_backend_wait_aborted(struct fake_backend *fb, int n, int timeout_ms)
 {
     struct timespec dl;
-    fb_deadline(&dl, timeout_ms);
+    fake_http_deadline(&dl, timeout_ms);
     pthread_mutex_lock(&fb->mu);
     int rc = 0;
     while (fb->aborted < n) {

@@ -1,4 +1,5 @@
 #include "fake_mcpd.h"
+#include "fake_http.h"
 
 #include "clock.h"
 #include "protocol.h"
@@ -64,17 +65,6 @@ struct fake_mcpd {
     size_t nrecs, caprecs;
 };
 
-struct fm_req {
-    char *body;
-    size_t len;
-};
-
-static void fm_sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static char *fm_strdup0(const char *s)
 {
     return strdup(s ? s : "");
@@ -103,16 +93,9 @@ static void fm_record_locked(struct fake_mcpd *fm, const char *method, const cha
     pthread_cond_broadcast(&fm->cv);
 }
 
-static enum MHD_Result fm_reply(struct MHD_Connection *c, unsigned status, const char *body)
+static enum MHD_Result fm_json(struct MHD_Connection *c, unsigned status, const char *body)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
-    if (!r)
-        return MHD_NO;
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    enum MHD_Result rc = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return rc;
+    return fake_http_reply(c, status, "application/json", body);
 }
 
 static bool fm_known_locked(struct fake_mcpd *fm, const char *sid)
@@ -145,18 +128,6 @@ static void fm_queue_locked(struct fm_stream *s, const char *text, bool is_event
     else
         s->head = f;
     s->tail = f;
-}
-
-static bool fm_peer_gone(struct MHD_Connection *c)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci)
-        return false;
-    struct pollfd p = {ci->connect_fd, POLLIN | POLLRDHUP, 0};
-    if (poll(&p, 1, 0) <= 0)
-        return false;
-    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 static ssize_t fm_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -207,9 +178,9 @@ static ssize_t fm_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             continue;
         }
         pthread_mutex_unlock(&fm->mu);
-        if (fm_peer_gone(s->conn))
+        if (fake_http_peer_gone(s->conn))
             return MHD_CONTENT_READER_END_WITH_ERROR;
-        fm_sleep_ms(2);
+        fake_http_sleep_ms(2);
         pthread_mutex_lock(&fm->mu);
     }
 }
@@ -288,7 +259,7 @@ static enum MHD_Result fm_register(struct fake_mcpd *fm, struct MHD_Connection *
     if (!json_is_array(provs) || json_array_size(provs) == 0) {
         json_decref(req);
         *status = 400;
-        return fm_reply(c, 400, "{\"error\":\"providers: required\"}");
+        return fm_json(c, 400, "{\"error\":\"providers: required\"}");
     }
     const char *sid = json_string_value(json_object_get(req, "providerSessionId"));
     char id[160];
@@ -317,7 +288,7 @@ static enum MHD_Result fm_register(struct fake_mcpd *fm, struct MHD_Connection *
     json_decref(out);
     json_decref(req);
     *status = 200;
-    enum MHD_Result rc = fm_reply(c, 200, text ? text : "{}");
+    enum MHD_Result rc = fm_json(c, 200, text ? text : "{}");
     free(text);
     return rc;
 }
@@ -328,28 +299,9 @@ static enum MHD_Result fm_handler(void *cls, struct MHD_Connection *c, const cha
 {
     (void)version;
     struct fake_mcpd *fm = cls;
-    struct fm_req *rq = *con_cls;
-    if (!rq) {
-        rq = calloc(1, sizeof *rq);
-        if (!rq)
-            return MHD_NO;
-        *con_cls = rq;
+    const char *body = fake_http_collect(con_cls, upload, upload_size, FM_MAX_BODY);
+    if (!body)
         return MHD_YES;
-    }
-    if (*upload_size > 0) {
-        if (rq->len + *upload_size <= FM_MAX_BODY) {
-            char *p = realloc(rq->body, rq->len + *upload_size + 1);
-            if (p) {
-                memcpy(p + rq->len, upload, *upload_size);
-                rq->body = p;
-                rq->len += *upload_size;
-                p[rq->len] = '\0';
-            }
-        }
-        *upload_size = 0;
-        return MHD_YES;
-    }
-    const char *body = rq->body ? rq->body : "";
     const char *session = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MCP_HEADER_SESSION);
     const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
 
@@ -372,7 +324,7 @@ static enum MHD_Result fm_handler(void *cls, struct MHD_Connection *c, const cha
         status = 404;
         fm_record_locked(fm, method, url, session, auth, body, status);
         pthread_mutex_unlock(&fm->mu);
-        return fm_reply(c, 404, "{\"error\":\"no such route\"}");
+        return fm_json(c, 404, "{\"error\":\"no such route\"}");
     }
     char want[600];
     if (fm->token)
@@ -387,9 +339,9 @@ static enum MHD_Result fm_handler(void *cls, struct MHD_Connection *c, const cha
     if (status) {
         fm_record_locked(fm, method, url, session, auth, body, status);
         pthread_mutex_unlock(&fm->mu);
-        return fm_reply(c, (unsigned)status,
-                        status == 404 ? "{\"error\":\"no such provider session\"}"
-                                      : "{\"error\":\"scripted\"}");
+        return fm_json(c, (unsigned)status,
+                       status == 404 ? "{\"error\":\"no such provider session\"}"
+                                     : "{\"error\":\"scripted\"}");
     }
     switch (route) {
     case FAKE_MCPD_REGISTER:
@@ -403,31 +355,17 @@ static enum MHD_Result fm_handler(void *cls, struct MHD_Connection *c, const cha
     case FAKE_MCPD_HEARTBEAT:
         fm_record_locked(fm, method, url, session, auth, body, 200);
         pthread_mutex_unlock(&fm->mu);
-        return fm_reply(c, 200, "{\"ok\":true,\"revived\":0}");
+        return fm_json(c, 200, "{\"ok\":true,\"revived\":0}");
     case FAKE_MCPD_RESULT:
     default:
         status = fm->result_status ? fm->result_status : 200;
         fm_record_locked(fm, method, url, session, auth, body, status);
         pthread_mutex_unlock(&fm->mu);
-        return fm_reply(c, (unsigned)status,
-                        status == 200 ? "{\"ok\":true}" : "{\"error\":\"task is gone\"}");
+        return fm_json(c, (unsigned)status,
+                       status == 200 ? "{\"ok\":true}" : "{\"error\":\"task is gone\"}");
     }
     pthread_mutex_unlock(&fm->mu);
     return rc;
-}
-
-static void fm_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
-{
-    (void)cls;
-    (void)c;
-    (void)toe;
-    struct fm_req *rq = *con_cls;
-    if (rq) {
-        free(rq->body);
-        free(rq);
-        *con_cls = NULL;
-    }
 }
 
 struct fake_mcpd *fake_mcpd_start(void)
@@ -439,13 +377,8 @@ struct fake_mcpd *fake_mcpd_start(void)
     pthread_cond_init(&fm->cv, NULL);
     fm->heartbeat_ms = 30000;
     fm->ping_ms = 20000;
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    fm->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0,
-                             NULL, NULL, fm_handler, fm, MHD_OPTION_SOCK_ADDR, &addr,
-                             MHD_OPTION_NOTIFY_COMPLETED, fm_completed, fm, MHD_OPTION_END);
+    int port = 0;
+    fm->d = fake_http_start(fm_handler, fm, &port);
     if (!fm->d) {
         fprintf(stderr, "fake_mcpd: cannot start the daemon\n");
         pthread_mutex_destroy(&fm->mu);
@@ -453,8 +386,7 @@ struct fake_mcpd *fake_mcpd_start(void)
         free(fm);
         return NULL;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(fm->d, MHD_DAEMON_INFO_BIND_PORT);
-    snprintf(fm->url, sizeof fm->url, "http://127.0.0.1:%d", di ? di->port : 0);
+    snprintf(fm->url, sizeof fm->url, "http://127.0.0.1:%d", port);
     return fm;
 }
 
@@ -633,17 +565,6 @@ int fake_mcpd_streams_open(struct fake_mcpd *fm)
     return n;
 }
 
-static void fm_deadline(struct timespec *ts, int timeout_ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += timeout_ms / 1000;
-    ts->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 static bool fm_stream_ready_locked(struct fake_mcpd *fm, int n)
 {
     if (fm->opened < n)
@@ -657,7 +578,7 @@ static bool fm_stream_ready_locked(struct fake_mcpd *fm, int n)
 int fake_mcpd_wait_stream(struct fake_mcpd *fm, int n, int timeout_ms)
 {
     struct timespec dl;
-    fm_deadline(&dl, timeout_ms);
+    fake_http_deadline(&dl, timeout_ms);
     pthread_mutex_lock(&fm->mu);
     int rc = 0;
     while (!fm_stream_ready_locked(fm, n)) {
@@ -673,7 +594,7 @@ int fake_mcpd_wait_stream(struct fake_mcpd *fm, int n, int timeout_ms)
 int fake_mcpd_wait_no_stream(struct fake_mcpd *fm, int timeout_ms)
 {
     struct timespec dl;
-    fm_deadline(&dl, timeout_ms);
+    fake_http_deadline(&dl, timeout_ms);
     pthread_mutex_lock(&fm->mu);
     int rc = 0;
     while (fm->open > 0) {
@@ -707,7 +628,7 @@ int fake_mcpd_count(struct fake_mcpd *fm, const char *prefix)
 int fake_mcpd_wait_count(struct fake_mcpd *fm, const char *prefix, int n, int timeout_ms)
 {
     struct timespec dl;
-    fm_deadline(&dl, timeout_ms);
+    fake_http_deadline(&dl, timeout_ms);
     pthread_mutex_lock(&fm->mu);
     int rc = 0;
     while (fm_count_locked(fm, prefix) < n) {
@@ -733,7 +654,7 @@ int fake_mcpd_wait_body(struct fake_mcpd *fm, const char *prefix, const char *ne
                         int timeout_ms)
 {
     struct timespec dl;
-    fm_deadline(&dl, timeout_ms);
+    fake_http_deadline(&dl, timeout_ms);
     pthread_mutex_lock(&fm->mu);
     int rc = 0;
     while (!fm_has_body_locked(fm, prefix, needle)) {

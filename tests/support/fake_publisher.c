@@ -1,4 +1,5 @@
 #include "fake_publisher.h"
+#include "fake_http.h"
 #include "http.h"
 #include "sse.h"
 
@@ -309,18 +310,10 @@ const char *fake_publisher_session(struct fake_publisher *fp)
     return fp->session;
 }
 
-static void deadline_in(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    long long ns = ts->tv_nsec + (long long)ms * 1000000LL;
-    ts->tv_sec += ns / 1000000000LL;
-    ts->tv_nsec = ns % 1000000000LL;
-}
-
 int fake_publisher_wait(struct fake_publisher *fp, const char *needle, int count, int timeout_ms)
 {
     struct timespec ts;
-    deadline_in(&ts, timeout_ms);
+    fake_http_deadline(&ts, timeout_ms);
     int rc = -1;
     pthread_mutex_lock(&fp->mu);
     for (;;) {
@@ -360,7 +353,7 @@ int fake_publisher_posts_with_status(struct fake_publisher *fp, long code)
 int fake_publisher_wait_posts(struct fake_publisher *fp, long code, int n, int timeout_ms)
 {
     struct timespec ts;
-    deadline_in(&ts, timeout_ms);
+    fake_http_deadline(&ts, timeout_ms);
     int rc = -1;
     pthread_mutex_lock(&fp->mu);
     for (;;) {

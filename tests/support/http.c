@@ -1,4 +1,5 @@
 #include "http.h"
+#include "fake_http.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -185,18 +186,10 @@ struct http_stream *http_stream_open(const char *method, const char *url, const 
     return s;
 }
 
-static void deadline_in(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    long long ns = ts->tv_nsec + (long long)ms * 1000000LL;
-    ts->tv_sec += ns / 1000000000LL;
-    ts->tv_nsec = ns % 1000000000LL;
-}
-
 int http_stream_wait_for(struct http_stream *s, const char *needle, int count, int timeout_ms)
 {
     struct timespec ts;
-    deadline_in(&ts, timeout_ms);
+    fake_http_deadline(&ts, timeout_ms);
     int rc = -1;
     pthread_mutex_lock(&s->mu);
     for (;;) {
@@ -217,7 +210,7 @@ int http_stream_wait_for(struct http_stream *s, const char *needle, int count, i
 int http_stream_wait_done(struct http_stream *s, int timeout_ms)
 {
     struct timespec ts;
-    deadline_in(&ts, timeout_ms);
+    fake_http_deadline(&ts, timeout_ms);
     pthread_mutex_lock(&s->mu);
     while (!s->done)
         if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != 0)
