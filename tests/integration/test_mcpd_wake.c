@@ -22,20 +22,10 @@ static const char *const JSON_HDR[] = {"Content-Type: application/json", NULL};
 static const char PROVIDERS[] =
     "[{\"name\":\"sleepy\",\"type\":\"openai\",\"model\":\"q\",\"initialStatus\":\"hibernating\"}]";
 
-struct fixture {
-    struct test_env *env;
-    struct fake_publisher *fp;
-};
-
 static int start_with(void **state, const char *const args[])
 {
-    struct fixture *f = calloc(1, sizeof *f);
-    f->env = test_env_start(args);
-    if (!f->env)
-        return -1;
-    f->fp = fake_publisher_start(f->env->mcpd.url, f->env->mcpd.token, PROVIDERS, NULL);
-    *state = f;
-    return f->fp ? 0 : -1;
+    *state = fixture_start(args, PROVIDERS);
+    return *state ? 0 : -1;
 }
 
 static int setup(void **state)
@@ -57,10 +47,7 @@ static int setup_wake_timeout(void **state)
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
-    fake_publisher_stop(f->fp);
-    assert_int_equal(test_env_stop(f->env), 0);
-    free(f);
+    assert_int_equal(fixture_stop(*state), 0);
     return 0;
 }
 

@@ -1,4 +1,5 @@
 #include "test_env.h"
+#include "fake_publisher.h"
 #include "tmpdir.h"
 
 #include <jansson.h>
@@ -73,4 +74,26 @@ int test_wait_status(struct test_env *env, const char *name, const char *status,
         struct timespec pause = {0, 10 * 1000000L}; /* polling the API between checks */
         nanosleep(&pause, NULL);
     }
+}
+
+struct fixture *fixture_start(const char *const extra_args[], const char *providers_json)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    f->env = test_env_start(extra_args);
+    if (f->env)
+        f->fp = fake_publisher_start(f->env->mcpd.url, f->env->mcpd.token, providers_json, NULL);
+    if (!f->fp) {
+        test_env_stop(f->env);
+        free(f);
+        return NULL;
+    }
+    return f;
+}
+
+int fixture_stop(struct fixture *f)
+{
+    fake_publisher_stop(f->fp);
+    int rc = test_env_stop(f->env);
+    free(f);
+    return rc;
 }

@@ -20,6 +20,18 @@ struct test_env *test_env_start(const char *const extra_args[]);
  * removes the temp dir. */
 int test_env_stop(struct test_env *env);
 
+/* mcpd plus a fake publisher that registered providers_json and holds its
+ * stream: the fixture of the relay and wake tests. */
+struct fixture {
+    struct test_env *env;
+    struct fake_publisher *fp;
+};
+
+/* Starts both (mcpd with extra_args); returns a new fixture or NULL. */
+struct fixture *fixture_start(const char *const extra_args[], const char *providers_json);
+/* Stops both; returns mcpd's exit code (0 after a clean shutdown). */
+int fixture_stop(struct fixture *f);
+
 /* Calls path on env's mcpd with the given token (NULL = none); headers and
  * body as for http_do(). */
 int test_call(struct test_env *env, const char *method, const char *path, const char *token,
