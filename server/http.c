@@ -32,9 +32,9 @@ enum route {
 
 struct route_match {
     enum route route;
-    const char *method; /* the one method the route takes */
-    char param[TASK_ID_LEN > MCP_NAME_BUF ? TASK_ID_LEN : MCP_NAME_BUF + 1];
-    bool bad_param; /* path shape matched but the parameter is malformed */
+    const char *method;       /* the one method the route takes */
+    char param[MCP_NAME_BUF]; /* a name (<= 100 chars) or a task id */
+    bool bad_param;           /* path shape matched but the parameter is malformed */
 };
 
 /* Copies the path segment [s, e) into out when it fits. */
@@ -250,15 +250,15 @@ struct MHD_Response *http_sse_response(MHD_ContentReaderCallback reader, struct 
     return resp;
 }
 
-static enum MHD_Result run_route(struct req *r, const struct route_match *m)
+static enum MHD_Result run_route(struct req *r)
 {
-    switch (m->route) {
+    switch ((enum route)r->route) {
     case R_HEALTHZ:
         return http_reply_json(r, 200, "{\"ok\":true}", 11);
     case R_LIST:
         return provider_list(r);
     case R_GET:
-        return provider_get(r, m->param);
+        return provider_get(r, r->param);
     case R_REGISTER:
         return provider_register(r);
     case R_STREAM:
@@ -266,9 +266,9 @@ static enum MHD_Result run_route(struct req *r, const struct route_match *m)
     case R_HEARTBEAT:
         return provider_heartbeat(r);
     case R_RESULT:
-        return relay_result(r, m->param);
+        return relay_result(r, r->param);
     case R_INFER:
-        return relay_infer(r, m->param);
+        return relay_infer(r, r->param);
     case R_OPENAI_CHAT:
         return relay_openai_chat(r);
     case R_OPENAI_MODELS:
@@ -296,7 +296,6 @@ static enum MHD_Result precheck(struct req *r, const char *url, const char *meth
         if (rc != DB_OK)
             return http_reply_error(
                 r, 401, h ? "token not recognised" : "missing Authorization: Bearer <token>");
-        r->auth_ok = true;
     }
     match_route(url, m);
     if (m->route == R_NONE)
@@ -336,6 +335,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         struct route_match m;
         bool replied;
         enum MHD_Result rc = precheck(r, url, method, &m, &replied);
+        r->route = m.route;
+        snprintf(r->param, sizeof r->param, "%s", m.param);
         if (replied)
             r->started = true;
         return rc;
@@ -352,9 +353,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->too_large)
         return http_reply_error(r, 413, "request body larger than %lld bytes",
                                 (long long)srv->cfg.max_body);
-    struct route_match m;
-    match_route(url, &m);
-    return run_route(r, &m);
+    return run_route(r);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

@@ -136,7 +136,6 @@ static void task_finish(struct server *srv, struct task *t, enum task_state stat
     if (t->state != TASK_PENDING)
         return;
     t->state = state;
-    t->finished_at = clock_mono_ms();
     if (state != TASK_DONE) {
         t->status = status;
         snprintf(t->error, sizeof t->error, "%s", why);

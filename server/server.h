@@ -77,7 +77,6 @@ struct task {
     struct wake *wake;     /* for TASK_WAKE */
     int64_t deadline;      /* monotonic ms: overall timeout */
     int64_t idle_deadline; /* monotonic ms, 0 until the first chunk */
-    int64_t finished_at;   /* monotonic ms, kept as a tombstone after */
     int64_t started_at;
     /* The result for a non-streaming caller, or why the task failed. */
     int status;      /* publisher's status; for failures the status to reply */
@@ -94,7 +93,6 @@ struct wake {
     struct task *task;
     struct req **held; /* callers in arrival order */
     int nheld, capheld;
-    int64_t deadline;
     UT_hash_handle hh;
 };
 
@@ -106,10 +104,10 @@ struct req {
     struct server *srv;
     struct MHD_Connection *conn;
     struct conn_ctx *cc;
-    int route;
-    bool openai;  /* error bodies in OpenAI's shape */
-    bool started; /* handler ran its route once the body was complete */
-    bool auth_ok;
+    int route;                /* matched once, before the body arrives */
+    char param[MCP_NAME_BUF]; /* the route's :name or :id */
+    bool openai;              /* error bodies in OpenAI's shape */
+    bool started;             /* handler ran its route once the body was complete */
     char owner[DB_OWNER_MAX];
     struct buf body;
     bool too_large;
