@@ -3,7 +3,8 @@
  *
  * It watches the sockets of suspended connections (control streams and
  * parked callers) with EPOLLRDHUP, so a peer that goes away is noticed within
- * milliseconds even though MHD does not poll suspended connections; and it
+ * milliseconds even though MHD does not poll suspended connections, and with
+ * EPOLLOUT while a parked stream has bytes its socket did not take; and it
  * runs the timers: stream pings, the GC sweep, task and wake deadlines, and
  * keep-alive comments for held streaming callers. It sleeps until the next
  * deadline or until poked.
@@ -28,6 +29,15 @@ void housekeeper_watch(struct server *srv, struct conn_ctx *cc)
     struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLET, .data.u64 = cc->id};
     if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, cc->fd, &ev) == 0)
         cc->watched = true;
+}
+
+void housekeeper_want_write(struct server *srv, struct conn_ctx *cc, bool on)
+{
+    if (!cc->watched)
+        return;
+    struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLET | (on ? EPOLLOUT : 0u),
+                             .data.u64 = cc->id};
+    epoll_ctl(srv->epfd, EPOLL_CTL_MOD, cc->fd, &ev);
 }
 
 void housekeeper_unwatch(struct server *srv, struct conn_ctx *cc)
@@ -88,15 +98,21 @@ static int64_t run_timers(struct server *srv, int64_t now, bool *gc_due)
     return next;
 }
 
-static void peer_gone(struct server *srv, uint64_t id)
+/* A watched socket reported events: its peer went away, or a parked
+ * stream's socket can take more bytes. */
+static void socket_event(struct server *srv, uint64_t id, uint32_t events)
 {
     struct conn_ctx *cc;
     HASH_FIND(hh, srv->conns, &id, sizeof id, cc);
     if (!cc || !cc->waiting)
         return;
     struct req *r = cc->waiting;
-    r->peer_gone = true;
-    http_resume(r);
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        r->peer_gone = true;
+        http_resume(r);
+    } else if ((events & EPOLLOUT) && r->stream) {
+        stream_flush(r->stream);
+    }
 }
 
 static void *housekeeper_main(void *arg)
@@ -104,16 +120,16 @@ static void *housekeeper_main(void *arg)
     struct server *srv = arg;
     struct epoll_event events[64];
     for (;;) {
-        pthread_mutex_lock(&srv->mu);
+        server_lock(srv);
         if (atomic_load(&srv->stopping)) {
-            pthread_mutex_unlock(&srv->mu);
+            server_unlock(srv);
             break;
         }
         int64_t now = clock_mono_ms();
         bool gc_due;
         int64_t next = run_timers(srv, now, &gc_due);
         srv->hk_next_wake = next;
-        pthread_mutex_unlock(&srv->mu);
+        server_unlock(srv);
         if (gc_due)
             gc_tick(srv);
 
@@ -127,17 +143,17 @@ static void *housekeeper_main(void *arg)
             log_error("housekeeper: epoll_wait: %s", strerror(errno));
             break;
         }
-        pthread_mutex_lock(&srv->mu);
+        server_lock(srv);
         for (int i = 0; i < n; i++) {
             if (events[i].data.u64 == WAKE_ID) {
                 uint64_t v;
                 ssize_t r = read(srv->evfd, &v, sizeof v);
                 (void)r;
             } else {
-                peer_gone(srv, events[i].data.u64);
+                socket_event(srv, events[i].data.u64, events[i].events);
             }
         }
-        pthread_mutex_unlock(&srv->mu);
+        server_unlock(srv);
     }
     return NULL;
 }

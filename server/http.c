@@ -214,12 +214,41 @@ void http_suspend(struct req *r)
     MHD_suspend_connection(r->conn);
 }
 
+/* Resumes decided while server.mu is held are carried out by
+ * server_unlock(), after the mutex is released: MHD_resume_connection()
+ * takes libmicrohttpd's own lock and wakes the connection's worker, and
+ * doing that inside server.mu made every other worker queue behind the
+ * wake-up. A connection stays suspended, and so valid, until its resume
+ * runs; the `suspended` flag, cleared under server.mu, keeps it to one. */
+#define DEFERRED_RESUMES_MAX 64
+static _Thread_local struct MHD_Connection *deferred_resumes[DEFERRED_RESUMES_MAX];
+static _Thread_local unsigned int n_deferred_resumes;
+
+void server_lock(struct server *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+}
+
+void server_unlock(struct server *srv)
+{
+    unsigned int n = n_deferred_resumes;
+    struct MHD_Connection *conns[DEFERRED_RESUMES_MAX];
+    memcpy(conns, deferred_resumes, n * sizeof conns[0]);
+    n_deferred_resumes = 0;
+    pthread_mutex_unlock(&srv->mu);
+    for (unsigned int i = 0; i < n; i++)
+        MHD_resume_connection(conns[i]);
+}
+
 void http_resume(struct req *r)
 {
-    if (r->suspended) {
-        r->suspended = false;
-        MHD_resume_connection(r->conn);
-    }
+    if (!r->suspended)
+        return;
+    r->suspended = false;
+    if (n_deferred_resumes < DEFERRED_RESUMES_MAX)
+        deferred_resumes[n_deferred_resumes++] = r->conn;
+    else
+        MHD_resume_connection(r->conn); /* a burst (shutdown): resume at once */
 }
 
 ssize_t http_sse_pull(struct req *r, struct buf *queued, bool ended, char *out, size_t max)
@@ -366,7 +395,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     *con_cls = NULL;
-    pthread_mutex_lock(&srv->mu);
+    server_lock(srv);
     if (r->cc && r->cc->waiting == r)
         r->cc->waiting = NULL;
     if (r->stream)
@@ -375,7 +404,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         relay_request_done(r);
     else if (r->wait == WAIT_WAKE)
         wake_forget(r);
-    pthread_mutex_unlock(&srv->mu);
+    server_unlock(srv);
     buf_release(&r->body);
     buf_release(&r->sse);
     free(r);
@@ -392,20 +421,20 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         cc->fd = ci ? ci->connect_fd : -1;
-        pthread_mutex_lock(&srv->mu);
+        server_lock(srv);
         cc->id = ++srv->next_conn_id;
         HASH_ADD(hh, srv->conns, id, sizeof cc->id, cc);
-        pthread_mutex_unlock(&srv->mu);
+        server_unlock(srv);
         *socket_context = cc;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
         struct conn_ctx *cc = *socket_context;
         if (!cc)
             return;
-        pthread_mutex_lock(&srv->mu);
+        server_lock(srv);
         if (cc->watched)
             housekeeper_unwatch(srv, cc);
         HASH_DEL(srv->conns, cc);
-        pthread_mutex_unlock(&srv->mu);
+        server_unlock(srv);
         free(cc);
         *socket_context = NULL;
     }

@@ -341,18 +341,18 @@ static enum MHD_Result start_inference(struct req *r, const char *name)
      * cached entry stale rather than wrong. */
     uint64_t gen = db_route_generation(srv->db);
     struct llm_route route;
-    pthread_mutex_lock(&srv->mu);
+    server_lock(srv);
     if (!route_get(srv, name, gen, &route)) {
-        pthread_mutex_unlock(&srv->mu);
+        server_unlock(srv);
         int rc = db_llm_route(srv->db, name, &route);
         if (rc == DB_NOT_FOUND)
             return http_reply_error(r, 404, "no Llm named '%s'", name);
         if (rc != DB_OK)
             return http_reply_error(r, 500, "database error");
-        pthread_mutex_lock(&srv->mu);
+        server_lock(srv);
         route_put(srv, name, gen, &route);
     }
-    pthread_mutex_unlock(&srv->mu);
+    server_unlock(srv);
     bool inactive = strcmp(route.status, MCP_STATUS_INACTIVE) == 0;
     bool hibernating = strcmp(route.status, MCP_STATUS_HIBERNATING) == 0;
     const char *session_id = route.session;
@@ -366,29 +366,29 @@ static enum MHD_Result start_inference(struct req *r, const char *name)
                                       "Llm is inactive: its publisher "
                                       "is offline");
 
-    pthread_mutex_lock(&srv->mu);
+    server_lock(srv);
     enum MHD_Result ret;
     struct session *s = find_session(srv, session_id);
     if (atomic_load(&srv->stopping)) {
-        pthread_mutex_unlock(&srv->mu);
+        server_unlock(srv);
         return http_reply_unavailable(r, RETRY_AFTER_OFFLINE, "server shutting down");
     }
     if (!s || !s->stream) {
-        pthread_mutex_unlock(&srv->mu);
+        server_unlock(srv);
         return http_reply_unavailable(r, RETRY_AFTER_OFFLINE,
                                       "publisher is not connected (no control stream)");
     }
     if (hibernating) {
         ret = wake_hold(r, session_id);
-        pthread_mutex_unlock(&srv->mu);
+        server_unlock(srv);
         return ret;
     }
     if (relay_start_task(r, s) < 0) {
-        pthread_mutex_unlock(&srv->mu);
+        server_unlock(srv);
         return reply_failure(r);
     }
     http_suspend(r);
-    pthread_mutex_unlock(&srv->mu);
+    server_unlock(srv);
     return MHD_YES;
 }
 
@@ -427,9 +427,9 @@ static ssize_t caller_read(void *cls, uint64_t pos, char *out, size_t max)
 {
     (void)pos;
     struct req *r = cls;
-    pthread_mutex_lock(&r->srv->mu);
+    server_lock(r->srv);
     ssize_t n = http_sse_pull(r, &r->sse, r->sse_ended, out, max);
-    pthread_mutex_unlock(&r->srv->mu);
+    server_unlock(r->srv);
     return n;
 }
 
@@ -448,12 +448,12 @@ static enum MHD_Result start_sse(struct req *r)
 enum MHD_Result relay_resume(struct req *r)
 {
     struct server *srv = r->srv;
-    pthread_mutex_lock(&srv->mu);
+    server_lock(srv);
     enum MHD_Result rc = MHD_YES;
     if (r->peer_gone) {
         rc = MHD_NO;
     } else if (r->fail_status) {
-        pthread_mutex_unlock(&srv->mu);
+        server_unlock(srv);
         return reply_failure(r);
     } else if (r->wait == WAIT_WAKE) {
         if (r->streaming && r->sse.len > 0)
@@ -482,16 +482,16 @@ enum MHD_Result relay_resume(struct req *r)
                 rc = MHD_NO;
             }
         } else {
-            pthread_mutex_unlock(&srv->mu);
+            server_unlock(srv);
             if (t->status == 503)
                 return http_reply_unavailable(r, RETRY_AFTER_OFFLINE, t->error);
             return http_reply_error(r, (unsigned)t->status, "%s", t->error);
         }
     } else {
-        pthread_mutex_unlock(&srv->mu);
+        server_unlock(srv);
         return http_reply_error(r, 500, "request lost its task");
     }
-    pthread_mutex_unlock(&srv->mu);
+    server_unlock(srv);
     return rc;
 }
 
@@ -734,7 +734,7 @@ enum MHD_Result relay_result(struct req *r, const char *task_id)
     if (parse_result(r, &p, err, sizeof err) < 0)
         return http_reply_error(r, 400, "%s", err);
 
-    pthread_mutex_lock(&srv->mu);
+    server_lock(srv);
     struct task *t;
     HASH_FIND_STR(srv->tasks, task_id, t);
     struct session *s = find_session(srv, sid);
@@ -743,21 +743,21 @@ enum MHD_Result relay_result(struct req *r, const char *task_id)
         struct tombstone *ts;
         HASH_FIND_STR(srv->tombstones, task_id, ts);
         bool gone = ts && strcmp(ts->session_id, sid) == 0 && owner_ok && s;
-        pthread_mutex_unlock(&srv->mu);
+        server_unlock(srv);
         if (gone)
             return http_reply_error(r, 410, "task already finished, cancelled or timed out");
         return http_reply_error(r, 404, "no such task");
     }
     if (strcmp(t->session_id, sid) != 0 || !s || !owner_ok) {
-        pthread_mutex_unlock(&srv->mu);
+        server_unlock(srv);
         return http_reply_error(r, 404, "no such task");
     }
     if (t->state != TASK_PENDING) {
-        pthread_mutex_unlock(&srv->mu);
+        server_unlock(srv);
         return http_reply_error(r, 410, "task already finished, cancelled or timed out");
     }
     if (p.kind == RESULT_CHUNK && (t->kind != TASK_INFER || !t->streaming)) {
-        pthread_mutex_unlock(&srv->mu);
+        server_unlock(srv);
         return http_reply_error(r, 400, "task is not streaming: post {status, body}");
     }
     switch (p.kind) {
@@ -774,6 +774,6 @@ enum MHD_Result relay_result(struct req *r, const char *task_id)
         break;
     }
     }
-    pthread_mutex_unlock(&srv->mu);
+    server_unlock(srv);
     return http_reply_json(r, 200, "{\"ok\":true}", 11);
 }

@@ -103,7 +103,7 @@ int server_start(struct server *srv, const struct server_config *cfg)
 void server_stop(struct server *srv)
 {
     log_info("shutting down: closing streams and parked requests");
-    pthread_mutex_lock(&srv->mu);
+    server_lock(srv);
     atomic_store(&srv->stopping, true);
     relay_shutdown(srv);
     stream_close_all(srv);
@@ -113,7 +113,7 @@ void server_stop(struct server *srv)
         if (cc->waiting)
             http_resume(cc->waiting);
     }
-    pthread_mutex_unlock(&srv->mu);
+    server_unlock(srv);
     housekeeper_stop(srv);
     if (srv->mhd)
         MHD_stop_daemon(srv->mhd);

@@ -10,7 +10,8 @@
  * Suspension rule (libmicrohttpd): a connection is suspended only from its
  * own callback, with server.mu held, after checking there is nothing to do
  * and that the server is not stopping; it is resumed by whoever makes work
- * for it, with server.mu held, only if its `suspended` flag is set.
+ * for it, with server.mu held, only if its `suspended` flag is set; the
+ * MHD_resume_connection() call itself runs in server_unlock().
  */
 #ifndef MCPD_SERVER_H
 #define MCPD_SERVER_H
@@ -38,13 +39,26 @@
 struct req;
 struct task;
 
-/* A control stream: the body of GET _provider-stream, fed frames. */
+/* A control stream: the body of GET _provider-stream, fed frames.
+ *
+ * Its first frames (hello) go out through MHD's content reader. Once that
+ * has drained `out`, the stream is parked: MHD keeps the connection
+ * suspended for the rest of its life and does not touch the socket, and
+ * dispatch() writes each frame to the socket itself, as one HTTP chunk,
+ * from whichever thread queues it. That spares every task frame a resume
+ * (an eventfd wake-up of another worker and an epoll re-arm) and keeps idle
+ * streams out of MHD's resume walks. Bytes the socket does not take at once
+ * wait in `unsent` and go out when the housekeeper sees the socket writable.
+ * Ending the stream resumes the connection, and MHD writes the last chunk. */
 struct stream {
     struct req *req;         /* the stream's request (owns this struct) */
     struct session *session; /* NULL once replaced or closed */
-    struct buf out;          /* frames not yet handed to MHD */
+    struct buf out;          /* frames for MHD's reader, before parking */
+    struct buf unsent;       /* chunk-framed bytes the socket did not take */
     int64_t next_ping;       /* monotonic ms */
-    bool closing;            /* end the response once out is drained */
+    bool parked;             /* MHD is done with the socket; we write to it */
+    bool closing;            /* end the response once everything is sent */
+    bool broken;             /* a write failed or the backlog overflowed */
 };
 
 /* A provider session with a bound control stream. */
@@ -194,8 +208,12 @@ enum MHD_Result http_reply_error(struct req *r, unsigned status, const char *fmt
 enum MHD_Result http_reply_unavailable(struct req *r, int retry_after, const char *msg);
 /* Suspends r (server.mu held): registers its socket with the housekeeper. */
 void http_suspend(struct req *r);
-/* Resumes r if suspended (server.mu held). */
+/* Resumes r if suspended (server.mu held); the resume itself happens in
+ * server_unlock(), outside the mutex. */
 void http_resume(struct req *r);
+/* server.mu. Always unlock with server_unlock(): it runs deferred resumes. */
+void server_lock(struct server *srv);
+void server_unlock(struct server *srv);
 /* The body of an SSE response fed from queued (server.mu held): hands MHD
  * what is queued, ends once ended and drained (or the server stops), fails
  * when the peer is gone, and otherwise suspends r until more is queued. */
@@ -216,6 +234,9 @@ enum MHD_Result stream_open(struct req *r);
 /* Queues a frame on the session's stream (server.mu held). The seam the
  * relay uses: returns 0, or -1 when no stream is bound or its buffer is full. */
 int dispatch(struct server *srv, struct session *s, const char *frame, size_t len);
+/* The housekeeper saw a parked stream's socket writable (server.mu held):
+ * sends what waits in `unsent`. */
+void stream_flush(struct stream *st);
 /* The stream request finished (server.mu held). */
 void stream_closed(struct req *r);
 /* Appends ": ping" to every stream whose ping is due (server.mu held). */
@@ -266,6 +287,8 @@ void housekeeper_poke(struct server *srv, int64_t when);
 /* Starts watching a connection's socket for the peer closing it. */
 void housekeeper_watch(struct server *srv, struct conn_ctx *cc);
 void housekeeper_unwatch(struct server *srv, struct conn_ctx *cc);
+/* Adds or drops interest in cc's socket becoming writable (server.mu held). */
+void housekeeper_want_write(struct server *srv, struct conn_ctx *cc, bool on);
 /* One GC sweep; logs what it changed. */
 void gc_tick(struct server *srv);
 
