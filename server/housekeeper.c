@@ -6,7 +6,8 @@
  * milliseconds even though MHD does not poll suspended connections, and with
  * EPOLLOUT while a parked stream has bytes its socket did not take; and it
  * runs the timers: stream pings, the GC sweep, task and wake deadlines, and
- * keep-alive comments for held streaming callers. It sleeps until the next
+ * keep-alive comments for held streaming callers. New connections are
+ * accepted on its epoll set too (acceptor.c). It sleeps until the next
  * deadline or until poked.
  */
 #include "clock.h"
@@ -95,6 +96,9 @@ static int64_t run_timers(struct server *srv, int64_t now, bool *gc_due)
     t = wake_tick(srv, now);
     if (t < next)
         next = t;
+    t = acceptor_tick(srv, now);
+    if (t < next)
+        next = t;
     return next;
 }
 
@@ -145,10 +149,15 @@ static void *housekeeper_main(void *arg)
         }
         server_lock(srv);
         for (int i = 0; i < n; i++) {
-            if (events[i].data.u64 == WAKE_ID) {
+            uint64_t id = events[i].data.u64;
+            if (id == WAKE_ID) {
                 uint64_t v;
                 ssize_t r = read(srv->evfd, &v, sizeof v);
                 (void)r;
+            } else if (id == LISTEN_ID) {
+                acceptor_ready(srv);
+            } else if (id & ACCEPT_TAG) {
+                acceptor_event(srv, id);
             } else {
                 socket_event(srv, events[i].data.u64, events[i].events);
             }

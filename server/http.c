@@ -457,21 +457,15 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
  * headers at about 7 KB (larger ones get 431). Bodies stream through it. */
 #define HTTP_CONNECTION_MEMORY (8 * 1024)
 
-struct MHD_Daemon *http_start(struct server *srv, const struct sockaddr *addr,
-                              unsigned int conn_limit);
-struct MHD_Daemon *http_start(struct server *srv, const struct sockaddr *addr,
-                              unsigned int conn_limit)
+struct MHD_Daemon *http_start(struct server *srv, unsigned int threads, unsigned int conn_limit)
 {
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    unsigned int threads = srv->cfg.threads > 1 ? (unsigned)srv->cfg.threads : 0;
-    if (addr->sa_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
+    /* No listening socket: acceptor.c accepts and hands connections over. */
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+                         MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     return MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, addr,
+        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
         srv, MHD_OPTION_CONNECTION_LIMIT, conn_limit, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)120, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
-        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_END);
+        MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0, MHD_OPTION_END);
 }

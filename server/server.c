@@ -8,14 +8,12 @@
 #include "server.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-
-struct MHD_Daemon *http_start(struct server *srv, const struct sockaddr *addr,
-                              unsigned int conn_limit);
 
 /* Raises the open-file limit as far as allowed; returns the connection cap. */
 static unsigned int raise_fd_limit(void)
@@ -64,6 +62,7 @@ int server_start(struct server *srv, const struct server_config *cfg)
 {
     memset(srv, 0, sizeof *srv);
     srv->cfg = *cfg;
+    srv->listen_fd = -1;
     pthread_mutex_init(&srv->mu, NULL);
     atomic_init(&srv->stopping, false);
     char err[512];
@@ -78,20 +77,35 @@ int server_start(struct server *srv, const struct server_config *cfg)
         return -1;
     }
     unsigned int conn_limit = raise_fd_limit();
+    socklen_t addrlen =
+        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (acceptor_listen(srv, (struct sockaddr *)&ss, addrlen) < 0) {
+        log_error("cannot listen on %s:%d: %s", cfg->listen_addr, cfg->listen_port,
+                  strerror(errno));
+        return -1;
+    }
     if (housekeeper_start(srv) < 0) {
         log_error("cannot start the housekeeper thread");
+        acceptor_stop(srv);
         return -1;
     }
-    srv->mhd = http_start(srv, (struct sockaddr *)&ss, conn_limit);
-    if (!srv->mhd) {
-        log_error("cannot listen on %s:%d (address in use, or not allowed)", cfg->listen_addr,
-                  cfg->listen_port);
+    /* Control streams spend their life suspended; one worker serves them. */
+    srv->mhd = http_start(srv, (unsigned int)cfg->threads, conn_limit);
+    srv->mhd_streams = srv->mhd ? http_start(srv, 1, conn_limit) : NULL;
+    if (!srv->mhd_streams || acceptor_start(srv) < 0) {
+        log_error("cannot start the HTTP server");
+        server_lock(srv);
         atomic_store(&srv->stopping, true);
+        server_unlock(srv);
         housekeeper_stop(srv);
+        acceptor_stop(srv);
+        if (srv->mhd)
+            MHD_stop_daemon(srv->mhd);
+        if (srv->mhd_streams)
+            MHD_stop_daemon(srv->mhd_streams);
+        srv->mhd = srv->mhd_streams = NULL;
         return -1;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
-    srv->port = di ? di->port : cfg->listen_port;
     const char *host = cfg->listen_addr;
     bool v6 = strchr(host, ':') != NULL;
     log_info("database %s (schema %d), %d worker thread(s)", cfg->db_path,
@@ -115,9 +129,12 @@ void server_stop(struct server *srv)
     }
     server_unlock(srv);
     housekeeper_stop(srv);
+    acceptor_stop(srv);
     if (srv->mhd)
         MHD_stop_daemon(srv->mhd);
-    srv->mhd = NULL;
+    if (srv->mhd_streams)
+        MHD_stop_daemon(srv->mhd_streams);
+    srv->mhd = srv->mhd_streams = NULL;
 
     /* Every stream's completion flipped its rows; this catches any left. */
     struct session *s, *stmp;

@@ -27,6 +27,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <uthash.h>
 
 #define TASK_ID_LEN 33
@@ -172,8 +173,14 @@ struct server {
     struct server_config cfg;
     struct db *db;
     struct auth *auth;
-    struct MHD_Daemon *mhd;
+    struct MHD_Daemon *mhd;         /* everything but control streams */
+    struct MHD_Daemon *mhd_streams; /* connections that open a control stream */
     int port;
+
+    /* acceptor (acceptor.c), run on the housekeeper's epoll set */
+    int listen_fd;
+    struct pending_conn *pending; /* accepted, first bytes not seen yet */
+    int64_t accept_paused_until;  /* out of descriptors: 0 when accepting */
 
     pthread_mutex_t mu;
     struct session *sessions;
@@ -201,6 +208,9 @@ int server_start(struct server *srv, const struct server_config *cfg);
 void server_stop(struct server *srv);
 
 /* ---- http glue (http.c) ---- */
+/* Starts a libmicrohttpd daemon without a listening socket (connections
+ * come from acceptor.c) with `threads` workers; NULL on failure. */
+struct MHD_Daemon *http_start(struct server *srv, unsigned int threads, unsigned int conn_limit);
 enum MHD_Result http_reply_json(struct req *r, unsigned status, const char *json, size_t len);
 enum MHD_Result http_reply_error(struct req *r, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -278,6 +288,26 @@ void wake_task_finished(struct server *srv, struct task *t);
 void wake_forget(struct req *r);
 /* Timer work (server.mu held); returns the next deadline. */
 int64_t wake_tick(struct server *srv, int64_t now);
+
+/* ---- acceptor (acceptor.c) ---- */
+/* The housekeeper's epoll data for the listening socket, and the tag of a
+ * connection whose first bytes are awaited (its pointer is the rest).
+ * Connection ids are small counters and never carry the tag bit. */
+#define LISTEN_ID (UINT64_MAX - 1)
+#define ACCEPT_TAG (UINT64_C(1) << 63)
+/* Binds and listens; srv->port gets the port bound. 0, or -1 with errno. */
+int acceptor_listen(struct server *srv, const struct sockaddr *addr, socklen_t addrlen);
+/* Starts accepting (both daemons must run). 0 or -1. */
+int acceptor_start(struct server *srv);
+/* The listening socket is readable (server.mu held). */
+void acceptor_ready(struct server *srv);
+/* A pending connection's socket reported events (server.mu held). */
+void acceptor_event(struct server *srv, uint64_t data);
+/* Hands over pending connections that waited too long, resumes accepting
+ * after a pause; returns the next deadline (server.mu held). */
+int64_t acceptor_tick(struct server *srv, int64_t now);
+/* Closes the listening socket and pending connections (housekeeper stopped). */
+void acceptor_stop(struct server *srv);
 
 /* ---- housekeeper (housekeeper.c) ---- */
 int housekeeper_start(struct server *srv);

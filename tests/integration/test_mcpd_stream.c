@@ -4,6 +4,8 @@
  * parked stream's socket, keeps what the socket does not take, and sends it
  * when the publisher reads again — every frame intact and in order; a
  * publisher that never reads is cut off once its backlog is over the cap.
+ * And control streams open however their request's bytes arrive (mcpd
+ * sorts new connections by their first bytes).
  */
 #include "http.h"
 #include "mcpd_harness.h"
@@ -13,6 +15,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -107,10 +110,8 @@ static long wait_for(int fd, struct inbuf *b, size_t from, const char *needle)
     }
 }
 
-/* Registers one Llm and opens its stream on a raw socket with a small
- * receive buffer; returns the socket once hello has arrived. */
-static int open_publisher(struct test_env *env, const char *name, char *sid, size_t sidlen,
-                          struct inbuf *in)
+/* Registers one Llm; its session id goes to sid. */
+static void register_llm(struct test_env *env, const char *name, char *sid, size_t sidlen)
 {
     char body[256];
     snprintf(body, sizeof body,
@@ -125,13 +126,25 @@ static int open_publisher(struct test_env *env, const char *name, char *sid, siz
     snprintf(sid, sidlen, "%s", json_string_value(json_object_get(j, "providerSessionId")));
     json_decref(j);
     http_resp_free(&r);
+}
 
+static int stream_request(struct test_env *env, const char *sid, char *out, size_t cap)
+{
+    return snprintf(out, cap,
+                    "GET /api/v1/llms/_provider-stream HTTP/1.1\r\nHost: mcpd\r\n"
+                    "Authorization: Bearer %s\r\nx-mcpctl-provider-session: %s\r\n\r\n",
+                    env->mcpd.token, sid);
+}
+
+/* Registers one Llm and opens its stream on a raw socket with a small
+ * receive buffer; returns the socket once hello has arrived. */
+static int open_publisher(struct test_env *env, const char *name, char *sid, size_t sidlen,
+                          struct inbuf *in)
+{
+    register_llm(env, name, sid, sidlen);
     int fd = connect_to(env, 4096);
     char req[512];
-    int n = snprintf(req, sizeof req,
-                     "GET /api/v1/llms/_provider-stream HTTP/1.1\r\nHost: mcpd\r\n"
-                     "Authorization: Bearer %s\r\nx-mcpctl-provider-session: %s\r\n\r\n",
-                     env->mcpd.token, sid);
+    int n = stream_request(env, sid, req, sizeof req);
     send_all(fd, req, (size_t)n);
     assert_true(wait_for(fd, in, 0, "event: hello") > 0);
     return fd;
@@ -298,12 +311,60 @@ static void test_publisher_that_never_reads_is_cut_off(void **state)
     free(in.data);
 }
 
+/* mcpd sorts new connections by their first bytes (control streams to a
+ * daemon of their own); however those bytes arrive, every request works. */
+static void test_streams_open_however_the_request_arrives(void **state)
+{
+    struct test_env *env = *state;
+    char sid[64], req[512];
+    register_llm(env, "split1", sid, sizeof sid);
+    int n = stream_request(env, sid, req, sizeof req);
+
+    /* The request line in pieces. */
+    int one = 1;
+    int a = connect_to(env, 0);
+    setsockopt(a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    send_all(a, req, 3);
+    send_all(a, req + 3, 10);
+    send_all(a, req + 13, (size_t)n - 13);
+    struct inbuf ina = {0};
+    assert_true(wait_for(a, &ina, 0, "event: hello") > 0);
+    assert_int_equal(test_wait_status(env, "split1", "active", 5000), 0);
+    close(a);
+    assert_int_equal(test_wait_status(env, "split1", "inactive", 5000), 0);
+
+    /* After another request on the same keep-alive connection. */
+    int b = connect_to(env, 0);
+    static const char health[] = "GET /healthz HTTP/1.1\r\nHost: mcpd\r\n\r\n";
+    send_all(b, health, sizeof health - 1);
+    struct inbuf inb = {0};
+    long after = wait_for(b, &inb, 0, "{\"ok\":true}");
+    assert_true(after > 0);
+    send_all(b, req, (size_t)n);
+    assert_true(wait_for(b, &inb, (size_t)after, "event: hello") > 0);
+
+    /* A connection that sends nothing, and one that closes at once, get in
+     * nobody's way. */
+    int idle = connect_to(env, 0);
+    close(connect_to(env, 0));
+    struct http_resp r;
+    assert_int_equal(test_call(env, "GET", "/healthz", NULL, NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    close(idle);
+    close(b);
+    free(ina.data);
+    free(inb.data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_slow_publisher_gets_every_frame_in_order, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_publisher_that_never_reads_is_cut_off, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_streams_open_however_the_request_arrives, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
