@@ -779,8 +779,8 @@ static int parse(struct httpc_conn *k, bool eof)
             k->parser.data = k;
             continue;
         }
-        if (e == HPE_PAUSED || e == HPE_OK)
-            return 0;
+        if (e == HPE_PAUSED || e == HPE_OK || eof)
+            return 0; /* at the end of the stream, on_eof() says what broke */
         fail(q, HTTPC_E_WEIRD, "malformed response: %s", http_errno_description(e));
         return -1;
     }
