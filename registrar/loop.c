@@ -1,6 +1,7 @@
 #include "loop.h"
 
 #include "clock.h"
+#include "httpc.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -78,6 +79,7 @@ struct loop {
     struct deferred *dhead, *dtail;
     CURL *spare[LOOP_SPARE_EASY]; /* reset easy handles for reuse */
     size_t nspare;
+    struct httpc *httpc; /* made on first use */
 };
 
 static void forget_in_batch(struct loop *l, const void *p)
@@ -247,6 +249,7 @@ void loop_free(struct loop *l)
     if (!l)
         return;
     free_deferred(l);
+    httpc_free(l->httpc);
     while (l->nspare > 0)
         curl_easy_cleanup(l->spare[--l->nspare]);
     /* libcurl may still report sockets going away while it cleans up. */
@@ -308,6 +311,18 @@ void loop_timer_start(struct loop *l, struct loop_timer *t, int64_t delay_ms)
     t->armed = true;
 }
 
+static uint32_t epoll_events(short events)
+{
+    uint32_t e = 0;
+    if (events & CURL_WAIT_POLLIN)
+        e |= EPOLLIN;
+    if (events & CURL_WAIT_POLLOUT)
+        e |= EPOLLOUT;
+    if (events & CURL_WAIT_POLLPRI)
+        e |= EPOLLPRI;
+    return e;
+}
+
 int loop_fd_add(struct loop *l, struct loop_fd *w, int fd, short events, loop_fd_fn fn, void *ud)
 {
     memset(w, 0, sizeof *w);
@@ -316,13 +331,7 @@ int loop_fd_add(struct loop *l, struct loop_fd *w, int fd, short events, loop_fd
     w->events = events;
     w->fn = fn;
     w->ud = ud;
-    struct epoll_event e = {.events = 0, .data.ptr = w};
-    if (events & CURL_WAIT_POLLIN)
-        e.events |= EPOLLIN;
-    if (events & CURL_WAIT_POLLOUT)
-        e.events |= EPOLLOUT;
-    if (events & CURL_WAIT_POLLPRI)
-        e.events |= EPOLLPRI;
+    struct epoll_event e = {.events = epoll_events(events), .data.ptr = w};
     if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &e) < 0)
         return -1;
     w->active = true;
@@ -337,6 +346,22 @@ void loop_fd_remove(struct loop *l, struct loop_fd *w)
     epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
     w->active = false;
     forget_in_batch(l, w);
+}
+
+int loop_fd_modify(struct loop *l, struct loop_fd *w, short events)
+{
+    struct epoll_event e = {.events = epoll_events(events), .data.ptr = w};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, w->fd, &e) < 0)
+        return -1;
+    w->events = events;
+    return 0;
+}
+
+struct httpc *loop_httpc(struct loop *l)
+{
+    if (!l->httpc)
+        l->httpc = httpc_new(l);
+    return l->httpc;
 }
 
 static int push_deferred(struct loop *l, struct deferred *d)

@@ -4,7 +4,9 @@
  *
  * Everything mcplocal does concurrently (the control stream, heartbeats,
  * result posts, upstream calls, wake recipes and their child processes) is a
- * transfer, a timer or a watched descriptor on one struct loop.
+ * transfer, a timer or a watched descriptor on one struct loop. Plain
+ * http:// calls to a literal address are not libcurl transfers: httpc.c
+ * runs them on watched descriptors and timers (see transport.h).
  *
  * Transfers run through libcurl's socket interface
  * (curl_multi_socket_action()): libcurl tells the loop which sockets to watch
@@ -31,6 +33,7 @@
 struct loop;
 struct loop_timer;
 struct loop_fd;
+struct httpc;
 
 typedef void (*loop_timer_fn)(struct loop *l, void *ud);
 /* revents holds CURL_WAIT_POLLIN / CURL_WAIT_POLLOUT / CURL_WAIT_POLLPRI. */
@@ -79,6 +82,9 @@ void loop_timer_stop(struct loop *l, struct loop_timer *t);
 int loop_fd_add(struct loop *l, struct loop_fd *w, int fd, short events, loop_fd_fn fn, void *ud);
 /* Stops watching; a no-op when w is not active. Does not close the fd. */
 void loop_fd_remove(struct loop *l, struct loop_fd *w);
+/* Changes the events an active w watches. Returns 0, or -1 when epoll
+ * refused (w then watches what it did before). */
+int loop_fd_modify(struct loop *l, struct loop_fd *w, short events);
 
 /* Adds a prepared easy handle; done is called once when it ends. The easy's
  * CURLOPT_PRIVATE is used by the loop. Returns 0, or -1 when libcurl refused
@@ -113,6 +119,10 @@ bool loop_busy(const struct loop *l);
  * watchers, deferred calls and due timers. Returns 0, or -1 when libcurl
  * failed in a way the loop cannot recover from. */
 int loop_run_once(struct loop *l, int max_wait_ms);
+
+/* The loop's own HTTP/1.1 client (httpc.h), made on first use and freed
+ * with the loop; NULL when out of memory. */
+struct httpc *loop_httpc(struct loop *l);
 
 /* Wakes a loop_run_once() that is waiting (safe from other threads). */
 void loop_wakeup(struct loop *l);

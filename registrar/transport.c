@@ -1,6 +1,13 @@
+/*
+ * transport.c - http_req on one of two engines: httpc.c for plain http:// to
+ * a literal address with no proxy (the relay's upstream calls and result
+ * posts), libcurl for everything else. httpc.h states the rule. Both hand
+ * body bytes to take_body(), so collecting, caps and on_data behave alike.
+ */
 #include "transport.h"
 
 #include "buf.h"
+#include "httpc.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -10,6 +17,9 @@
 
 struct http_req {
     struct loop *loop;
+    bool native;      /* runs on httpc, not libcurl */
+    bool free_queued; /* freed while busy: a deferred free is queued */
+    struct httpc_req hc;
     CURL *easy;
     struct curl_slist *headers;
     struct buf body;
@@ -35,6 +45,19 @@ static void note_status(struct http_req *r)
     r->status_known = true;
 }
 
+/* Body bytes from either engine: to on_data for a 2xx with a streaming
+ * owner, else into the capped body. Returns 0, or -1 to abort. */
+static int take_body(struct http_req *r, long status, const char *data, size_t n)
+{
+    if (r->on_data && status >= 200 && status < 300)
+        return r->on_data(r, data, n, r->ud) != 0 ? -1 : 0;
+    if (buf_append(&r->body, data, n) < 0) {
+        r->too_large = true;
+        return -1;
+    }
+    return 0;
+}
+
 static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     struct http_req *r = ud;
@@ -46,16 +69,32 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
         return CURL_WRITEFUNC_PAUSE;
     }
     note_status(r);
-    if (r->on_data && r->status >= 200 && r->status < 300) {
-        if (r->on_data(r, ptr, n, r->ud) != 0)
-            return 0;
-        return n;
+    return take_body(r, r->status, ptr, n) < 0 ? 0 : n;
+}
+
+static int native_body(void *ud, const char *data, size_t n)
+{
+    struct http_req *r = ud;
+    if (r->dead || take_body(r, httpc_req_status(&r->hc), data, n) < 0)
+        return 1;
+    return r->dead ? 1 : 0;
+}
+
+static void free_now(struct http_req *r);
+
+static void native_done(void *ud)
+{
+    struct http_req *r = ud;
+    if (r->dead) {
+        /* Freed inside a callback: the queued free finishes the job, or,
+         * when none could be queued (out of memory), this does. */
+        if (!r->free_queued)
+            free_now(r);
+        return;
     }
-    if (buf_append(&r->body, ptr, n) < 0) {
-        r->too_large = true;
-        return 0;
-    }
-    return n;
+    r->finished = true;
+    r->status = httpc_req_status(&r->hc);
+    r->on_done(r, r->ud);
 }
 
 /* TCP_KEEPCNT has no libcurl option in 7.88; set it on the socket. */
@@ -68,8 +107,6 @@ static int on_sockopt(void *ud, curl_socket_t fd, curlsocktype purpose)
     }
     return CURL_SOCKOPT_OK;
 }
-
-static void free_now(struct http_req *r);
 
 static void on_done(struct loop *l, CURL *easy, CURLcode rc, void *ud)
 {
@@ -91,6 +128,8 @@ static void on_done(struct loop *l, CURL *easy, CURLcode rc, void *ud)
 
 static void free_now(struct http_req *r)
 {
+    if (r->native)
+        httpc_req_release(&r->hc);
     if (r->easy)
         loop_remove_easy(r->loop, r->easy, true);
     curl_slist_free_all(r->headers);
@@ -110,8 +149,10 @@ void http_req_free(struct http_req *r)
         return;
     if (loop_busy(r->loop)) {
         r->dead = true;
-        if (loop_defer(r->loop, free_deferred, r) == 0)
+        if (loop_defer(r->loop, free_deferred, r) == 0) {
+            r->free_queued = true;
             return;
+        }
         /* Out of memory: the write callback sees dead and aborts the
          * transfer, and on_done frees the request when it ends. */
         return;
@@ -130,6 +171,17 @@ int http_req_start(struct loop *l, const struct http_req_opts *o, struct http_re
     r->on_done = o->on_done;
     r->ud = o->ud;
     buf_init(&r->body, o->max_body ? o->max_body : 64 * 1024);
+    struct httpc *hc = loop_httpc(l);
+    if (!hc)
+        goto fail;
+    int native = httpc_req_start(hc, &r->hc, o, native_body, native_done, r);
+    if (native < 0)
+        goto fail;
+    if (native == 0) {
+        r->native = true;
+        *out = r;
+        return 0;
+    }
     r->easy = loop_easy_get(l);
     if (!r->easy)
         goto fail;
@@ -197,11 +249,15 @@ fail:
 
 bool http_req_ok(const struct http_req *r)
 {
+    if (r->native)
+        return r->finished && httpc_req_ok(&r->hc);
     return r->finished && r->rc == CURLE_OK;
 }
 
 long http_req_status(const struct http_req *r)
 {
+    if (r->native)
+        return httpc_req_status(&r->hc);
     return r->status;
 }
 
@@ -214,6 +270,8 @@ const char *http_req_body(const struct http_req *r, size_t *len)
 
 const char *http_req_content_type(const struct http_req *r)
 {
+    if (r->native)
+        return httpc_req_content_type(&r->hc);
     char *ct = NULL;
     if (curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK)
         return NULL;
@@ -222,34 +280,49 @@ const char *http_req_content_type(const struct http_req *r)
 
 const char *http_req_error(const struct http_req *r)
 {
-    if (!r->finished || r->rc == CURLE_OK)
+    if (!r->finished || http_req_ok(r))
         return NULL;
     if (r->too_large)
         return "response too large";
+    if (r->native)
+        return httpc_req_error(&r->hc);
     return curl_easy_strerror(r->rc);
 }
 
 const char *http_req_error_detail(const struct http_req *r)
 {
-    if (!r->finished || r->rc == CURLE_OK)
+    if (!r->finished || http_req_ok(r))
         return NULL;
     if (r->too_large)
         return "response too large";
+    if (r->native)
+        return httpc_req_error_detail(&r->hc);
     return r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->rc);
 }
 
 bool http_req_timed_out(const struct http_req *r)
 {
+    if (r->native)
+        return r->finished && httpc_req_timed_out(&r->hc);
     return r->finished && r->rc == CURLE_OPERATION_TIMEDOUT;
 }
 
 void http_req_pause(struct http_req *r)
 {
+    if (r->native) {
+        httpc_req_pause(&r->hc);
+        return;
+    }
     r->pause_wanted = true;
 }
 
 void http_req_resume(struct http_req *r)
 {
+    if (r->native) {
+        if (!r->dead)
+            httpc_req_resume(&r->hc);
+        return;
+    }
     r->pause_wanted = false;
     if (!r->paused || r->finished || r->dead)
         return;

@@ -1,5 +1,7 @@
 /*
- * transport.h - one HTTP request driven by the loop (libcurl easy + multi).
+ * transport.h - one HTTP request driven by the loop: libcurl easy + multi,
+ * or, for plain http:// to a literal address without a proxy, the loop's
+ * own HTTP/1.1 client (httpc.h states the rule). Callers cannot tell.
  *
  * Every network call mcplocal makes goes through here: register, the control
  * stream, heartbeats, result posts, upstream inference, availability checks
