@@ -2,13 +2,14 @@
  * idle_publishers.c - holds N idle publishers on one mcpd, from one process
  * and one epoll loop, so the benchmark can measure what they cost.
  *
- * Each publisher is one keep-alive connection that registers a provider
- * session (POST _provider-register, one virtual Llm "<prefix>-<i>") and then
- * opens its control stream (GET _provider-stream) on the same connection; it
- * counts as attached once the `hello` frame arrives, and from then on only
- * reads (pings). Like mcplocal, every session heartbeats at the interval mcpd
- * announces in `hello` (or --heartbeat-ms; 0 turns it off); heartbeats go
- * out evenly spread over a few shared keep-alive connections.
+ * Each publisher registers a provider session (POST _provider-register, one
+ * virtual Llm "<prefix>-<i>") and then opens its control stream (GET
+ * _provider-stream) on a connection of its own, as mcplocal does
+ * (--stream-connection reuse opens it on the register connection instead,
+ * as a client with one keep-alive connection would); it counts as attached
+ * once the `hello` frame arrives, and from then on only reads (pings). Like mcplocal, every session
+ * heartbeats at the interval mcpd announces in `hello` (or --heartbeat-ms; 0 turns it off);
+ * heartbeats go out evenly spread over a few shared keep-alive connections.
  *
  * Prints "attached N in S s" once all are attached (exit 1 if that does not
  * happen within --attach-timeout), holds them until SIGTERM/SIGINT or
@@ -75,7 +76,7 @@ static long *hbq;
 static long hbq_head, hbq_len;
 static long n_attached, n_dropped, n_failed, hb_ok, hb_failed, pings;
 static char first_error[256];
-static bool separate; /* open the stream on a new connection, not the register one */
+static bool separate = true; /* open the stream on a new connection, as mcplocal does */
 
 static void on_signal(int sig)
 {

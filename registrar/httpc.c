@@ -993,7 +993,10 @@ int httpc_req_start(struct httpc *c, struct httpc_req *q, const struct http_req_
     q->starting = true;
     q->running = true;
 
-    struct httpc_conn *k = org->idle;
+    /* A long-lived stream (keepalive probes) gets a connection of its own:
+     * it would hold a pooled one for hours, and mcpd gives connections that
+     * open with a control stream a worker of their own. */
+    struct httpc_conn *k = q->keepalive ? NULL : org->idle;
     if (k) {
         idle_unlink(k);
         if (build_request(k, o, &t) < 0) {

@@ -38,6 +38,7 @@ struct raw {
     const char *reply; /* for the scripts that send a fixed reply */
     atomic_int conns, requests;
     atomic_bool peer_closed; /* a script saw the client close mid-response */
+    int held;                /* a connection kept open, unserved (or 0) */
     pthread_mutex_t mu;
     char last[8192]; /* the last request read, head and body */
 };
@@ -92,6 +93,8 @@ static void raw_stop(struct raw *s)
 {
     shutdown(s->lfd, SHUT_RDWR);
     pthread_join(s->th, NULL);
+    if (s->held > 0)
+        close(s->held);
     close(s->lfd);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -192,6 +195,20 @@ static void script_stale(struct raw *s, int fd, int conn)
     if (raw_read_request(s, fd))
         raw_send_str(fd, s->reply);
     raw_read_request(s, fd);
+}
+
+/* The first connection answers once and is then held open but never read
+ * again, so the server can go on to the next one; later connections answer
+ * normally. */
+static void script_hold_first(struct raw *s, int fd, int conn)
+{
+    if (conn > 1) {
+        script_reply(s, fd, conn);
+        return;
+    }
+    if (raw_read_request(s, fd))
+        raw_send_str(fd, s->reply);
+    s->held = dup(fd);
 }
 
 /* Answers once, then cuts the second response short after a few bytes. */
@@ -541,6 +558,22 @@ static void test_keepalive_reuse(void **state)
     fx_close(&f);
 }
 
+/* A long-lived stream never takes a pooled connection. */
+static void test_keepalive_stream_gets_its_own_connection(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    fx_open(&f, AF_INET, script_hold_first, ok_reply, "/v1/x");
+    call_run(f.c, f.l, &(struct http_req_opts){.url = f.url});
+    assert_true(f.c->ok);
+    assert_int_equal(atomic_load(&f.s->conns), 1);
+    /* Reusing the idle connection would get no answer. */
+    call_run(f.c, f.l, &(struct http_req_opts){.url = f.url, .keepalive = true});
+    assert_true(f.c->ok);
+    assert_int_equal(atomic_load(&f.s->conns), 2);
+    fx_close(&f);
+}
+
 static void test_no_reuse_after_close_or_http10(void **state)
 {
     (void)state;
@@ -809,6 +842,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_chunked_split, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_delimited, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keepalive_reuse, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keepalive_stream_gets_its_own_connection, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_no_reuse_after_close_or_http10, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_connection_retried_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_retry_after_response_bytes, setup, teardown),
