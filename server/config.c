@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void config_defaults(struct server_config *cfg)
 {
@@ -13,7 +14,10 @@ void config_defaults(struct server_config *cfg)
     snprintf(cfg->listen_addr, sizeof cfg->listen_addr, "127.0.0.1");
     cfg->listen_port = 8080;
     snprintf(cfg->db_path, sizeof cfg->db_path, "./mcpd.db");
-    cfg->threads = 8;
+    /* One worker per CPU: with control streams on a daemon of their own
+     * (acceptor.c) the main daemon has nothing idle to spread. */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->threads = cpus > 0 ? (int)(cpus < 64 ? cpus : 64) : 2;
     cfg->heartbeat_timeout_ms = MCP_DEFAULT_HEARTBEAT_TIMEOUT_MS;
     cfg->gc_interval_ms = MCP_DEFAULT_GC_INTERVAL_MS;
     cfg->inactive_retention_ms = MCP_DEFAULT_INACTIVE_RETENTION_MS;
@@ -43,7 +47,7 @@ void config_usage(void)
         "  --listen ADDR:PORT          address to listen on (MCPD_LISTEN, default 127.0.0.1:8080;\n"
         "                              port 0 picks a free port, logged at start)\n"
         "  --db PATH                   SQLite database file (MCPD_DB, default ./mcpd.db)\n"
-        "  --threads N                 HTTP worker threads (MCPD_THREADS, default 8)\n"
+        "  --threads N                 HTTP worker threads (MCPD_THREADS, default: one per CPU)\n"
         "  --heartbeat-timeout DUR     rows without a heartbeat this long go inactive\n"
         "                              (MCPD_HEARTBEAT_TIMEOUT, default 90s)\n"
         "  --heartbeat-interval DUR    interval told to publishers (MCPD_HEARTBEAT_INTERVAL,\n"
