@@ -1,9 +1,11 @@
 /*
  * server.h - mcpd's in-memory state and the seams between its modules.
  *
- * Threads: libmicrohttpd runs a pool of epoll worker threads (--threads);
- * one housekeeper thread watches suspended sockets for a vanished peer and
- * runs the timers (pings, GC, task deadlines, wake deadlines). All broker
+ * Threads: two libmicrohttpd daemons with epoll workers — the main one
+ * (--threads) and one worker for control streams (acceptor.c says why); one
+ * housekeeper thread accepts connections, watches suspended sockets for a
+ * vanished peer and parked streams for room to write, and runs the timers
+ * (pings, GC, task deadlines, wake deadlines). All broker
  * state below — sessions, streams, tasks, wakes, waiting requests — is
  * guarded by server.mu. Lock order: server.mu, then the db's own mutex.
  *
