@@ -29,7 +29,15 @@ struct httpc_origin {
     char text[INET6_ADDRSTRLEN]; /* the address, for error details */
     struct httpc_conn *idle;
     unsigned nidle;
+    struct httpc_conn *pipes[HTTPC_PIPE_CONNS]; /* pipelined connections */
+    unsigned npipes;
     struct httpc_origin *next;
+};
+
+/* A request on a pipelined connection, in the order sent. */
+struct httpc_slot {
+    struct httpc_req *q; /* NULL: released; its response is read and dropped */
+    size_t start, end;   /* its bytes in the connection's wbuf */
 };
 
 struct httpc_conn {
@@ -56,13 +64,21 @@ struct httpc_conn {
     size_t wlen, woff, wcap;
     /* Bytes read but not yet parsed (a paused request): rbuf[roff..rlen). */
     size_t rlen, roff;
+    /* Pipelining: the FIFO (slots[0] is being answered), the flush list. */
+    bool pipe, flush_queued;
+    unsigned nslots;
+    struct httpc_conn *flush_next;
+    struct httpc_slot slots[HTTPC_PIPE_DEPTH];
+    struct httpc_req sink; /* parses the responses of released requests */
     char rbuf[HTTPC_RBUF];
 };
 
 struct httpc {
     struct loop *loop;
     struct httpc_origin *origins;
-    struct loop_timer reap_t; /* closes connections idle too long */
+    struct loop_timer reap_t;    /* closes connections idle too long */
+    struct loop_hook flush_hook; /* sends what pipelined connections queued */
+    struct httpc_conn *flush;    /* pipelined connections with bytes to send */
     unsigned nidle;
     bool proxy;     /* a proxy variable is set */
     bool proxy_all; /* ... and no no_proxy entry can be judged here */
@@ -350,6 +366,32 @@ static struct httpc_conn *conn_open(struct httpc *c, struct httpc_origin *o, int
     return k;
 }
 
+/* Takes a pipelined connection out of its origin and the flush list. */
+static void pipe_unlink(struct httpc_conn *k)
+{
+    struct httpc_origin *o = k->origin;
+    struct httpc *c = k->c;
+    for (unsigned i = 0; i < o->npipes; i++)
+        if (o->pipes[i] == k) {
+            o->pipes[i] = o->pipes[--o->npipes];
+            break;
+        }
+    if (k->flush_queued) {
+        for (struct httpc_conn **pp = &c->flush; *pp; pp = &(*pp)->flush_next)
+            if (*pp == k) {
+                *pp = k->flush_next;
+                break;
+            }
+        k->flush_queued = false;
+    }
+}
+
+static void pipe_close(struct httpc_conn *k)
+{
+    pipe_unlink(k);
+    conn_close(k);
+}
+
 static void reap_idle(struct loop *l, void *ud)
 {
     struct httpc *c = ud;
@@ -366,6 +408,19 @@ static void reap_idle(struct loop *l, void *ud)
                 next = due;
             }
             k = n;
+        }
+        for (unsigned i = 0; i < o->npipes;) {
+            k = o->pipes[i];
+            int64_t due = k->idle_since + HTTPC_IDLE_MS;
+            if (k->nslots || k->woff < k->wlen || !k->connected) {
+                i++;
+            } else if (due <= now) {
+                pipe_close(k);
+            } else {
+                if (next == 0 || due < next)
+                    next = due;
+                i++;
+            }
         }
     }
     if (next)
@@ -409,13 +464,16 @@ static void conn_release(struct httpc_conn *k)
 /* ---- ending a request ------------------------------------------------- */
 
 static void arm_timer(struct httpc_req *q, int64_t now);
+static void pipe_break(struct httpc_conn *k, struct httpc_req *except, enum httpc_error e, int err);
 
 /* Ends q: detaches (and closes) its connection, then calls on_done as the
  * very last thing, since the owner may free q there. While q is still
  * being started the report waits for the loop. */
 static void finish(struct httpc_req *q)
 {
-    if (q->conn) {
+    if (q->conn && q->pipelined) {
+        pipe_break(q->conn, q, q->err, 0);
+    } else if (q->conn) {
         conn_close(q->conn);
         q->conn = NULL;
     }
@@ -480,7 +538,7 @@ static bool names(const char *line, const char *name, size_t n)
     return strncasecmp(line, name, n) == 0 && line[n] == ':';
 }
 
-/* Lays the whole request out in k's write buffer. */
+/* Lays the whole request out at the end of k's write buffer. */
 static int build_request(struct httpc_conn *k, const struct http_req_opts *o,
                          const struct target *t)
 {
@@ -498,7 +556,6 @@ static int build_request(struct httpc_conn *k, const struct http_req_opts *o,
             has_accept = has_accept || names(h, "Accept", 6);
         need += strlen(h) + 2;
     }
-    k->wlen = k->woff = 0;
     if (wreserve(k, need) < 0)
         return -1;
     wput(k, o->method, mlen);
@@ -552,23 +609,33 @@ static int retry_or_fail(struct httpc_req *q, enum httpc_error e, int err, const
     return -1;
 }
 
-/* Sends what is left of the request. Returns 0, or -1 when q ended. */
-static int conn_flush(struct httpc_conn *k)
+/* Sends wbuf[woff..wlen). Returns 0 when all went, EAGAIN when the socket
+ * is full, or the errno of a failure. */
+static int wsend(struct httpc_conn *k)
 {
-    struct httpc_req *q = k->req;
     while (k->woff < k->wlen) {
         ssize_t n = send(k->fd, k->wbuf + k->woff, k->wlen - k->woff, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                conn_watch(k, CURL_WAIT_POLLIN | CURL_WAIT_POLLOUT);
-                return 0;
-            }
-            return retry_or_fail(q, HTTPC_E_SEND, errno, "Send");
+            return errno == EWOULDBLOCK ? EAGAIN : errno;
         }
         k->woff += (size_t)n;
     }
+    return 0;
+}
+
+/* Sends what is left of the request. Returns 0, or -1 when q ended. */
+static int conn_flush(struct httpc_conn *k)
+{
+    struct httpc_req *q = k->req;
+    int err = wsend(k);
+    if (err == EAGAIN) {
+        conn_watch(k, CURL_WAIT_POLLIN | CURL_WAIT_POLLOUT);
+        return 0;
+    }
+    if (err)
+        return retry_or_fail(q, HTTPC_E_SEND, err, "Send");
     conn_watch(k, q->pause_wanted ? 0 : CURL_WAIT_POLLIN);
     return 0;
 }
@@ -734,6 +801,16 @@ static const http_parser_settings parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
+/* A 1xx response ended: the real one follows. */
+static void skip_interim(struct httpc_conn *k, struct httpc_req *q)
+{
+    q->interim = false;
+    q->ctype_len = 0;
+    q->ctype[0] = '\0';
+    http_parser_init(&k->parser, HTTP_RESPONSE);
+    k->parser.data = k;
+}
+
 /* The response ended: pool the connection when it may carry another. */
 static void complete(struct httpc_req *q, bool eof)
 {
@@ -771,12 +848,7 @@ static int parse(struct httpc_conn *k, bool eof)
             return -1;
         }
         if (q->interim && e == HPE_PAUSED) {
-            /* A 1xx response: the real one follows. */
-            q->interim = false;
-            q->ctype_len = 0;
-            q->ctype[0] = '\0';
-            http_parser_init(&k->parser, HTTP_RESPONSE);
-            k->parser.data = k;
+            skip_interim(k, q);
             continue;
         }
         if (e == HPE_PAUSED || e == HPE_OK || eof)
@@ -834,11 +906,17 @@ static void conn_read(struct httpc_conn *k)
     }
 }
 
+static void pipe_event(struct httpc_conn *k, short revents);
+
 static void on_conn_event(struct loop *l, int fd, short revents, void *ud)
 {
     (void)l;
     (void)fd;
     struct httpc_conn *k = ud;
+    if (k->pipe) {
+        pipe_event(k, revents);
+        return;
+    }
     if (!k->req) {
         /* Idle: the peer closed it, or sent what nobody asked for. */
         char b;
@@ -860,6 +938,381 @@ static void on_conn_event(struct loop *l, int fd, short revents, void *ud)
     }
     if (revents & CURL_WAIT_POLLIN)
         conn_read(k);
+}
+
+/* ---- pipelining ------------------------------------------------------- */
+
+static int sink_body(void *ud, const char *data, size_t len)
+{
+    (void)ud;
+    (void)data;
+    (void)len;
+    return 0;
+}
+
+/* Readies k's sink to parse the response of a released request. */
+static void sink_reset(struct httpc_conn *k)
+{
+    struct httpc_req *s = &k->sink;
+    s->c = k->c;
+    s->on_body = sink_body;
+    s->status = 0;
+    s->err = HTTPC_OK;
+    s->complete = s->interim = s->headers_done = s->got_bytes = false;
+    s->ctype_len = 0;
+}
+
+/* Drops the bytes before the oldest unanswered request, keeping those that
+ * may have to be sent again. */
+static void pipe_compact(struct httpc_conn *k)
+{
+    size_t base = k->woff;
+    if (k->nslots && k->slots[0].start < base)
+        base = k->slots[0].start;
+    if (base == 0)
+        return;
+    memmove(k->wbuf, k->wbuf + base, k->wlen - base);
+    k->wlen -= base;
+    k->woff -= base;
+    for (unsigned i = 0; i < k->nslots; i++) {
+        k->slots[i].start -= base;
+        k->slots[i].end -= base;
+    }
+}
+
+/* A pipelined connection to o for one more request, or NULL when all are
+ * full and no new one can be opened. */
+static struct httpc_conn *pipe_pick(struct httpc *c, struct httpc_origin *o)
+{
+    struct httpc_conn *best = NULL;
+    for (unsigned i = 0; i < o->npipes; i++) {
+        struct httpc_conn *k = o->pipes[i];
+        if (k->nslots >= HTTPC_PIPE_DEPTH)
+            continue;
+        if (k->woff < k->wlen || !k->connected)
+            return k; /* its bytes go out together */
+        if (!best || k->nslots < best->nslots)
+            best = k;
+    }
+    if ((best && best->nslots == 0) || o->npipes >= HTTPC_PIPE_CONNS)
+        return best;
+    int err = 0;
+    struct httpc_conn *k = conn_open(c, o, &err);
+    if (!k)
+        return best;
+    if (k->connect_err) {
+        conn_close(k);
+        return best;
+    }
+    k->pipe = true;
+    k->idle_since = loop_now(c->loop);
+    sink_reset(k);
+    o->pipes[o->npipes++] = k;
+    return k;
+}
+
+static void pipe_want_flush(struct httpc_conn *k)
+{
+    struct httpc *c = k->c;
+    if (!k->flush_queued) {
+        k->flush_queued = true;
+        k->flush_next = c->flush;
+        c->flush = k;
+    }
+    loop_hook_arm(c->loop, &c->flush_hook);
+}
+
+/* Queues q, whose bytes are wbuf[start..wlen), on k. */
+static void pipe_push(struct httpc_conn *k, struct httpc_req *q, size_t start)
+{
+    k->slots[k->nslots++] = (struct httpc_slot){.q = q, .start = start, .end = k->wlen};
+    q->conn = k;
+    if (k->connected) {
+        q->connect_due = 0;
+        pipe_want_flush(k);
+    } else {
+        q->connect_due = loop_now(k->c->loop) + q->connect_timeout_ms;
+    }
+}
+
+/* Sends q's request bytes again on another connection. Returns -1 when
+ * none can be had. */
+static int pipe_requeue(struct httpc_req *q, const char *bytes, size_t len)
+{
+    struct httpc_conn *k = pipe_pick(q->c, q->origin);
+    if (!k)
+        return -1;
+    pipe_compact(k);
+    if (wreserve(k, len) < 0)
+        return -1;
+    size_t start = k->wlen;
+    wput(k, bytes, len);
+    pipe_push(k, q, start);
+    q->got_bytes = false;
+    arm_timer(q, loop_now(q->c->loop));
+    return 0;
+}
+
+/* Ends q with e, reported from the loop (no callback runs now). */
+static void pipe_fail_later(struct httpc_req *q, enum httpc_error e, int err)
+{
+    q->conn = NULL;
+    q->starting = true;
+    switch (e) {
+    case HTTPC_E_NOTHING:
+        fail(q, e, "Empty reply from server");
+        break;
+    case HTTPC_E_SEND:
+        fail(q, e, "Send failure: %s", strerror(err));
+        break;
+    case HTTPC_E_RECV:
+        if (err)
+            fail(q, e, "Recv failure: %s", strerror(err));
+        else
+            fail(q, e, "connection closed in the middle of the response header");
+        break;
+    case HTTPC_E_PARTIAL:
+        fail(q, e, "transfer closed with outstanding read data remaining");
+        break;
+    case HTTPC_E_CONNECT:
+        fail(q, e, "Failed to connect to %s port %u: %s", q->origin->text, q->origin->port,
+             strerror(err));
+        break;
+    default:
+        fail(q, e, "connection closed after a failure of a request ahead");
+        break;
+    }
+    q->starting = false;
+}
+
+/* Closes pipelined connection k after failure e: a partly answered request
+ * fails, the unanswered ones are sent once more elsewhere (or fail). except
+ * is the request whose failure caused it; its caller ends it. */
+static void pipe_break(struct httpc_conn *k, struct httpc_req *except, enum httpc_error e, int err)
+{
+    struct httpc_slot s[HTTPC_PIPE_DEPTH];
+    unsigned n = k->nslots;
+    memcpy(s, k->slots, n * sizeof s[0]);
+    k->nslots = 0;
+    k->req = NULL;
+    pipe_unlink(k);
+    for (unsigned i = 0; i < n; i++) {
+        struct httpc_req *q = s[i].q;
+        if (!q)
+            continue;
+        q->conn = NULL;
+        if (q == except)
+            continue;
+        if (q->got_bytes) {
+            pipe_fail_later(q, q->headers_done ? HTTPC_E_PARTIAL : HTTPC_E_RECV, 0);
+            continue;
+        }
+        if (!q->retried) {
+            q->retried = true;
+            if (pipe_requeue(q, k->wbuf + s[i].start, s[i].end - s[i].start) == 0)
+                continue;
+        }
+        pipe_fail_later(q, e, err);
+    }
+    conn_close(k);
+}
+
+/* Sends what k has queued. Returns 0, or -1 when k was closed. */
+static int pipe_flush(struct httpc_conn *k)
+{
+    int err = wsend(k);
+    if (err == EAGAIN) {
+        conn_watch(k, CURL_WAIT_POLLIN | CURL_WAIT_POLLOUT);
+        return 0;
+    }
+    if (err) {
+        pipe_break(k, NULL, HTTPC_E_SEND, err);
+        return -1;
+    }
+    conn_watch(k, CURL_WAIT_POLLIN);
+    return 0;
+}
+
+/* The loop hook: one send per connection for what this iteration queued. */
+static void flush_all(struct loop *l, void *ud)
+{
+    (void)l;
+    struct httpc *c = ud;
+    while (c->flush) {
+        struct httpc_conn *k = c->flush;
+        c->flush = k->flush_next;
+        k->flush_queued = false;
+        if (k->connected && k->woff < k->wlen)
+            pipe_flush(k);
+    }
+}
+
+/* The head request's response ended: hand it over, start afresh for the
+ * next. Returns 0, or -1 when k was closed. */
+static int pipe_complete(struct httpc_conn *k)
+{
+    struct httpc_req *q = k->slots[0].q;
+    bool keep = http_should_keep_alive(&k->parser);
+    k->nslots--;
+    memmove(k->slots, k->slots + 1, k->nslots * sizeof k->slots[0]);
+    k->served++;
+    k->req = NULL;
+    http_parser_init(&k->parser, HTTP_RESPONSE);
+    k->parser.data = k;
+    sink_reset(k);
+    if (k->nslots == 0) {
+        k->idle_since = loop_now(k->c->loop);
+        if (!k->c->reap_t.armed)
+            loop_timer_start(k->c->loop, &k->c->reap_t, HTTPC_IDLE_MS);
+    }
+    if (q) {
+        q->conn = NULL;
+        finish(q); /* k stays open: nothing a callback may do closes it */
+    }
+    if (!keep) {
+        pipe_break(k, NULL, HTTPC_E_NOTHING, 0);
+        return -1;
+    }
+    return 0;
+}
+
+/* Parses rbuf[roff..rlen) across consecutive responses. Returns 0, or -1
+ * when k was closed. */
+static int pipe_parse(struct httpc_conn *k)
+{
+    struct loop *l = k->c->loop;
+    while (k->roff < k->rlen) {
+        if (k->nslots == 0) {
+            pipe_break(k, NULL, HTTPC_E_WEIRD, 0); /* bytes nobody asked for */
+            return -1;
+        }
+        struct httpc_req *q = k->slots[0].q ? k->slots[0].q : &k->sink;
+        k->req = q;
+        q->got_bytes = true;
+        loop_busy_enter(l);
+        size_t used =
+            http_parser_execute(&k->parser, &parser_settings, k->rbuf + k->roff, k->rlen - k->roff);
+        loop_busy_leave(l);
+        k->roff += used;
+        q->rx += used;
+        enum http_errno e = HTTP_PARSER_ERRNO(&k->parser);
+        if (q->complete) {
+            if (pipe_complete(k) < 0)
+                return -1;
+            continue;
+        }
+        if (q->interim && e == HPE_PAUSED) {
+            skip_interim(k, q);
+            continue;
+        }
+        if (e == HPE_OK && q->err != HTTPC_E_WRITE)
+            continue;
+        if (q == &k->sink) {
+            pipe_break(k, NULL, HTTPC_E_WEIRD, 0);
+        } else {
+            pipe_break(k, q, HTTPC_E_WEIRD, 0);
+            if (q->err == HTTPC_E_WRITE)
+                fail(q, HTTPC_E_WRITE, "Failure writing output to destination");
+            else
+                fail(q, HTTPC_E_WEIRD, "malformed response: %s", http_errno_description(e));
+        }
+        return -1;
+    }
+    return 0;
+}
+
+static void pipe_eof(struct httpc_conn *k)
+{
+    if (k->nslots && k->slots[0].q && k->slots[0].q->got_bytes) {
+        /* A close-delimited body ends here. */
+        struct loop *l = k->c->loop;
+        k->req = k->slots[0].q;
+        loop_busy_enter(l);
+        http_parser_execute(&k->parser, &parser_settings, k->rbuf, 0);
+        loop_busy_leave(l);
+        if (k->req->complete && pipe_complete(k) < 0)
+            return;
+    }
+    pipe_break(k, NULL, HTTPC_E_NOTHING, 0);
+}
+
+static void pipe_read(struct httpc_conn *k)
+{
+    for (;;) {
+        ssize_t n = recv(k->fd, k->rbuf, sizeof k->rbuf, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                pipe_break(k, NULL, HTTPC_E_RECV, errno);
+            return;
+        }
+        if (n == 0) {
+            pipe_eof(k);
+            return;
+        }
+        k->rlen = (size_t)n;
+        k->roff = 0;
+        if (pipe_parse(k) < 0 || (size_t)n < sizeof k->rbuf)
+            return;
+    }
+}
+
+static void pipe_event(struct httpc_conn *k, short revents)
+{
+    if (!k->connected) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(k->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err != 0) {
+            pipe_break(k, NULL, HTTPC_E_CONNECT, err);
+            return;
+        }
+        k->connected = true;
+        for (unsigned i = 0; i < k->nslots; i++)
+            if (k->slots[i].q)
+                k->slots[i].q->connect_due = 0;
+        pipe_flush(k);
+        return;
+    }
+    if ((revents & CURL_WAIT_POLLOUT) && k->woff < k->wlen && pipe_flush(k) < 0)
+        return;
+    if (revents & CURL_WAIT_POLLIN)
+        pipe_read(k);
+}
+
+/* The owner lets go of pipelined q. */
+static void pipe_drop(struct httpc_req *q)
+{
+    struct httpc_conn *k = q->conn;
+    unsigned i = 0;
+    while (i < k->nslots && k->slots[i].q != q)
+        i++;
+    if (i == k->nslots) {
+        q->conn = NULL;
+        return;
+    }
+    if (q->got_bytes) {
+        /* Its response is arriving: the others go again elsewhere. */
+        pipe_break(k, q, HTTPC_E_RECV, 0);
+    } else if (k->slots[i].start >= k->woff) {
+        /* Not sent at all: its bytes go. */
+        size_t start = k->slots[i].start, len = k->slots[i].end - start;
+        memmove(k->wbuf + start, k->wbuf + start + len, k->wlen - start - len);
+        k->wlen -= len;
+        for (unsigned j = i + 1; j < k->nslots; j++) {
+            k->slots[j].start -= len;
+            k->slots[j].end -= len;
+        }
+        k->nslots--;
+        memmove(k->slots + i, k->slots + i + 1, (k->nslots - i) * sizeof k->slots[0]);
+        if (k->nslots == 0)
+            k->idle_since = loop_now(k->c->loop);
+    } else {
+        k->slots[i].q = NULL;
+    }
+    q->conn = NULL;
 }
 
 /* ---- deadlines -------------------------------------------------------- */
@@ -939,6 +1392,7 @@ struct httpc *httpc_new(struct loop *l)
         return NULL;
     c->loop = l;
     loop_timer_init(&c->reap_t, reap_idle, c);
+    loop_hook_init(&c->flush_hook, flush_all, c);
     read_proxy_env(c);
     return c;
 }
@@ -948,9 +1402,12 @@ void httpc_free(struct httpc *c)
     if (!c)
         return;
     loop_timer_stop(c->loop, &c->reap_t);
+    loop_hook_cancel(c->loop, &c->flush_hook);
     while (c->origins) {
         struct httpc_origin *o = c->origins;
         c->origins = o->next;
+        while (o->npipes)
+            pipe_close(o->pipes[0]);
         while (o->idle) {
             struct httpc_conn *k = o->idle;
             idle_unlink(k);
@@ -992,6 +1449,22 @@ int httpc_req_start(struct httpc *c, struct httpc_req *q, const struct http_req_
     }
     q->starting = true;
     q->running = true;
+
+    if (o->pipeline && !o->keepalive && !o->on_data && !q->is_head && !t.localhost) {
+        struct httpc_conn *k = pipe_pick(c, org);
+        if (k) {
+            q->pipelined = true;
+            pipe_compact(k);
+            size_t start = k->wlen;
+            if (build_request(k, o, &t) < 0)
+                return -1;
+            pipe_push(k, q, start);
+            q->starting = false;
+            arm_timer(q, q->started);
+            return 0;
+        }
+        /* All full, or no new connection: one of its own, as before. */
+    }
 
     /* A long-lived stream (keepalive probes) gets a connection of its own:
      * it would hold a pooled one for hours, and mcpd gives connections that
@@ -1036,7 +1509,9 @@ void httpc_req_release(struct httpc_req *q)
     if (!q->c)
         return;
     loop_timer_stop(q->c->loop, &q->timer);
-    if (q->conn) {
+    if (q->conn && q->pipelined) {
+        pipe_drop(q);
+    } else if (q->conn) {
         /* Mid-response: the connection cannot carry another. */
         conn_close(q->conn);
         q->conn = NULL;
@@ -1081,11 +1556,15 @@ bool httpc_req_timed_out(const struct httpc_req *q)
 
 void httpc_req_pause(struct httpc_req *q)
 {
+    if (q->pipelined)
+        return; /* never asked for: pipelined requests collect their body */
     q->pause_wanted = true;
 }
 
 void httpc_req_resume(struct httpc_req *q)
 {
+    if (q->pipelined)
+        return;
     if (!q->pause_wanted)
         return;
     q->pause_wanted = false;

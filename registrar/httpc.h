@@ -46,6 +46,32 @@
  * byte (the peer closed the idle connection meanwhile) is sent once more on
  * a new connection, as libcurl does; never once a response byte arrived.
  *
+ * Pipelining (http_req_opts.pipeline). A pipelined request does not take a
+ * connection of its own: it is appended to the write buffer of one of at
+ * most HTTPC_PIPE_CONNS connections per origin that carry a FIFO of up to
+ * HTTPC_PIPE_DEPTH requests each, and the responses are matched in order
+ * (the parser is started afresh for each). A request joins a connection
+ * whose bytes are not sent yet, else an empty one, else a new one while
+ * there are fewer than HTTPC_PIPE_CONNS, else the least loaded; with all
+ * full it takes a connection of its own as before. Four connections let
+ * mcpd answer on more than one worker while a burst still goes out
+ * together. Sends are coalesced: a connection with new bytes is flushed by
+ * a loop hook (loop_hook_arm()) at the end of the loop iteration, so the
+ * requests queued in one iteration cost one send().
+ *
+ * When a pipelined connection fails (send or receive error, end of stream,
+ * a response that says Connection: close, a malformed response), requests
+ * that got their whole response are done; the one partly answered fails;
+ * the ones without a response byte are sent once more on another
+ * connection, then fail. A request that times out closes its connection
+ * and the others on it are treated the same way, so a stuck head does not
+ * hold the ones behind it. Failures found this way are reported from the
+ * loop. Releasing a pipelined request that is not sent yet removes its
+ * bytes; one already (partly) sent stays in the FIFO without an owner and
+ * its response is read and dropped; one whose response is arriving closes
+ * the connection (the others are sent again). Pipelined requests never
+ * pause (on_data requests are not pipelined) and are never HEAD.
+ *
  * Callbacks run inside loop_busy_enter()/loop_busy_leave(), so owners that
  * free things from inside them defer as they do for libcurl's callbacks.
  * A failure found while starting is reported from the loop, never from
@@ -64,6 +90,9 @@
 /* Idle connections kept per origin, and how long one may stay unused. */
 #define HTTPC_MAX_IDLE 64
 #define HTTPC_IDLE_MS 60000
+/* Pipelined connections per origin, and requests outstanding on each. */
+#define HTTPC_PIPE_CONNS 4
+#define HTTPC_PIPE_DEPTH 16
 
 /* httpc_req_start(): the request is not one this client takes. */
 #define HTTPC_DECLINED 1
@@ -110,6 +139,7 @@ struct httpc_req {
     bool keepalive, is_head, localhost, tried_v6;
     bool reused, retried, got_bytes, headers_done, complete, interim;
     bool pause_wanted;
+    bool pipelined; /* queued on a pipelined connection */
     unsigned char ctype_len;
     char ctype[128];
     char detail[160];

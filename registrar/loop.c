@@ -77,6 +77,7 @@ struct loop {
     int nev;
     int busy;
     struct deferred *dhead, *dtail;
+    struct loop_hook *hooks;      /* armed end-of-iteration hooks */
     CURL *spare[LOOP_SPARE_EASY]; /* reset easy handles for reuse */
     size_t nspare;
     struct httpc *httpc; /* made on first use */
@@ -454,6 +455,50 @@ int loop_defer(struct loop *l, loop_defer_fn fn, void *ud)
     return push_deferred(l, d);
 }
 
+static void run_deferred(struct loop *l);
+
+void loop_hook_init(struct loop_hook *h, loop_defer_fn fn, void *ud)
+{
+    h->fn = fn;
+    h->ud = ud;
+    h->armed = false;
+    h->next = NULL;
+}
+
+void loop_hook_arm(struct loop *l, struct loop_hook *h)
+{
+    if (h->armed)
+        return;
+    h->armed = true;
+    h->next = l->hooks;
+    l->hooks = h;
+}
+
+void loop_hook_cancel(struct loop *l, struct loop_hook *h)
+{
+    if (!h->armed)
+        return;
+    for (struct loop_hook **pp = &l->hooks; *pp; pp = &(*pp)->next)
+        if (*pp == h) {
+            *pp = h->next;
+            break;
+        }
+    h->armed = false;
+    h->next = NULL;
+}
+
+static void run_hooks(struct loop *l)
+{
+    while (l->hooks) {
+        struct loop_hook *h = l->hooks;
+        l->hooks = h->next;
+        h->armed = false;
+        h->next = NULL;
+        h->fn(l, h->ud);
+        run_deferred(l);
+    }
+}
+
 void loop_busy_enter(struct loop *l)
 {
     l->busy++;
@@ -583,7 +628,7 @@ int loop_run_once(struct loop *l, int max_wait_ms)
 {
     int64_t now = clock_mono_ms();
     int64_t timeout = max_wait_ms;
-    if (l->dhead)
+    if (l->dhead || l->hooks)
         timeout = 0;
     if (l->timers && l->timers->due - now < timeout)
         timeout = l->timers->due - now;
@@ -639,6 +684,7 @@ int loop_run_once(struct loop *l, int max_wait_ms)
     run_curl_timeouts(l);
     run_timers(l);
     run_deferred(l);
+    run_hooks(l);
     /* Transfers added by the timers and deferred calls start now rather
      * than after another round trip through epoll. */
     run_curl_timeouts(l);

@@ -107,6 +107,24 @@ void loop_easy_put(struct loop *l, CURL *easy);
  * iteration when the loop is idle). Returns 0, or -1 when out of memory. */
 int loop_defer(struct loop *l, loop_defer_fn fn, void *ud);
 
+/* An end-of-iteration hook, embedded in its owner's struct: armed, it runs
+ * fn(ud) once after the iteration's events, timers and deferred calls, so
+ * work gathered during one iteration (sends to coalesce, say) is done once
+ * at its end. Armed outside loop_run_once(), it runs at the end of the next
+ * iteration, which then does not wait. Arming an armed hook does nothing;
+ * a hook armed while the hooks run runs in the same round. No allocation. */
+struct loop_hook {
+    loop_defer_fn fn;
+    void *ud;
+    bool armed;
+    struct loop_hook *next;
+};
+
+void loop_hook_init(struct loop_hook *h, loop_defer_fn fn, void *ud);
+void loop_hook_arm(struct loop *l, struct loop_hook *h);
+/* Disarms h; a no-op when it is not armed. */
+void loop_hook_cancel(struct loop *l, struct loop_hook *h);
+
 /* Marks the loop busy around a region in which libcurl may invoke callbacks
  * (curl_easy_pause(), for instance). Nested calls are counted. */
 void loop_busy_enter(struct loop *l);
@@ -116,7 +134,7 @@ bool loop_busy(const struct loop *l);
 
 /* Runs one iteration: waits at most max_wait_ms (less when a timer is due
  * sooner) for network or descriptor activity, then dispatches transfers,
- * watchers, deferred calls and due timers. Returns 0, or -1 when libcurl
+ * watchers, deferred calls, due timers and armed hooks. Returns 0, or -1 when libcurl
  * failed in a way the loop cannot recover from. */
 int loop_run_once(struct loop *l, int max_wait_ms);
 

@@ -41,8 +41,13 @@ struct http_req_opts {
     int64_t connect_timeout_ms; /* 0 for libcurl's default */
     long low_speed_time_s;      /* abort when < 1 byte/s for this long; 0 = off */
     bool keepalive;             /* TCP keepalive probes (long-lived streams) */
-    http_data_fn on_data;       /* NULL: collect the body */
-    http_done_fn on_done;       /* required */
+    /* The request may be queued behind others on one keep-alive connection
+     * to the same origin (HTTP/1.1 pipelining, httpc.h). Only for requests
+     * the server answers promptly and that are harmless to send again after
+     * a lost connection; ignored with on_data, keepalive, HEAD and libcurl. */
+    bool pipeline;
+    http_data_fn on_data; /* NULL: collect the body */
+    http_done_fn on_done; /* required */
     void *ud;
 };
 

@@ -8,7 +8,9 @@
 #include "mcpd_harness.h"
 #include "test_env.h"
 
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -324,6 +328,100 @@ static void test_result_post_rules(void **state)
     free(id);
 }
 
+/* Counts complete Content-Length responses at the start of buf; their
+ * status codes go to codes. */
+static int parse_responses(const char *buf, size_t n, long *codes, int max)
+{
+    int count = 0;
+    size_t off = 0;
+    while (count < max) {
+        const char *end = memmem(buf + off, n - off, "\r\n\r\n", 4);
+        if (!end)
+            break;
+        size_t head = (size_t)(end + 4 - (buf + off)), cl = 0;
+        const char *h = memmem(buf + off, head, "\r\nContent-Length:", 17);
+        if (!h)
+            h = memmem(buf + off, head, "\r\ncontent-length:", 17);
+        if (h)
+            cl = strtoul(h + 17, NULL, 10);
+        if (n - off < head + cl)
+            break;
+        codes[count++] = strtol(buf + off + 9, NULL, 10);
+        off += head + cl;
+    }
+    return count;
+}
+
+/* mcplocal pipelines final result posts: several on one connection, sent
+ * with one write, answered in order. */
+static void test_pipelined_result_posts(void **state)
+{
+    struct fixture *f = *state;
+    script(f, FP_SILENT, 0, 0);
+    enum { N = 3 };
+    struct http_stream *s[N];
+    for (int i = 0; i < N; i++) {
+        char body[128];
+        snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"p%d\"}]}", i);
+        s[i] = infer_stream(f, "/api/v1/llms/llm1/infer", body);
+        assert_int_equal(fake_publisher_wait(f->fp, "event: task", i + 1, 5000), 0);
+    }
+    char *id[N];
+    for (int i = 0; i < N; i++)
+        id[i] = task_id(f, i + 1);
+
+    /* N results, then the first one again: 200s in order, then 410. */
+    static char req[8192];
+    size_t len = 0;
+    for (int i = 0; i <= N; i++) {
+        char body[64];
+        int bl = snprintf(body, sizeof body, "{\"status\":200,\"body\":{\"n\":%d}}", i % N);
+        len += (size_t)snprintf(req + len, sizeof req - len,
+                                "POST /api/v1/llms/_provider-task/%s/result HTTP/1.1\r\n"
+                                "Host: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+                                "x-mcpctl-provider-session: %s\r\n"
+                                "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+                                id[i % N], f->env->mcpd.token, fake_publisher_session(f->fp), bl,
+                                body);
+    }
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->env->mcpd.port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal(send(fd, req, len, MSG_NOSIGNAL), (ssize_t)len);
+    static char resp[16384];
+    size_t got = 0;
+    long codes[N + 1];
+    int count = 0;
+    while (count < N + 1 && got < sizeof resp) {
+        ssize_t r = recv(fd, resp + got, sizeof resp - got, 0);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+        count = parse_responses(resp, got, codes, N + 1);
+    }
+    close(fd);
+    assert_int_equal(count, N + 1);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(codes[i], 200);
+    assert_int_equal(codes[N], 410);
+
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(http_stream_wait_done(s[i], 5000), 0);
+        assert_int_equal(http_stream_status(s[i]), 200);
+        char *body = http_stream_body(s[i]);
+        char want[32];
+        snprintf(want, sizeof want, "{\"n\":%d}", i);
+        assert_string_equal(body, want);
+        free(body);
+        http_stream_close(s[i]);
+        free(id[i]);
+    }
+}
+
 struct caller {
     struct fixture *f;
     int i;
@@ -453,6 +551,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_caller_disconnect_sends_cancel_and_410, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_result_post_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipelined_result_posts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_relays_match_callers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inflight_cap_is_503, setup_small_cap, teardown),
         cmocka_unit_test_setup_teardown(test_openai_surface, setup, teardown),

@@ -41,6 +41,12 @@ struct raw {
     int held;                /* a connection kept open, unserved (or 0) */
     pthread_mutex_t mu;
     char last[8192]; /* the last request read, head and body */
+    /* script_pipe: how the first connection behaves, how many requests it
+     * waits for, the requests its first recv() held, and "conn:body " for
+     * every request seen, in order. */
+    int first_mode, expect;
+    atomic_int first_recv_reqs, last_recv_reqs;
+    char seen[1024];
 };
 
 static void *raw_main(void *ud)
@@ -762,6 +768,238 @@ static void test_free_inside_callbacks(void **state)
     fx_close(&f);
 }
 
+/* ---- pipelining ------------------------------------------------------- */
+
+enum { PIPE_ECHO, PIPE_CLOSE_AFTER_ONE, PIPE_SILENT };
+
+/* The length of the complete request at the start of buf, or 0. */
+static size_t raw_request_len(const char *buf, size_t n, const char **body, size_t *blen)
+{
+    const char *end = memmem(buf, n, "\r\n\r\n", 4);
+    if (!end)
+        return 0;
+    size_t head = (size_t)(end + 4 - buf), cl = 0;
+    const char *h = memmem(buf, head, "\r\nContent-Length:", 17);
+    if (h)
+        cl = strtoul(h + 17, NULL, 10);
+    if (n < head + cl)
+        return 0;
+    *body = buf + head;
+    *blen = cl;
+    return head + cl;
+}
+
+/* Reads requests as they come, several per recv() when the client sends
+ * them together, and answers each with "re:" and its body (PIPE_ECHO). The
+ * first connection may instead answer only the first request and close
+ * once s->expect arrived (PIPE_CLOSE_AFTER_ONE), or answer nothing until
+ * the client closes (PIPE_SILENT). */
+static void script_pipe(struct raw *s, int fd, int conn)
+{
+    int mode = conn == 1 ? s->first_mode : PIPE_ECHO;
+    char buf[16384];
+    size_t n = 0;
+    int got = 0, recvs = 0;
+    for (;;) {
+        ssize_t r = recv(fd, buf + n, sizeof buf - n, 0);
+        if (r <= 0)
+            return;
+        n += (size_t)r;
+        recvs++;
+        int in_this = 0;
+        const char *body;
+        size_t blen, len;
+        while ((len = raw_request_len(buf, n, &body, &blen)) > 0) {
+            pthread_mutex_lock(&s->mu);
+            size_t sl = strlen(s->seen);
+            snprintf(s->seen + sl, sizeof s->seen - sl, "%d:%.*s ", conn, (int)blen, body);
+            pthread_mutex_unlock(&s->mu);
+            atomic_fetch_add(&s->requests, 1);
+            got++;
+            in_this++;
+            if (mode == PIPE_ECHO || (mode == PIPE_CLOSE_AFTER_ONE && got == 1)) {
+                char resp[512];
+                int m = snprintf(resp, sizeof resp,
+                                 "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\nre:%.*s", blen + 3,
+                                 (int)blen, body);
+                raw_send(fd, resp, (size_t)m);
+            }
+            memmove(buf, buf + len, n - len);
+            n -= len;
+        }
+        if (conn == 1 && recvs == 1)
+            atomic_store(&s->first_recv_reqs, in_this);
+        if (in_this)
+            atomic_store(&s->last_recv_reqs, in_this);
+        if (mode == PIPE_CLOSE_AFTER_ONE && got >= s->expect)
+            return;
+    }
+}
+
+static void raw_seen(struct raw *s, char *out, size_t cap)
+{
+    pthread_mutex_lock(&s->mu);
+    snprintf(out, cap, "%s", s->seen);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Starts n pipelined POSTs whose bodies are the letters from 'a'. */
+static void pipe_start(struct call **c, int n, struct loop *l, const char *url,
+                       int64_t head_timeout_ms)
+{
+    static const char letters[] = "abcdefgh";
+    for (int i = 0; i < n; i++) {
+        c[i] = new_call();
+        call_start(c[i], l,
+                   (struct http_req_opts){.method = "POST",
+                                          .url = url,
+                                          .body = letters + i,
+                                          .body_len = 1,
+                                          .pipeline = true,
+                                          .timeout_ms =
+                                              i == 0 && head_timeout_ms ? head_timeout_ms : 5000});
+    }
+}
+
+static void pipe_run(struct call **c, int n, struct loop *l)
+{
+    for (int i = 0; i < n; i++)
+        if (c[i])
+            run_until(l, &c[i]->done, 5000);
+}
+
+static void pipe_free(struct call **c, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (c[i]) {
+            http_req_free(c[i]->r);
+            free(c[i]);
+        }
+}
+
+static void test_pipeline_one_send_in_order(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    fx_open(&f, AF_INET, script_pipe, NULL, "/r");
+    struct call *c[3];
+    pipe_start(c, 3, f.l, f.url, 0);
+    pipe_run(c, 3, f.l);
+    assert_int_equal(atomic_load(&f.s->conns), 1);
+    assert_int_equal(atomic_load(&f.s->first_recv_reqs), 3);
+    char seen[1024];
+    raw_seen(f.s, seen, sizeof seen);
+    assert_string_equal(seen, "1:a 1:b 1:c ");
+    assert_true(c[0]->ok && c[1]->ok && c[2]->ok);
+    assert_string_equal(c[0]->body, "re:a");
+    assert_string_equal(c[1]->body, "re:b");
+    assert_string_equal(c[2]->body, "re:c");
+    pipe_free(c, 3);
+
+    /* The warm connection carries the next burst, again in one recv(). */
+    pipe_start(c, 3, f.l, f.url, 0);
+    pipe_run(c, 3, f.l);
+    assert_int_equal(atomic_load(&f.s->conns), 1);
+    raw_seen(f.s, seen, sizeof seen);
+    assert_string_equal(seen, "1:a 1:b 1:c 1:a 1:b 1:c ");
+    assert_int_equal(atomic_load(&f.s->last_recv_reqs), 3);
+    assert_string_equal(c[2]->body, "re:c");
+    pipe_free(c, 3);
+    fx_close(&f);
+}
+
+static void test_pipeline_close_resends_unanswered(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    fx_open(&f, AF_INET, script_pipe, NULL, "/r");
+    f.s->first_mode = PIPE_CLOSE_AFTER_ONE;
+    f.s->expect = 3;
+    struct call *c[3];
+    pipe_start(c, 3, f.l, f.url, 0);
+    pipe_run(c, 3, f.l);
+    char seen[1024];
+    raw_seen(f.s, seen, sizeof seen);
+    assert_string_equal(seen, "1:a 1:b 1:c 2:b 2:c "); /* a answered: not again */
+    assert_int_equal(atomic_load(&f.s->conns), 2);
+    assert_true(c[0]->ok && c[1]->ok && c[2]->ok);
+    assert_string_equal(c[0]->body, "re:a");
+    assert_string_equal(c[1]->body, "re:b");
+    assert_string_equal(c[2]->body, "re:c");
+    pipe_free(c, 3);
+    fx_close(&f);
+}
+
+static void test_pipeline_free_mid_flight(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    fx_open(&f, AF_INET, script_pipe, NULL, "/r");
+    struct call *c[3];
+    /* Freed before it was sent: it never goes out. */
+    pipe_start(c, 3, f.l, f.url, 0);
+    http_req_free(c[1]->r);
+    free(c[1]);
+    c[1] = NULL;
+    pipe_run(c, 3, f.l);
+    char seen[1024];
+    raw_seen(f.s, seen, sizeof seen);
+    assert_string_equal(seen, "1:a 1:c ");
+    assert_string_equal(c[0]->body, "re:a");
+    assert_string_equal(c[2]->body, "re:c");
+    pipe_free(c, 3);
+
+    /* Freed once sent: its response is read and dropped, the others still
+     * get their own. */
+    pipe_start(c, 3, f.l, f.url, 0);
+    int64_t end = clock_mono_ms() + 5000;
+    while (atomic_load(&f.s->requests) < 5 && clock_mono_ms() < end)
+        loop_run_once(f.l, 10);
+    assert_false(c[1]->done);
+    http_req_free(c[1]->r);
+    free(c[1]);
+    c[1] = NULL;
+    pipe_run(c, 3, f.l);
+    assert_true(c[0]->ok && c[2]->ok);
+    assert_string_equal(c[0]->body, "re:a");
+    assert_string_equal(c[2]->body, "re:c");
+    pipe_free(c, 3);
+
+    /* The connection stays in step for the next request. */
+    pipe_start(c, 1, f.l, f.url, 0);
+    pipe_run(c, 1, f.l);
+    assert_string_equal(c[0]->body, "re:a");
+    pipe_free(c, 1);
+    assert_int_equal(atomic_load(&f.s->conns), 1);
+    raw_seen(f.s, seen, sizeof seen);
+    assert_string_equal(seen, "1:a 1:c 1:a 1:b 1:c 1:a ");
+    fx_close(&f);
+}
+
+static void test_pipeline_head_timeout(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    fx_open(&f, AF_INET, script_pipe, NULL, "/r");
+    f.s->first_mode = PIPE_SILENT;
+    struct call *c[3];
+    int64_t t0 = clock_mono_ms();
+    pipe_start(c, 3, f.l, f.url, 150);
+    pipe_run(c, 3, f.l);
+    assert_true(c[0]->timed_out);
+    assert_string_equal(c[0]->error, "Timeout was reached");
+    assert_true(clock_mono_ms() - t0 < 3000);
+    /* The ones behind it went again on a new connection. */
+    assert_true(c[1]->ok && c[2]->ok);
+    assert_string_equal(c[1]->body, "re:b");
+    assert_string_equal(c[2]->body, "re:c");
+    char seen[1024];
+    raw_seen(f.s, seen, sizeof seen);
+    assert_string_equal(seen, "1:a 1:b 1:c 2:b 2:c ");
+    pipe_free(c, 3);
+    fx_close(&f);
+}
+
 static void test_localhost_falls_back_to_v6(void **state)
 {
     (void)state;
@@ -855,6 +1093,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_free_inside_callbacks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_localhost_falls_back_to_v6, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_urls_go_to_libcurl, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipeline_one_send_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipeline_close_resends_unanswered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipeline_free_mid_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipeline_head_timeout, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
