@@ -28,7 +28,7 @@ void buf_reset(struct buf *b)
         b->data[0] = '\0';
 }
 
-static int reserve(struct buf *b, size_t extra)
+int buf_reserve(struct buf *b, size_t extra)
 {
     if (extra > b->max || b->len > b->max - extra)
         return -1;
@@ -48,7 +48,7 @@ static int reserve(struct buf *b, size_t extra)
 
 int buf_append(struct buf *b, const void *data, size_t len)
 {
-    if (reserve(b, len) < 0)
+    if (buf_reserve(b, len) < 0)
         return -1;
     if (len)
         memcpy(b->data + b->len, data, len);
@@ -68,7 +68,7 @@ int buf_printf(struct buf *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0 || reserve(b, (size_t)n) < 0)
+    if (n < 0 || buf_reserve(b, (size_t)n) < 0)
         return -1;
     va_start(ap, fmt);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);

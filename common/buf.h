@@ -24,7 +24,9 @@ void buf_release(struct buf *b);
 /* Empties the buffer, keeping its memory. */
 void buf_reset(struct buf *b);
 
-/* Each returns 0, or -1 when the cap would be passed or memory ran out. */
+/* Each returns 0, or -1 when the cap would be passed or memory ran out.
+ * buf_reserve() makes room for `extra` more bytes in one allocation. */
+int buf_reserve(struct buf *b, size_t extra);
 int buf_append(struct buf *b, const void *data, size_t len);
 int buf_append_str(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -164,6 +164,32 @@ enum MHD_Result http_reply_json(struct req *r, unsigned status, const char *json
     return queue(r, status, json, len, "application/json", 0, NULL);
 }
 
+/* 200 {"ok":true} answers every result post and health check: one response
+ * object, made once and queued on any number of connections. */
+static const char OK_BODY[] = "{\"ok\":true}";
+
+int http_responses_init(struct server *srv)
+{
+    srv->resp_ok = MHD_create_response_from_buffer(sizeof OK_BODY - 1, (void *)OK_BODY,
+                                                   MHD_RESPMEM_PERSISTENT);
+    if (!srv->resp_ok)
+        return -1;
+    MHD_add_response_header(srv->resp_ok, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    return 0;
+}
+
+void http_responses_free(struct server *srv)
+{
+    if (srv->resp_ok)
+        MHD_destroy_response(srv->resp_ok);
+    srv->resp_ok = NULL;
+}
+
+enum MHD_Result http_reply_ok(struct req *r)
+{
+    return MHD_queue_response(r->conn, 200, r->srv->resp_ok);
+}
+
 static enum MHD_Result reply_error_full(struct req *r, unsigned status, int retry_after,
                                         const char *allow, const char *msg)
 {
@@ -283,7 +309,7 @@ static enum MHD_Result run_route(struct req *r)
 {
     switch ((enum route)r->route) {
     case R_HEALTHZ:
-        return http_reply_json(r, 200, "{\"ok\":true}", 11);
+        return http_reply_ok(r);
     case R_LIST:
         return provider_list(r);
     case R_GET:

@@ -197,12 +197,24 @@ int relay_start_task(struct req *r, struct session *s)
         return -1;
     }
     t->streaming = r->streaming;
+    /* Assembled with appends, not printf: this runs for every request. */
     struct buf frame;
     buf_init(&frame, (size_t)srv->cfg.max_body + 512);
-    int rc = buf_printf(&frame,
-                        "event: task\nid: %s\ndata: {\"kind\":\"infer\",\"taskId\":\"%s\","
-                        "\"llmName\":\"%s\",\"streaming\":%s,\"body\":",
-                        t->id, t->id, r->llm_name, r->streaming ? "true" : "false");
+    int rc = 0;
+    const char *parts[] = {"event: task\nid: ",
+                           t->id,
+                           "\ndata: {\"kind\":\"infer\",\"taskId\":\"",
+                           t->id,
+                           "\",\"llmName\":\"",
+                           r->llm_name,
+                           r->streaming ? "\",\"streaming\":true,\"body\":"
+                                        : "\",\"streaming\":false,\"body\":"};
+    size_t need = r->body.len + 3;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        need += strlen(parts[i]);
+    rc = buf_reserve(&frame, need);
+    for (size_t i = 0; rc == 0 && i < sizeof parts / sizeof parts[0]; i++)
+        rc = buf_append_str(&frame, parts[i]);
     if (rc == 0)
         rc = append_one_line(&frame, r->body.data, r->body.len);
     if (rc == 0)
@@ -472,8 +484,13 @@ enum MHD_Result relay_resume(struct req *r)
             else
                 http_suspend(r);
         } else if (t->state == TASK_DONE) {
-            struct MHD_Response *resp = MHD_create_response_from_buffer(
-                t->body.len, t->body.data ? t->body.data : "", MHD_RESPMEM_MUST_COPY);
+            /* The body is handed over, not copied: the task is done with it. */
+            size_t len = t->body.len;
+            char *body = buf_steal(&t->body);
+            struct MHD_Response *resp =
+                body ? MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE) : NULL;
+            if (!resp)
+                free(body);
             if (resp) {
                 MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
                 rc = MHD_queue_response(r->conn, (unsigned)t->status, resp);
@@ -775,5 +792,5 @@ enum MHD_Result relay_result(struct req *r, const char *task_id)
     }
     }
     server_unlock(srv);
-    return http_reply_json(r, 200, "{\"ok\":true}", 11);
+    return http_reply_ok(r);
 }

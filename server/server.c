@@ -77,16 +77,22 @@ int server_start(struct server *srv, const struct server_config *cfg)
         return -1;
     }
     unsigned int conn_limit = raise_fd_limit();
+    if (http_responses_init(srv) < 0) {
+        log_error("out of memory");
+        return -1;
+    }
     socklen_t addrlen =
         ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     if (acceptor_listen(srv, (struct sockaddr *)&ss, addrlen) < 0) {
         log_error("cannot listen on %s:%d: %s", cfg->listen_addr, cfg->listen_port,
                   strerror(errno));
+        http_responses_free(srv);
         return -1;
     }
     if (housekeeper_start(srv) < 0) {
         log_error("cannot start the housekeeper thread");
         acceptor_stop(srv);
+        http_responses_free(srv);
         return -1;
     }
     /* Control streams spend their life suspended; one worker serves them. */
@@ -104,6 +110,7 @@ int server_start(struct server *srv, const struct server_config *cfg)
         if (srv->mhd_streams)
             MHD_stop_daemon(srv->mhd_streams);
         srv->mhd = srv->mhd_streams = NULL;
+        http_responses_free(srv);
         return -1;
     }
     const char *host = cfg->listen_addr;
@@ -135,6 +142,7 @@ void server_stop(struct server *srv)
     if (srv->mhd_streams)
         MHD_stop_daemon(srv->mhd_streams);
     srv->mhd = srv->mhd_streams = NULL;
+    http_responses_free(srv);
 
     /* Every stream's completion flipped its rows; this catches any left. */
     struct session *s, *stmp;

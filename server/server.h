@@ -177,6 +177,7 @@ struct server {
     struct auth *auth;
     struct MHD_Daemon *mhd;         /* everything but control streams */
     struct MHD_Daemon *mhd_streams; /* connections that open a control stream */
+    struct MHD_Response *resp_ok;   /* shared 200 {"ok":true} */
     int port;
 
     /* acceptor (acceptor.c), run on the housekeeper's epoll set */
@@ -214,6 +215,10 @@ void server_stop(struct server *srv);
  * come from acceptor.c) with `threads` workers; NULL on failure. */
 struct MHD_Daemon *http_start(struct server *srv, unsigned int threads, unsigned int conn_limit);
 enum MHD_Result http_reply_json(struct req *r, unsigned status, const char *json, size_t len);
+/* 200 {"ok":true}, from a response made once (http_responses_init). */
+enum MHD_Result http_reply_ok(struct req *r);
+int http_responses_init(struct server *srv);
+void http_responses_free(struct server *srv);
 enum MHD_Result http_reply_error(struct req *r, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Error reply with Retry-After. */
