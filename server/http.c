@@ -232,6 +232,7 @@ void http_suspend(struct req *r)
 {
     struct conn_ctx *cc = r->cc;
     r->suspended = true;
+    r->was_suspended = true;
     if (cc) {
         cc->waiting = r;
         if (!cc->watched)
@@ -421,16 +422,20 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     *con_cls = NULL;
-    server_lock(srv);
-    if (r->cc && r->cc->waiting == r)
-        r->cc->waiting = NULL;
-    if (r->stream)
-        stream_closed(r);
-    if (r->wait == WAIT_TASK)
-        relay_request_done(r);
-    else if (r->wait == WAIT_WAKE)
-        wake_forget(r);
-    server_unlock(srv);
+    /* Nothing but this connection's own thread ever saw a request that was
+     * never suspended, parked nor made to wait: no lock needed to free it. */
+    if (r->was_suspended || r->stream || r->wait != WAIT_NONE) {
+        server_lock(srv);
+        if (r->cc && r->cc->waiting == r)
+            r->cc->waiting = NULL;
+        if (r->stream)
+            stream_closed(r);
+        if (r->wait == WAIT_TASK)
+            relay_request_done(r);
+        else if (r->wait == WAIT_WAKE)
+            wake_forget(r);
+        server_unlock(srv);
+    }
     buf_release(&r->body);
     buf_release(&r->sse);
     free(r);

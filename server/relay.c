@@ -353,6 +353,8 @@ static enum MHD_Result start_inference(struct req *r, const char *name)
      * cached entry stale rather than wrong. */
     uint64_t gen = db_route_generation(srv->db);
     struct llm_route route;
+    /* One hold of server.mu from the routing lookup to the dispatch, unless
+     * the row has to be read from the database. */
     server_lock(srv);
     if (!route_get(srv, name, gen, &route)) {
         server_unlock(srv);
@@ -364,21 +366,23 @@ static enum MHD_Result start_inference(struct req *r, const char *name)
         server_lock(srv);
         route_put(srv, name, gen, &route);
     }
-    server_unlock(srv);
     bool inactive = strcmp(route.status, MCP_STATUS_INACTIVE) == 0;
     bool hibernating = strcmp(route.status, MCP_STATUS_HIBERNATING) == 0;
     const char *session_id = route.session;
-    if (!route.is_virtual)
+    if (!route.is_virtual) {
+        server_unlock(srv);
         return http_reply_error(r, 501,
                                 "Llm '%s' is not virtual; this server relays only "
                                 "virtual Llms",
                                 name);
-    if (inactive)
+    }
+    if (inactive) {
+        server_unlock(srv);
         return http_reply_unavailable(r, RETRY_AFTER_OFFLINE,
                                       "Llm is inactive: its publisher "
                                       "is offline");
+    }
 
-    server_lock(srv);
     enum MHD_Result ret;
     struct session *s = find_session(srv, session_id);
     if (atomic_load(&srv->stopping)) {

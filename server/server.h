@@ -130,6 +130,7 @@ struct req {
     bool too_large;
     /* Asynchronous replies (relay, wake, streams). */
     bool suspended;
+    bool was_suspended; /* ever: other threads may hold r (cc->waiting) */
     bool peer_gone;
     enum req_wait wait;
     struct task *task;
