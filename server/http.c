@@ -262,9 +262,12 @@ void server_unlock(struct server *srv)
     struct MHD_Connection *conns[DEFERRED_RESUMES_MAX];
     memcpy(conns, deferred_resumes, n * sizeof conns[0]);
     n_deferred_resumes = 0;
+    struct stream *flushes[STREAM_DEFERRED_MAX];
+    unsigned int nf = stream_take_deferred(flushes);
     pthread_mutex_unlock(&srv->mu);
     for (unsigned int i = 0; i < n; i++)
         MHD_resume_connection(conns[i]);
+    stream_flush_deferred(srv, flushes, nf);
 }
 
 void http_resume(struct req *r)

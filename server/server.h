@@ -50,18 +50,27 @@ struct task;
  * dispatch() writes each frame to the socket itself, as one HTTP chunk,
  * from whichever thread queues it. That spares every task frame a resume
  * (an eventfd wake-up of another worker and an epoll re-arm) and keeps idle
- * streams out of MHD's resume walks. Bytes the socket does not take at once
- * wait in `unsent` and go out when the housekeeper sees the socket writable.
+ * streams out of MHD's resume walks. Frames wait in `unsent` until
+ * server_unlock() writes them, after server.mu is released; bytes the socket
+ * does not take go out when the housekeeper sees the socket writable.
  * Ending the stream resumes the connection, and MHD writes the last chunk. */
 struct stream {
-    struct req *req;         /* the stream's request (owns this struct) */
+    struct req *req;         /* the stream's request */
     struct session *session; /* NULL once replaced or closed */
     struct buf out;          /* frames for MHD's reader, before parking */
-    struct buf unsent;       /* chunk-framed bytes the socket did not take */
     int64_t next_ping;       /* monotonic ms */
     bool parked;             /* MHD is done with the socket; we write to it */
-    bool closing;            /* end the response once everything is sent */
-    bool broken;             /* a write failed or the backlog overflowed */
+    int fd;                  /* the socket, once parked */
+    /* Writing happens after server.mu is released (stream.c); wmu guards
+     * what follows, and is taken after server.mu when both are held. */
+    pthread_mutex_t wmu;
+    struct buf unsent; /* chunk-framed bytes not written yet */
+    bool flush_queued; /* a flush of unsent is pending on some thread */
+    bool want_out;     /* the housekeeper watches for EPOLLOUT */
+    bool closing;      /* end the response once everything is sent */
+    bool broken;       /* a write failed or the backlog overflowed */
+    bool dead;         /* the request finished; the socket may be gone */
+    atomic_int refs;   /* the request's, plus one per pending flush */
 };
 
 /* A provider session with a bound control stream. */
@@ -255,6 +264,12 @@ int dispatch(struct server *srv, struct session *s, const char *frame, size_t le
 /* The housekeeper saw a parked stream's socket writable (server.mu held):
  * sends what waits in `unsent`. */
 void stream_flush(struct stream *st);
+/* Frame writes queued on this thread (server_unlock's part): takes them
+ * (at most STREAM_DEFERRED_MAX) while server.mu is held, writes them after
+ * it is released. */
+#define STREAM_DEFERRED_MAX 64
+unsigned int stream_take_deferred(struct stream **out);
+void stream_flush_deferred(struct server *srv, struct stream **sts, unsigned int n);
 /* The stream request finished (server.mu held). */
 void stream_closed(struct req *r);
 /* Appends ": ping" to every stream whose ping is due (server.mu held). */

@@ -29,11 +29,19 @@
 static void park(struct stream *st)
 {
     int one = 1, zero = 0;
-    int fd = st->req->cc->fd;
+    st->fd = st->req->cc->fd;
     st->parked = true;
     buf_release(&st->out);
-    setsockopt(fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof zero);
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(st->fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof zero);
+    setsockopt(st->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+static bool unsent_empty(struct stream *st)
+{
+    pthread_mutex_lock(&st->wmu);
+    bool empty = st->unsent.len == 0;
+    pthread_mutex_unlock(&st->wmu);
+    return empty;
 }
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
@@ -49,7 +57,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
         n = http_sse_pull(r, &st->out, st->closing, out, max);
         if (n == 0 && r->cc && r->cc->fd >= 0)
             park(st);
-    } else if (st->unsent.len > 0) {
+    } else if (!unsent_empty(st)) {
         /* Resumed in the middle of a chunk (shutdown): cut it off. */
         n = MHD_CONTENT_READER_END_WITH_ERROR;
     } else if (st->closing || atomic_load(&r->srv->stopping)) {
@@ -65,8 +73,11 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
 /* Ends a stream: what is queued goes out, then the response finishes. */
 static void stream_end(struct stream *st)
 {
+    pthread_mutex_lock(&st->wmu);
     st->closing = true;
-    if (!st->parked || st->unsent.len == 0)
+    bool empty = st->unsent.len == 0;
+    pthread_mutex_unlock(&st->wmu);
+    if (!st->parked || empty)
         http_resume(st->req);
 }
 
@@ -74,8 +85,20 @@ static void stream_end(struct stream *st)
  * tasks fail (stream_closed). */
 static void stream_break(struct stream *st)
 {
+    pthread_mutex_lock(&st->wmu);
     st->broken = true;
+    pthread_mutex_unlock(&st->wmu);
     http_resume(st->req);
+}
+
+static void stream_unref(struct stream *st)
+{
+    if (atomic_fetch_sub(&st->refs, 1) != 1)
+        return;
+    buf_release(&st->out);
+    buf_release(&st->unsent);
+    pthread_mutex_destroy(&st->wmu);
+    free(st);
 }
 
 static bool would_block(int err)
@@ -83,57 +106,122 @@ static bool would_block(int err)
     return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
 }
 
-/* Writes one frame to a parked stream as an HTTP chunk (server.mu held). */
+enum flush_result { FLUSH_WAIT, FLUSH_DONE, FLUSH_CLOSE, FLUSH_FAILED };
+
+/* Sends what waits in `unsent` (st->wmu held). FLUSH_CLOSE: everything is
+ * out and the stream is ending; FLUSH_FAILED: the socket is broken. */
+static enum flush_result flush_unsent(struct server *srv, struct stream *st)
+{
+    st->flush_queued = false;
+    if (st->dead || st->broken)
+        return FLUSH_WAIT;
+    while (st->unsent.len > 0) {
+        ssize_t n = send(st->fd, st->unsent.data, st->unsent.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (!would_block(errno))
+                return FLUSH_FAILED;
+            if (!st->want_out) {
+                st->want_out = true;
+                housekeeper_want_write(srv, st->req->cc, true);
+            }
+            return FLUSH_WAIT;
+        }
+        buf_consume(&st->unsent, (size_t)n);
+    }
+    if (st->want_out) {
+        st->want_out = false;
+        housekeeper_want_write(srv, st->req->cc, false);
+    }
+    return st->closing ? FLUSH_CLOSE : FLUSH_DONE;
+}
+
+/* What a flush decided that needs server.mu (held). */
+static void flush_outcome(struct stream *st, enum flush_result fr)
+{
+    if (st->dead)
+        return;
+    if (fr == FLUSH_FAILED)
+        stream_break(st);
+    else if (fr == FLUSH_CLOSE)
+        http_resume(st->req);
+}
+
+/* Frames are written after server.mu is released (server_unlock): a send
+ * on loopback runs the receiver's TCP processing too, and holding the lock
+ * through it made the other workers wait. Each queued stream holds a
+ * reference until its flush ran. */
+#define DEFERRED_FLUSHES_MAX STREAM_DEFERRED_MAX
+static _Thread_local struct stream *deferred_flushes[DEFERRED_FLUSHES_MAX];
+static _Thread_local unsigned int n_deferred_flushes;
+
+unsigned int stream_take_deferred(struct stream **out)
+{
+    unsigned int n = n_deferred_flushes;
+    memcpy(out, deferred_flushes, n * sizeof out[0]);
+    n_deferred_flushes = 0;
+    return n;
+}
+
+void stream_flush_deferred(struct server *srv, struct stream **sts, unsigned int n)
+{
+    for (unsigned int i = 0; i < n; i++) {
+        struct stream *st = sts[i];
+        pthread_mutex_lock(&st->wmu);
+        enum flush_result fr = flush_unsent(srv, st);
+        pthread_mutex_unlock(&st->wmu);
+        if (fr == FLUSH_FAILED || fr == FLUSH_CLOSE) {
+            server_lock(srv);
+            flush_outcome(st, fr);
+            server_unlock(srv);
+        }
+        stream_unref(st);
+    }
+}
+
+/* Queues one frame on a parked stream as an HTTP chunk (server.mu held);
+ * it goes out in server_unlock(). */
 static int stream_write(struct server *srv, struct stream *st, const char *frame, size_t len)
 {
     char head[24];
     int hlen = snprintf(head, sizeof head, "%zx\r\n", len);
-    struct iovec iov[3] = {{head, (size_t)hlen}, {(void *)frame, len}, {(void *)"\r\n", 2}};
-    size_t total = (size_t)hlen + len + 2, sent = 0;
-    if (st->unsent.len == 0) {
-        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 3};
-        ssize_t n = sendmsg(st->req->cc->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0 && !would_block(errno)) {
-            stream_break(st);
-            return -1;
-        }
-        sent = n > 0 ? (size_t)n : 0;
-        if (sent == total)
-            return 0;
+    pthread_mutex_lock(&st->wmu);
+    int rc = buf_reserve(&st->unsent, (size_t)hlen + len + 2);
+    if (rc == 0) {
+        buf_append(&st->unsent, head, (size_t)hlen);
+        buf_append(&st->unsent, frame, len);
+        buf_append(&st->unsent, "\r\n", 2);
     }
-    /* Queue what the socket did not take, after anything already waiting. */
-    for (int i = 0; i < 3; i++) {
-        size_t skip = sent < iov[i].iov_len ? sent : iov[i].iov_len;
-        sent -= skip;
-        if (buf_append(&st->unsent, (char *)iov[i].iov_base + skip, iov[i].iov_len - skip) < 0) {
-            log_warn("session %.8s…: stream backlog over %u bytes, closing it",
-                     st->session ? st->session->id : "?", STREAM_BACKLOG_MAX);
-            stream_break(st);
-            return -1;
-        }
+    bool queue = rc == 0 && !st->flush_queued;
+    if (queue)
+        st->flush_queued = true;
+    enum flush_result fr = FLUSH_DONE;
+    if (queue && n_deferred_flushes == DEFERRED_FLUSHES_MAX) {
+        fr = flush_unsent(srv, st); /* a burst (pings): write now */
+        queue = false;
     }
-    housekeeper_want_write(srv, st->req->cc, true);
+    pthread_mutex_unlock(&st->wmu);
+    if (rc < 0) {
+        log_warn("session %.8s…: stream backlog over %u bytes, closing it",
+                 st->session ? st->session->id : "?", STREAM_BACKLOG_MAX);
+        stream_break(st);
+        return -1;
+    }
+    flush_outcome(st, fr);
+    if (queue) {
+        atomic_fetch_add(&st->refs, 1);
+        deferred_flushes[n_deferred_flushes++] = st;
+    }
     return 0;
 }
 
 void stream_flush(struct stream *st)
 {
-    if (!st->parked || st->broken || !st->req->suspended)
+    if (!st->parked || !st->req->suspended)
         return;
-    while (st->unsent.len > 0) {
-        ssize_t n =
-            send(st->req->cc->fd, st->unsent.data, st->unsent.len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            if (would_block(errno))
-                return;
-            stream_break(st);
-            return;
-        }
-        buf_consume(&st->unsent, (size_t)n);
-    }
-    housekeeper_want_write(st->req->srv, st->req->cc, false);
-    if (st->closing)
-        http_resume(st->req);
+    pthread_mutex_lock(&st->wmu);
+    enum flush_result fr = flush_unsent(st->req->srv, st);
+    pthread_mutex_unlock(&st->wmu);
+    flush_outcome(st, fr);
 }
 
 static void set_stream_socket_options(struct req *r, int64_t ping_ms)
@@ -167,6 +255,9 @@ enum MHD_Result stream_open(struct req *r)
         return http_reply_error(r, 500, "out of memory");
     buf_init(&st->out, STREAM_BACKLOG_MAX);
     buf_init(&st->unsent, STREAM_BACKLOG_MAX);
+    pthread_mutex_init(&st->wmu, NULL);
+    atomic_init(&st->refs, 1);
+    st->fd = -1;
     st->req = r;
     st->next_ping = clock_mono_ms() + srv->cfg.ping_interval_ms;
     char hello[256];
@@ -182,8 +273,7 @@ enum MHD_Result stream_open(struct req *r)
 
     struct MHD_Response *resp = http_sse_response(stream_read, r);
     if (!resp) {
-        buf_release(&st->out);
-        free(st);
+        stream_unref(st);
         return http_reply_error(r, 500, "out of memory");
     }
 
@@ -191,8 +281,7 @@ enum MHD_Result stream_open(struct req *r)
     if (atomic_load(&srv->stopping)) {
         server_unlock(srv);
         MHD_destroy_response(resp);
-        buf_release(&st->out);
-        free(st);
+        stream_unref(st);
         return http_reply_unavailable(r, 5, "server shutting down");
     }
     struct session *s;
@@ -255,9 +344,11 @@ void stream_closed(struct req *r)
         HASH_DEL(srv->sessions, s);
         free(s);
     }
-    buf_release(&st->out);
-    buf_release(&st->unsent);
-    free(st);
+    /* MHD closes the socket after this returns: no flush may touch it. */
+    pthread_mutex_lock(&st->wmu);
+    st->dead = true;
+    pthread_mutex_unlock(&st->wmu);
+    stream_unref(st);
 }
 
 void stream_ping_due(struct server *srv, int64_t now)
