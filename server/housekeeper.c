@@ -70,8 +70,13 @@ void gc_tick(struct server *srv)
 }
 
 /* Pings go out in slices of the interval, each stream once per interval,
- * so thousands of streams are not all resumed in one burst. */
+ * and at most PING_BATCH at a time: they are written after server.mu is
+ * released (server_unlock), so a batch holds the lock only while it is
+ * queued. Streams opened together (thousands within a second after a
+ * restart) fall due together; the rest follow PING_BATCH_GAP_MS later. */
 #define PING_SLICES 20
+#define PING_BATCH STREAM_DEFERRED_MAX
+#define PING_BATCH_GAP_MS 2
 
 static int64_t ping_slice(const struct server *srv)
 {
@@ -83,8 +88,8 @@ static int64_t ping_slice(const struct server *srv)
 static int64_t run_timers(struct server *srv, int64_t now, bool *gc_due)
 {
     if (now >= srv->next_ping) {
-        stream_ping_due(srv, now);
-        srv->next_ping = now + ping_slice(srv);
+        bool more = stream_ping_due(srv, now, PING_BATCH);
+        srv->next_ping = now + (more ? PING_BATCH_GAP_MS : ping_slice(srv));
     }
     *gc_due = now >= srv->next_gc;
     if (*gc_due)

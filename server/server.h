@@ -272,8 +272,9 @@ unsigned int stream_take_deferred(struct stream **out);
 void stream_flush_deferred(struct server *srv, struct stream **sts, unsigned int n);
 /* The stream request finished (server.mu held). */
 void stream_closed(struct req *r);
-/* Appends ": ping" to every stream whose ping is due (server.mu held). */
-void stream_ping_due(struct server *srv, int64_t now);
+/* Pings at most max streams whose ping is due (server.mu held); true when
+ * more are due. */
+bool stream_ping_due(struct server *srv, int64_t now, int max);
 /* Ends every stream (server.mu held), for shutdown. */
 void stream_close_all(struct server *srv);
 

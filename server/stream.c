@@ -351,7 +351,7 @@ void stream_closed(struct req *r)
     stream_unref(st);
 }
 
-void stream_ping_due(struct server *srv, int64_t now)
+bool stream_ping_due(struct server *srv, int64_t now, int max)
 {
     static const char ping[] = ": ping\n\n";
     struct session *s, *tmp;
@@ -359,10 +359,13 @@ void stream_ping_due(struct server *srv, int64_t now)
     {
         struct stream *st = s->stream;
         if (st && st->next_ping <= now) {
+            if (max-- == 0)
+                return true;
             st->next_ping = now + srv->cfg.ping_interval_ms;
             dispatch(srv, s, ping, sizeof ping - 1);
         }
     }
+    return false;
 }
 
 void stream_close_all(struct server *srv)
