@@ -18,8 +18,9 @@
  * request itself. A connection that sends nothing within a second, or only
  * part of the request line, goes to the main daemon, which serves any
  * request, streams included. The accepting runs on the housekeeper's epoll
- * set; connections are long-lived (keep-alive), so this is off the relay's
- * path.
+ * set, without server.mu: everything here belongs to the housekeeper
+ * thread. Connections are long-lived (keep-alive), so this is off the
+ * relay's path.
  */
 #include "clock.h"
 #include "log.h"
@@ -36,6 +37,7 @@
 
 #define STREAM_REQUEST_LINE "GET " MCP_ROUTE_STREAM
 #define CLASSIFY_TIMEOUT_MS 1000
+#define ACCEPT_BATCH 256
 /* Out of file descriptors: stop accepting for this long. */
 #define ACCEPT_PAUSE_MS 100
 
@@ -106,7 +108,9 @@ static void classify(struct server *srv, struct pending_conn *pc, bool timed_out
 
 void acceptor_ready(struct server *srv)
 {
-    for (;;) {
+    /* The listening socket is level-triggered: what is left after a batch
+     * is reported again, after the housekeeper's other events. */
+    for (int batch = 0; batch < ACCEPT_BATCH; batch++) {
         struct sockaddr_storage addr;
         socklen_t addrlen = sizeof addr;
         int fd = accept4(srv->listen_fd, (struct sockaddr *)&addr, &addrlen,
@@ -151,7 +155,6 @@ void acceptor_ready(struct server *srv)
         if (pc->next)
             pc->next->prev = pc;
         srv->pending = pc;
-        housekeeper_poke(srv, pc->deadline);
     }
 }
 

@@ -101,9 +101,6 @@ static int64_t run_timers(struct server *srv, int64_t now, bool *gc_due)
     t = wake_tick(srv, now);
     if (t < next)
         next = t;
-    t = acceptor_tick(srv, now);
-    if (t < next)
-        next = t;
     return next;
 }
 
@@ -141,6 +138,11 @@ static void *housekeeper_main(void *arg)
         server_unlock(srv);
         if (gc_due)
             gc_tick(srv);
+        /* The acceptor's state is this thread's alone: no lock, so a burst
+         * of new connections does not hold up the relay. */
+        int64_t t = acceptor_tick(srv, clock_mono_ms());
+        if (t < next)
+            next = t;
 
         int64_t wait = next - clock_mono_ms();
         if (wait < 0)
@@ -152,22 +154,31 @@ static void *housekeeper_main(void *arg)
             log_error("housekeeper: epoll_wait: %s", strerror(errno));
             break;
         }
-        server_lock(srv);
+        bool locked = false;
         for (int i = 0; i < n; i++) {
             uint64_t id = events[i].data.u64;
+            if (id == LISTEN_ID) {
+                acceptor_ready(srv);
+                continue;
+            }
+            if (id != WAKE_ID && (id & ACCEPT_TAG)) {
+                acceptor_event(srv, id);
+                continue;
+            }
+            if (!locked) {
+                server_lock(srv);
+                locked = true;
+            }
             if (id == WAKE_ID) {
                 uint64_t v;
                 ssize_t r = read(srv->evfd, &v, sizeof v);
                 (void)r;
-            } else if (id == LISTEN_ID) {
-                acceptor_ready(srv);
-            } else if (id & ACCEPT_TAG) {
-                acceptor_event(srv, id);
             } else {
-                socket_event(srv, events[i].data.u64, events[i].events);
+                socket_event(srv, id, events[i].events);
             }
         }
-        server_unlock(srv);
+        if (locked)
+            server_unlock(srv);
     }
     return NULL;
 }

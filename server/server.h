@@ -323,12 +323,13 @@ int64_t wake_tick(struct server *srv, int64_t now);
 int acceptor_listen(struct server *srv, const struct sockaddr *addr, socklen_t addrlen);
 /* Starts accepting (both daemons must run). 0 or -1. */
 int acceptor_start(struct server *srv);
-/* The listening socket is readable (server.mu held). */
+/* The listening socket is readable. The acceptor's state belongs to the
+ * housekeeper thread, which calls these without server.mu. */
 void acceptor_ready(struct server *srv);
-/* A pending connection's socket reported events (server.mu held). */
+/* A pending connection's socket reported events. */
 void acceptor_event(struct server *srv, uint64_t data);
 /* Hands over pending connections that waited too long, resumes accepting
- * after a pause; returns the next deadline (server.mu held). */
+ * after a pause; returns the next deadline. */
 int64_t acceptor_tick(struct server *srv, int64_t now);
 /* Closes the listening socket and pending connections (housekeeper stopped). */
 void acceptor_stop(struct server *srv);
