@@ -3,8 +3,9 @@
  *
  * A token is "mcp_" + 64 hex digits (256 random bits), shown once. The
  * database keeps only its SHA-256 (hex). Lookups are cached for a few
- * seconds so the relay's hot path does not query SQLite per request; a
- * revocation takes effect within AUTH_CACHE_TTL_MS.
+ * seconds so the relay's hot path does not query SQLite per request, and
+ * each thread remembers the last token it accepted for as long as that
+ * cached answer lives; a revocation takes effect within AUTH_CACHE_TTL_MS.
  */
 #ifndef MCPD_AUTH_H
 #define MCPD_AUTH_H
