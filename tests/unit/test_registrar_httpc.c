@@ -806,9 +806,18 @@ static void script_pipe(struct raw *s, int fd, int conn)
             return;
         n += (size_t)r;
         recvs++;
-        int in_this = 0;
         const char *body;
         size_t blen, len;
+        /* Counted before any answer goes out: the client may finish (and
+         * the test read these) as soon as the answers arrive. */
+        int in_this = 0;
+        for (size_t off = 0; (len = raw_request_len(buf + off, n - off, &body, &blen)) > 0;
+             off += len)
+            in_this++;
+        if (conn == 1 && recvs == 1)
+            atomic_store(&s->first_recv_reqs, in_this);
+        if (in_this)
+            atomic_store(&s->last_recv_reqs, in_this);
         while ((len = raw_request_len(buf, n, &body, &blen)) > 0) {
             pthread_mutex_lock(&s->mu);
             size_t sl = strlen(s->seen);
@@ -816,7 +825,6 @@ static void script_pipe(struct raw *s, int fd, int conn)
             pthread_mutex_unlock(&s->mu);
             atomic_fetch_add(&s->requests, 1);
             got++;
-            in_this++;
             if (mode == PIPE_ECHO || (mode == PIPE_CLOSE_AFTER_ONE && got == 1)) {
                 char resp[512];
                 int m = snprintf(resp, sizeof resp,
@@ -827,10 +835,6 @@ static void script_pipe(struct raw *s, int fd, int conn)
             memmove(buf, buf + len, n - len);
             n -= len;
         }
-        if (conn == 1 && recvs == 1)
-            atomic_store(&s->first_recv_reqs, in_this);
-        if (in_this)
-            atomic_store(&s->last_recv_reqs, in_this);
         if (mode == PIPE_CLOSE_AFTER_ONE && got >= s->expect)
             return;
     }
