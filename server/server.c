@@ -58,6 +58,20 @@ static int make_addr(const struct server_config *cfg, struct sockaddr_storage *s
     return -1;
 }
 
+/* Stops the housekeeper (and with it accepting), then both daemons; the
+ * stopping flag is set. */
+static void stop_threads(struct server *srv)
+{
+    housekeeper_stop(srv);
+    acceptor_stop(srv);
+    if (srv->mhd)
+        MHD_stop_daemon(srv->mhd);
+    if (srv->mhd_streams)
+        MHD_stop_daemon(srv->mhd_streams);
+    srv->mhd = srv->mhd_streams = NULL;
+    http_responses_free(srv);
+}
+
 int server_start(struct server *srv, const struct server_config *cfg)
 {
     memset(srv, 0, sizeof *srv);
@@ -103,14 +117,7 @@ int server_start(struct server *srv, const struct server_config *cfg)
         server_lock(srv);
         atomic_store(&srv->stopping, true);
         server_unlock(srv);
-        housekeeper_stop(srv);
-        acceptor_stop(srv);
-        if (srv->mhd)
-            MHD_stop_daemon(srv->mhd);
-        if (srv->mhd_streams)
-            MHD_stop_daemon(srv->mhd_streams);
-        srv->mhd = srv->mhd_streams = NULL;
-        http_responses_free(srv);
+        stop_threads(srv);
         return -1;
     }
     const char *host = cfg->listen_addr;
@@ -135,14 +142,7 @@ void server_stop(struct server *srv)
             http_resume(cc->waiting);
     }
     server_unlock(srv);
-    housekeeper_stop(srv);
-    acceptor_stop(srv);
-    if (srv->mhd)
-        MHD_stop_daemon(srv->mhd);
-    if (srv->mhd_streams)
-        MHD_stop_daemon(srv->mhd_streams);
-    srv->mhd = srv->mhd_streams = NULL;
-    http_responses_free(srv);
+    stop_threads(srv);
 
     /* Every stream's completion flipped its rows; this catches any left. */
     struct session *s, *stmp;
