@@ -420,6 +420,8 @@ static void test_idle_without_credentials_then_sighup(void **state)
     proc_signal(x->p, SIGHUP);
     wait_stream(x, 1);
     wait_log(x->p, "published 1 provider");
+    /* Up means hello arrived: before that a reload reconnects instead. */
+    wait_log(x->p, "stream up");
 
     /* SIGHUP with nothing changed changes nothing. */
     proc_signal(x->p, SIGHUP);
