@@ -28,13 +28,6 @@ static struct fake_backend *fb;
 static struct proc *mcplocal;
 static char *home;
 
-static void dump_mcplocal(void)
-{
-    char *log = proc_output(mcplocal);
-    fprintf(stderr, "---- mcplocal log ----\n%s----\n", log);
-    free(log);
-}
-
 static int setup(void **state)
 {
     (void)state;
@@ -67,7 +60,7 @@ static int setup(void **state)
     cli_t_cloexec_all();
     mcplocal = proc_start(argv, NULL, env->dir);
     if (!mcplocal || proc_wait_for(mcplocal, "stream up", WAIT_MS) < 0) {
-        dump_mcplocal();
+        proc_dump(mcplocal);
         return -1;
     }
     return test_wait_status(env, "laptop-qwen", "active", WAIT_MS);
@@ -80,7 +73,7 @@ static int teardown(void **state)
     if (mcplocal) {
         proc_signal(mcplocal, SIGTERM);
         if (proc_wait_exit(mcplocal, WAIT_MS) != 0) {
-            dump_mcplocal();
+            proc_dump(mcplocal);
             rc = -1;
         }
         proc_free(mcplocal);

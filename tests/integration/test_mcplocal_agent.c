@@ -27,23 +27,12 @@ struct fx {
     struct proc *p;
 };
 
-static void write_file(const char *dir, const char *name, const char *text, mode_t mode)
-{
-    char *path = tmpdir_path(dir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    chmod(path, mode);
-    free(path);
-}
-
 static void write_creds(struct fx *x, const char *token)
 {
     char text[512];
     snprintf(text, sizeof text, "{\"mcpdUrl\": \"%s\", \"token\": \"%s\"}", fake_mcpd_url(x->fm),
              token);
-    write_file(x->dir, "credentials", text, 0600);
+    tmpdir_write(x->dir, "credentials", text, 0600);
 }
 
 static const char CONFIG[] =
@@ -64,33 +53,10 @@ static struct proc *start(struct fx *x)
     return p;
 }
 
-static void dump(struct proc *p)
-{
-    char *log = proc_output(p);
-    fprintf(stderr, "---- mcplocal log ----\n%s----\n", log);
-    free(log);
-}
-
-static void wait_log(struct proc *p, const char *needle)
-{
-    if (proc_wait_for(p, needle, WAIT_MS) != 0) {
-        dump(p);
-        fail_msg("mcplocal never logged '%s'", needle);
-    }
-}
-
-static void wait_log_n(struct proc *p, const char *needle, int n)
-{
-    if (proc_wait_for_nth(p, needle, n, WAIT_MS) != 0) {
-        dump(p);
-        fail_msg("mcplocal never logged '%s' %d times", needle, n);
-    }
-}
-
 static void wait_stream(struct fx *x, int n)
 {
     if (fake_mcpd_wait_stream(x->fm, n, WAIT_MS) != 0) {
-        dump(x->p);
+        proc_dump(x->p);
         fail_msg("stream %d never opened", n);
     }
 }
@@ -102,7 +68,7 @@ static int stop(struct proc *p)
     proc_signal(p, SIGTERM);
     int rc = proc_wait_exit(p, WAIT_MS);
     if (rc != 0)
-        dump(p);
+        proc_dump(p);
     proc_free(p);
     return rc;
 }
@@ -150,10 +116,10 @@ static void test_register_and_session_file(void **state)
     struct fx *x = *state;
     fake_mcpd_set_token(x->fm, "tok-alice");
     write_creds(x, "tok-alice");
-    write_file(x->dir, "config.json", CONFIG, 0644);
+    tmpdir_write(x->dir, "config.json", CONFIG, 0644);
     x->p = start(x);
     wait_stream(x, 1);
-    wait_log(x->p, "published 1 provider as session sess-1: vllm-local (active)");
+    proc_expect(x->p, "published 1 provider as session sess-1: vllm-local (active)", 1, WAIT_MS);
 
     struct fake_mcpd_req *reg = fake_mcpd_get(x->fm, "/api/v1/llms/_provider-register", 0);
     assert_non_null(reg);
@@ -192,7 +158,7 @@ static void test_sticky_session_on_restart(void **state)
 {
     struct fx *x = *state;
     write_creds(x, "t");
-    write_file(x->dir, "config.json", CONFIG, 0644);
+    tmpdir_write(x->dir, "config.json", CONFIG, 0644);
     x->p = start(x);
     wait_stream(x, 1);
     assert_int_equal(stop(x->p), 0);
@@ -214,7 +180,7 @@ static void test_sticky_session_on_restart(void **state)
     reg = fake_mcpd_get(x->fm, "/api/v1/llms/_provider-register", 2);
     assert_non_null(strstr(reg->body, "\"providerSessionId\":\"sess-1\""));
     fake_mcpd_req_free(reg);
-    wait_log(x->p, "as session sess-2");
+    proc_expect(x->p, "as session sess-2", 1, WAIT_MS);
     mode_t mode = 0;
     char *sid = read_session(x, &mode);
     assert_string_equal(sid, "sess-2\n");
@@ -228,7 +194,7 @@ static void test_heartbeat_cadence(void **state)
     struct fx *x = *state;
     fake_mcpd_set_intervals(x->fm, 100, 50);
     write_creds(x, "t");
-    write_file(x->dir, "config.json", CONFIG, 0644);
+    tmpdir_write(x->dir, "config.json", CONFIG, 0644);
     x->p = start(x);
     wait_stream(x, 1);
     const char *hb = "/api/v1/llms/_provider-heartbeat";
@@ -254,14 +220,14 @@ static void test_reconnect_after_drop(void **state)
 {
     struct fx *x = *state;
     write_creds(x, "t");
-    write_file(x->dir, "config.json", CONFIG, 0644);
+    tmpdir_write(x->dir, "config.json", CONFIG, 0644);
     x->p = start(x);
     wait_stream(x, 1);
-    wait_log(x->p, "stream up");
+    proc_expect(x->p, "stream up", 1, WAIT_MS);
     fake_mcpd_drop_streams(x->fm);
     wait_stream(x, 2);
-    wait_log(x->p, "stream down");
-    wait_log(x->p, "reconnect in");
+    proc_expect(x->p, "stream down", 1, WAIT_MS);
+    proc_expect(x->p, "reconnect in", 1, WAIT_MS);
     /* Every reconnect registers again (with the stored id) before the stream. */
     const char *reg = "/api/v1/llms/_provider-register";
     assert_int_equal(fake_mcpd_count(x->fm, reg), 2);
@@ -286,7 +252,7 @@ static void test_register_500_twice_then_ok(void **state)
     struct fx *x = *state;
     fake_mcpd_fail(x->fm, FAKE_MCPD_REGISTER, 2, 500);
     write_creds(x, "t");
-    write_file(x->dir, "config.json", CONFIG, 0644);
+    tmpdir_write(x->dir, "config.json", CONFIG, 0644);
     x->p = start(x);
     wait_stream(x, 1);
     const char *reg = "/api/v1/llms/_provider-register";
@@ -296,7 +262,7 @@ static void test_register_500_twice_then_ok(void **state)
         assert_int_equal(r->status, i < 2 ? 500 : 200);
         fake_mcpd_req_free(r);
     }
-    wait_log_n(x->p, "register failed: mcpd answered 500", 2);
+    proc_expect(x->p, "register failed: mcpd answered 500", 2, WAIT_MS);
     assert_int_equal(stop(x->p), 0);
     x->p = NULL;
 }
@@ -306,10 +272,10 @@ static void test_stream_refused_then_ok(void **state)
     struct fx *x = *state;
     fake_mcpd_fail(x->fm, FAKE_MCPD_STREAM, 1, 503);
     write_creds(x, "t");
-    write_file(x->dir, "config.json", CONFIG, 0644);
+    tmpdir_write(x->dir, "config.json", CONFIG, 0644);
     x->p = start(x);
     wait_stream(x, 1);
-    wait_log(x->p, "cannot open the stream: mcpd answered 503");
+    proc_expect(x->p, "cannot open the stream: mcpd answered 503", 1, WAIT_MS);
     assert_int_equal(fake_mcpd_count(x->fm, "/api/v1/llms/_provider-register"), 2);
     assert_int_equal(stop(x->p), 0);
     x->p = NULL;
@@ -320,11 +286,12 @@ static void test_heartbeat_404_registers_again(void **state)
     struct fx *x = *state;
     fake_mcpd_set_intervals(x->fm, 100, 20000);
     write_creds(x, "t");
-    write_file(x->dir, "config.json", CONFIG, 0644);
+    tmpdir_write(x->dir, "config.json", CONFIG, 0644);
     x->p = start(x);
     wait_stream(x, 1);
     fake_mcpd_forget_sessions(x->fm);
-    wait_log(x->p, "mcpd does not know session sess-1 (404 on heartbeat); registering again");
+    proc_expect(x->p, "mcpd does not know session sess-1 (404 on heartbeat); registering again", 1,
+                WAIT_MS);
     wait_stream(x, 2);
     struct fake_mcpd_req *r = fake_mcpd_get(x->fm, "/api/v1/llms/_provider-register", 1);
     assert_non_null(strstr(r->body, "\"providerSessionId\":\"sess-1\""));
@@ -353,17 +320,17 @@ static void test_silent_stream_reconnects(void **state)
     struct fx *x = *state;
     fake_mcpd_set_intervals(x->fm, 60000, 100);
     write_creds(x, "t");
-    write_file(x->dir, "config.json", CONFIG, 0644);
+    tmpdir_write(x->dir, "config.json", CONFIG, 0644);
     x->p = start(x);
     wait_stream(x, 1);
-    wait_log(x->p, "stream up");
+    proc_expect(x->p, "stream up", 1, WAIT_MS);
     int64_t t0 = clock_mono_ms();
     fake_mcpd_set_silent(x->fm, true);
-    wait_log(x->p, "stream down: no data from mcpd for");
+    proc_expect(x->p, "stream down: no data from mcpd for", 1, WAIT_MS);
     /* About three ping intervals, not a TCP timeout. */
     assert_true(clock_mono_ms() - t0 < 3000);
     fake_mcpd_set_silent(x->fm, false);
-    wait_log_n(x->p, "stream up", 2);
+    proc_expect(x->p, "stream up", 2, WAIT_MS);
     assert_int_equal(stop(x->p), 0);
     x->p = NULL;
 }
@@ -373,10 +340,10 @@ static void test_unauthorized_keeps_trying(void **state)
     struct fx *x = *state;
     fake_mcpd_set_token(x->fm, "right");
     write_creds(x, "wrong");
-    write_file(x->dir, "config.json", CONFIG, 0644);
+    tmpdir_write(x->dir, "config.json", CONFIG, 0644);
     x->p = start(x);
-    wait_log(x->p, "register failed: mcpd answered 401");
-    wait_log(x->p, "check the token in");
+    proc_expect(x->p, "register failed: mcpd answered 401", 1, WAIT_MS);
+    proc_expect(x->p, "check the token in", 1, WAIT_MS);
     assert_int_equal(fake_mcpd_wait_count(x->fm, "/api/v1/llms/_provider-register", 3, WAIT_MS), 0);
     assert_int_equal(stop(x->p), 0);
     x->p = NULL;
@@ -404,10 +371,10 @@ static long cpu_ticks(pid_t pid)
 static void test_idle_without_credentials_then_sighup(void **state)
 {
     struct fx *x = *state;
-    write_file(x->dir, "config.json", CONFIG, 0644);
+    tmpdir_write(x->dir, "config.json", CONFIG, 0644);
     x->p = start(x);
-    wait_log(x->p, "no credentials at '");
-    wait_log(x->p, "idle until SIGHUP");
+    proc_expect(x->p, "no credentials at '", 1, WAIT_MS);
+    proc_expect(x->p, "idle until SIGHUP", 1, WAIT_MS);
     /* Idle means idle: no CPU burnt and nothing sent while it waits. */
     long before = cpu_ticks(proc_pid(x->p));
     struct timespec half = {0, 500 * 1000000L};
@@ -419,13 +386,13 @@ static void test_idle_without_credentials_then_sighup(void **state)
     write_creds(x, "t");
     proc_signal(x->p, SIGHUP);
     wait_stream(x, 1);
-    wait_log(x->p, "published 1 provider");
+    proc_expect(x->p, "published 1 provider", 1, WAIT_MS);
     /* Up means hello arrived: before that a reload reconnects instead. */
-    wait_log(x->p, "stream up");
+    proc_expect(x->p, "stream up", 1, WAIT_MS);
 
     /* SIGHUP with nothing changed changes nothing. */
     proc_signal(x->p, SIGHUP);
-    wait_log(x->p, "files unchanged");
+    proc_expect(x->p, "files unchanged", 1, WAIT_MS);
 
     /* A new provider: registered again in place, the stream stays. */
     const char *two = "{\"llm\": {\"providers\": [\n"
@@ -433,15 +400,15 @@ static void test_idle_without_credentials_then_sighup(void **state)
                       "   \"url\": \"http://127.0.0.1:9/v1\", \"publish\": true},\n"
                       "  {\"name\": \"ollama\", \"type\": \"openai\", \"model\": \"llama3\",\n"
                       "   \"url\": \"http://127.0.0.1:9/v1\", \"publish\": true}]}}";
-    write_file(x->dir, "config.json", two, 0644);
+    tmpdir_write(x->dir, "config.json", two, 0644);
     proc_signal(x->p, SIGHUP);
-    wait_log(x->p, "published 2 providers as session sess-1");
+    proc_expect(x->p, "published 2 providers as session sess-1", 1, WAIT_MS);
     assert_int_equal(fake_mcpd_streams_opened(x->fm), 1);
 
     /* A broken file on SIGHUP is reported and the running config kept. */
-    write_file(x->dir, "config.json", "{\"llm\": [", 0644);
+    tmpdir_write(x->dir, "config.json", "{\"llm\": [", 0644);
     proc_signal(x->p, SIGHUP);
-    wait_log(x->p, "keeping the running configuration");
+    proc_expect(x->p, "keeping the running configuration", 1, WAIT_MS);
     assert_int_equal(stop(x->p), 0);
     x->p = NULL;
 }
@@ -451,15 +418,15 @@ static void test_nothing_published(void **state)
     struct fx *x = *state;
     write_creds(x, "t");
     x->p = start(x);
-    wait_log(x->p, "no config at '");
+    proc_expect(x->p, "no config at '", 1, WAIT_MS);
     assert_int_equal(stop(x->p), 0);
 
-    write_file(x->dir, "config.json",
-               "{\"llm\": {\"providers\": [{\"name\": \"a\", \"type\": \"openai\", \"model\": "
-               "\"m\", \"url\": \"http://h/v1\"}]}}",
-               0644);
+    tmpdir_write(x->dir, "config.json",
+                 "{\"llm\": {\"providers\": [{\"name\": \"a\", \"type\": \"openai\", \"model\": "
+                 "\"m\", \"url\": \"http://h/v1\"}]}}",
+                 0644);
     x->p = start(x);
-    wait_log(x->p, "nothing to publish: no provider in '");
+    proc_expect(x->p, "nothing to publish: no provider in '", 1, WAIT_MS);
     assert_int_equal(stop(x->p), 0);
     x->p = NULL;
     assert_int_equal(fake_mcpd_count(x->fm, "/"), 0);
@@ -469,11 +436,12 @@ static void test_malformed_files_refused(void **state)
 {
     struct fx *x = *state;
     write_creds(x, "t");
-    write_file(x->dir, "config.json",
-               "{\"llm\": {\"providers\": [\n  {\"name\": \"a\", \"type\": \"openai\",\n"
-               "   \"model\": \"m\", \"url\": \"http://h/v1\",\n   \"wake\": {\"type\": \"shell\"}}"
-               "]}}",
-               0644);
+    tmpdir_write(
+        x->dir, "config.json",
+        "{\"llm\": {\"providers\": [\n  {\"name\": \"a\", \"type\": \"openai\",\n"
+        "   \"model\": \"m\", \"url\": \"http://h/v1\",\n   \"wake\": {\"type\": \"shell\"}}"
+        "]}}",
+        0644);
     x->p = start(x);
     assert_int_equal(proc_wait_exit(x->p, WAIT_MS), 1);
     char *log = proc_output(x->p);
@@ -487,8 +455,8 @@ static void test_malformed_files_refused(void **state)
     free(log);
     proc_free(x->p);
 
-    write_file(x->dir, "config.json", CONFIG, 0644);
-    write_file(x->dir, "credentials", "{\"mcpdUrl\": \"http://h\",\n \"token\": 1}", 0600);
+    tmpdir_write(x->dir, "config.json", CONFIG, 0644);
+    tmpdir_write(x->dir, "credentials", "{\"mcpdUrl\": \"http://h\",\n \"token\": 1}", 0600);
     x->p = start(x);
     assert_int_equal(proc_wait_exit(x->p, WAIT_MS), 1);
     log = proc_output(x->p);
@@ -503,10 +471,10 @@ static void test_credentials_mode_warning(void **state)
     struct fx *x = *state;
     char text[512];
     snprintf(text, sizeof text, "{\"mcpdUrl\": \"%s\", \"token\": \"t\"}", fake_mcpd_url(x->fm));
-    write_file(x->dir, "credentials", text, 0644);
-    write_file(x->dir, "config.json", CONFIG, 0644);
+    tmpdir_write(x->dir, "credentials", text, 0644);
+    tmpdir_write(x->dir, "config.json", CONFIG, 0644);
     x->p = start(x);
-    wait_log(x->p, "can be read by other users; run: chmod 600");
+    proc_expect(x->p, "can be read by other users; run: chmod 600", 1, WAIT_MS);
     wait_stream(x, 1); /* a warning, not a refusal */
     assert_int_equal(stop(x->p), 0);
     x->p = NULL;

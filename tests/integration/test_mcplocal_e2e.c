@@ -37,32 +37,6 @@ struct fx {
     struct proc *p;
 };
 
-static void write_file(const char *dir, const char *name, const char *text, mode_t mode)
-{
-    char *path = tmpdir_path(dir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    chmod(path, mode);
-    free(path);
-}
-
-static void dump(struct proc *p)
-{
-    char *log = proc_output(p);
-    fprintf(stderr, "---- mcplocal log ----\n%s----\n", log);
-    free(log);
-}
-
-static void wait_log_n(struct proc *p, const char *needle, int n)
-{
-    if (proc_wait_for_nth(p, needle, n, WAIT_MS) != 0) {
-        dump(p);
-        fail_msg("mcplocal never logged '%s' (%d)", needle, n);
-    }
-}
-
 static struct proc *start_mcplocal(struct fx *x)
 {
     const char *argv[] = {MCPLOCAL_BIN, "--home", x->home, NULL};
@@ -78,7 +52,7 @@ static int stop_mcplocal(struct fx *x)
     proc_signal(x->p, SIGTERM);
     int rc = proc_wait_exit(x->p, WAIT_MS);
     if (rc != 0)
-        dump(x->p);
+        proc_dump(x->p);
     proc_free(x->p);
     x->p = NULL;
     return rc;
@@ -98,13 +72,13 @@ static struct fx *fx_new(const char *wake)
     char text[2048];
     snprintf(text, sizeof text, "{\"mcpdUrl\": \"%s\", \"token\": \"%s\"}", x->env->mcpd.url,
              x->env->mcpd.token);
-    write_file(x->home, "credentials", text, 0600);
+    tmpdir_write(x->home, "credentials", text, 0600);
     snprintf(text, sizeof text,
              "{\"llm\": {\"providers\": [{\"name\": \"laptop\", \"type\": \"openai\",\n"
              "  \"model\": \"served-model\", \"url\": \"%s\", \"tier\": \"fast\",\n"
              "  \"publish\": true%s%s}]}}\n",
              fake_backend_url(x->fb), wake ? ", \"wake\": " : "", wake ? wake : "");
-    write_file(x->home, "config.json", text, 0644);
+    tmpdir_write(x->home, "config.json", text, 0644);
     return x;
 }
 
@@ -160,7 +134,7 @@ static void test_publish_infer_stop_restart(void **state)
     struct fx *x = *state;
     fake_backend_set_stream(x->fb, 4, 200);
     x->p = start_mcplocal(x);
-    wait_log_n(x->p, "stream up", 1);
+    proc_expect(x->p, "stream up", 1, WAIT_MS);
 
     /* Published: a virtual, active row, owned by alice, in this session. */
     json_t *row = get_llm(x, "laptop");
@@ -219,7 +193,7 @@ static void test_publish_infer_stop_restart(void **state)
 
     /* Restart: the same session adopts the row again. */
     x->p = start_mcplocal(x);
-    wait_log_n(x->p, "stream up", 1);
+    proc_expect(x->p, "stream up", 1, WAIT_MS);
     assert_int_equal(test_wait_status(x->env, "laptop", "active", WAIT_MS), 0);
     char *sid2 = session_file(x);
     assert_string_equal(sid2, sid);
@@ -235,7 +209,7 @@ static void test_caller_leaving_cancels_upstream(void **state)
     struct fx *x = *state;
     fake_backend_set_stream(x->fb, 500, 20);
     x->p = start_mcplocal(x);
-    wait_log_n(x->p, "stream up", 1);
+    proc_expect(x->p, "stream up", 1, WAIT_MS);
     char *url = mcpd_url(&x->env->mcpd, "/api/v1/llms/laptop/infer");
     struct http_stream *s = http_stream_open(
         "POST", url, x->env->mcpd.token, JSON_HDR,
@@ -253,7 +227,7 @@ static void test_backend_error_reaches_caller(void **state)
     struct fx *x = *state;
     fake_backend_set_fail(x->fb, 500);
     x->p = start_mcplocal(x);
-    wait_log_n(x->p, "stream up", 1);
+    proc_expect(x->p, "stream up", 1, WAIT_MS);
     struct http_resp r;
     assert_int_equal(test_call(x->env, "POST", "/api/v1/llms/laptop/infer", x->env->mcpd.token,
                                JSON_HDR, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
@@ -280,7 +254,7 @@ static int setup_wake(void **state)
              "  \"model\": \"served-model\", \"url\": \"%s\", \"publish\": true,\n"
              "  \"wake\": %s}]}}\n",
              fake_backend_url(x->fb), wake);
-    write_file(x->home, "config.json", text, 0644);
+    tmpdir_write(x->home, "config.json", text, 0644);
     fake_backend_set_asleep(x->fb, true);
     fake_backend_set_wake(x->fb, 200, 300);
     return 0;
@@ -290,7 +264,7 @@ static void test_wake_on_first_request(void **state)
 {
     struct fx *x = *state;
     x->p = start_mcplocal(x);
-    wait_log_n(x->p, "stream up", 1);
+    proc_expect(x->p, "stream up", 1, WAIT_MS);
     json_t *row = get_llm(x, "laptop");
     assert_string_equal(json_string_value(json_object_get(row, "status")), "hibernating");
     json_decref(row);
@@ -310,7 +284,7 @@ static void test_wake_on_first_request(void **state)
     row = get_llm(x, "laptop");
     assert_string_equal(json_string_value(json_object_get(row, "status")), "active");
     json_decref(row);
-    wait_log_n(x->p, "woke 'laptop' in", 1);
+    proc_expect(x->p, "woke 'laptop' in", 1, WAIT_MS);
 
     /* Awake now: the next request goes straight through, no second wake. */
     assert_int_equal(test_call(x->env, "POST", "/v1/chat/completions", x->env->mcpd.token, JSON_HDR,

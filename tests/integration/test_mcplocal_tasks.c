@@ -33,32 +33,6 @@ struct fx {
     struct proc *p;
 };
 
-static void write_file(const char *dir, const char *name, const char *text, mode_t mode)
-{
-    char *path = tmpdir_path(dir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    chmod(path, mode);
-    free(path);
-}
-
-static void dump(struct proc *p)
-{
-    char *log = proc_output(p);
-    fprintf(stderr, "---- mcplocal log ----\n%s----\n", log);
-    free(log);
-}
-
-static void wait_log(struct proc *p, const char *needle)
-{
-    if (proc_wait_for(p, needle, WAIT_MS) != 0) {
-        dump(p);
-        fail_msg("mcplocal never logged '%s'", needle);
-    }
-}
-
 static int closed_port(void)
 {
     int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -83,7 +57,7 @@ static int setup(void **state)
         return -1;
     char text[2048];
     snprintf(text, sizeof text, "{\"mcpdUrl\": \"%s\", \"token\": \"t\"}", fake_mcpd_url(x->fm));
-    write_file(x->dir, "credentials", text, 0600);
+    tmpdir_write(x->dir, "credentials", text, 0600);
     snprintf(text, sizeof text,
              "{\"llm\": {\"providers\": [\n"
              "  {\"name\": \"local\", \"type\": \"openai\", \"model\": \"served-model\",\n"
@@ -92,7 +66,7 @@ static int setup(void **state)
              "   \"url\": \"http://127.0.0.1:%d/v1\", \"publish\": true}\n"
              "]}}\n",
              fake_backend_url(x->fb), closed_port());
-    write_file(x->dir, "config.json", text, 0644);
+    tmpdir_write(x->dir, "config.json", text, 0644);
     const char *argv[] = {MCPLOCAL_BIN, "--home", x->dir, "--log-level", "debug", NULL};
     const char *env[] = {"MCPLOCAL_BACKOFF_MIN_MS=20", "MCPLOCAL_BACKOFF_MAX_MS=200",
                          "MCPLOCAL_SHUTDOWN_GRACE_MS=3000", "TEST_BACKEND_KEY=sk-local-123", NULL};
@@ -100,7 +74,7 @@ static int setup(void **state)
     if (!x->p || fake_mcpd_wait_stream(x->fm, 1, WAIT_MS) != 0 ||
         proc_wait_for(x->p, "stream up", WAIT_MS) != 0) {
         if (x->p)
-            dump(x->p);
+            proc_dump(x->p);
         return -1;
     }
     return 0;
@@ -113,7 +87,7 @@ static int teardown(void **state)
         proc_signal(x->p, SIGTERM);
         int rc = proc_wait_exit(x->p, WAIT_MS);
         if (rc != 0)
-            dump(x->p);
+            proc_dump(x->p);
         proc_free(x->p);
         assert_int_equal(rc, 0);
     }
@@ -148,7 +122,7 @@ static void wait_results(struct fx *x, const char *id, int n)
     char path[256];
     fake_mcpd_result_path(id, path, sizeof path);
     if (fake_mcpd_wait_count(x->fm, path, n, WAIT_MS) != 0) {
-        dump(x->p);
+        proc_dump(x->p);
         fail_msg("task %s: %d result posts never came (got %d)", id, n,
                  fake_mcpd_count(x->fm, path));
     }
@@ -263,7 +237,7 @@ static void test_backend_errors(void **state)
     r = result(x, "e2", 0);
     assert_string_equal(error_of(r), "backend answered 500: fake failure");
     json_decref(r);
-    wait_log(x->p, "task e1 (local) failed: backend answered 500");
+    proc_expect(x->p, "task e1 (local) failed: backend answered 500", 1, WAIT_MS);
 
     assert_int_equal(fake_mcpd_push_infer(x->fm, "e3", "down", false, BODY), 0);
     wait_results(x, "e3", 1);
@@ -295,7 +269,7 @@ static void test_cancel_aborts_upstream(void **state)
     assert_int_equal(fake_mcpd_push_cancel(x->fm, "c1"), 0);
     assert_int_equal(fake_backend_wait_aborted(x->fb, 1, 3000), 0);
     assert_true(clock_mono_ms() - t0 < 2000);
-    wait_log(x->p, "task c1 (local): cancelled by mcpd");
+    proc_expect(x->p, "task c1 (local): cancelled by mcpd", 1, WAIT_MS);
     /* Nothing is posted after the cancel was handled. */
     char path[256];
     fake_mcpd_result_path("c1", path, sizeof path);
@@ -311,7 +285,8 @@ static void test_410_aborts_upstream(void **state)
     fake_backend_set_stream(x->fb, 500, 20);
     assert_int_equal(fake_mcpd_push_infer(x->fm, "g1", "local", true, BODY), 0);
     assert_int_equal(fake_backend_wait_aborted(x->fb, 1, 3000), 0);
-    wait_log(x->p, "task g1 (local): mcpd answered 410 to a result, the caller is gone");
+    proc_expect(x->p, "task g1 (local): mcpd answered 410 to a result, the caller is gone", 1,
+                WAIT_MS);
     char path[256];
     fake_mcpd_result_path("g1", path, sizeof path);
     assert_int_equal(fake_mcpd_count(x->fm, path), 1);

@@ -37,41 +37,15 @@ struct fx {
     struct proc *p;
 };
 
-static void write_file(const char *dir, const char *name, const char *text, mode_t mode)
-{
-    char *path = tmpdir_path(dir, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    chmod(path, mode);
-    free(path);
-}
-
-static void dump(struct proc *p)
-{
-    char *log = proc_output(p);
-    fprintf(stderr, "---- mcplocal log ----\n%s----\n", log);
-    free(log);
-}
-
-static void wait_log(struct proc *p, const char *needle)
-{
-    if (proc_wait_for(p, needle, WAIT_MS) != 0) {
-        dump(p);
-        fail_msg("mcplocal never logged '%s'", needle);
-    }
-}
-
 /* Writes the files (providers is the inside of the providers array),
  * starts mcplocal and waits for its stream. */
 static void start(struct fx *x, const char *providers)
 {
     char text[4096];
     snprintf(text, sizeof text, "{\"mcpdUrl\": \"%s\", \"token\": \"t\"}", fake_mcpd_url(x->fm));
-    write_file(x->dir, "credentials", text, 0600);
+    tmpdir_write(x->dir, "credentials", text, 0600);
     snprintf(text, sizeof text, "{\"llm\": {\"providers\": [%s]}}", providers);
-    write_file(x->dir, "config.json", text, 0644);
+    tmpdir_write(x->dir, "config.json", text, 0644);
     const char *argv[] = {MCPLOCAL_BIN, "--home", x->dir, "--log-level", "debug", NULL};
     const char *env[] = {"MCPLOCAL_BACKOFF_MIN_MS=20",     "MCPLOCAL_BACKOFF_MAX_MS=200",
                          "MCPLOCAL_WAKE_POLL_FIRST_MS=50", "MCPLOCAL_WAKE_POLL_MS=100",
@@ -79,10 +53,10 @@ static void start(struct fx *x, const char *providers)
     x->p = proc_start(argv, env, x->dir);
     assert_non_null(x->p);
     if (fake_mcpd_wait_stream(x->fm, 1, WAIT_MS) != 0) {
-        dump(x->p);
+        proc_dump(x->p);
         fail_msg("no stream");
     }
-    wait_log(x->p, "stream up");
+    proc_expect(x->p, "stream up", 1, WAIT_MS);
 }
 
 static int setup(void **state)
@@ -109,7 +83,7 @@ static int teardown(void **state)
         proc_signal(x->p, SIGTERM);
         int rc = proc_wait_exit(x->p, WAIT_MS);
         if (rc != 0)
-            dump(x->p);
+            proc_dump(x->p);
         proc_free(x->p);
         assert_int_equal(rc, 0);
     }
@@ -126,7 +100,7 @@ static json_t *result(struct fx *x, const char *id)
     char path[256];
     fake_mcpd_result_path(id, path, sizeof path);
     if (fake_mcpd_wait_count(x->fm, path, 1, WAIT_MS) != 0) {
-        dump(x->p);
+        proc_dump(x->p);
         fail_msg("no result for %s", id);
     }
     struct fake_mcpd_req *r = fake_mcpd_get(x->fm, path, 0);
@@ -153,8 +127,10 @@ static void test_initial_status_rule(void **state)
              fake_backend_url(x->asleep), fake_backend_wake_url(x->asleep),
              fake_backend_url(x->asleep), fake_backend_url(x->awake));
     start(x, providers);
-    wait_log(x->p, "published 3 providers as session sess-1: a-sleeping (hibernating), "
-                   "b-norecipe (active), c-awake (active)");
+    proc_expect(x->p,
+                "published 3 providers as session sess-1: a-sleeping (hibernating), "
+                "b-norecipe (active), c-awake (active)",
+                1, WAIT_MS);
     struct fake_mcpd_req *reg = fake_mcpd_get(x->fm, "/api/v1/llms/_provider-register", 0);
     json_t *body = json_loads(reg->body, 0, NULL);
     json_t *ps = json_object_get(body, "providers");
@@ -199,7 +175,7 @@ static void test_http_recipe_wakes(void **state)
     int hbs = fake_mcpd_count(x->fm, "/api/v1/llms/_provider-heartbeat") - hb_before;
     if (hbs < 3)
         fail_msg("only %d heartbeats while polling", hbs);
-    wait_log(x->p, "woke 'sleepy' in");
+    proc_expect(x->p, "woke 'sleepy' in", 1, WAIT_MS);
 }
 
 static void test_command_recipe_literal_args(void **state)
@@ -224,7 +200,7 @@ static void test_command_recipe_literal_args(void **state)
     assert_string_equal(body, ARG_RAW);
     free(body);
     /* The helper's output went to mcplocal's log. */
-    wait_log(x->p, "wake 'cmd': helper posted");
+    proc_expect(x->p, "wake 'cmd': helper posted", 1, WAIT_MS);
 }
 
 static void test_command_recipe_fails(void **state)
@@ -241,7 +217,7 @@ static void test_command_recipe_fails(void **state)
     assert_string_equal(json_string_value(json_object_get(r, "error")),
                         "wake command exited with status 1");
     json_decref(r);
-    wait_log(x->p, "wake 'bad' failed after");
+    proc_expect(x->p, "wake 'bad' failed after", 1, WAIT_MS);
 }
 
 static void test_timeout(void **state)

@@ -13,6 +13,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
 extern char **environ;
 
 struct proc {
@@ -27,6 +33,7 @@ struct proc {
     char *text;
     size_t len, cap;
     int eof;
+    char name[64]; /* the program's file name, for reports */
 };
 
 static long long now_ms(void)
@@ -123,6 +130,8 @@ struct proc *proc_start(const char *const argv[], const char *const env[], const
         return NULL;
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     struct proc *p = calloc(1, sizeof *p);
+    const char *slash = strrchr(argv[0], '/');
+    snprintf(p->name, sizeof p->name, "%s", slash ? slash + 1 : argv[0]);
     p->pid = spawn(argv, env, cwd, devnull, fds[1], fds[1]);
     close(devnull);
     close(fds[1]);
@@ -343,4 +352,19 @@ int proc_run(const char *const argv[], const char *const env[], const char *stdi
     else
         free(ebuf);
     return decode_status(status);
+}
+
+void proc_dump(struct proc *p)
+{
+    char *log = proc_output(p);
+    fprintf(stderr, "---- output of %s ----\n%s----\n", p->name, log ? log : "");
+    free(log);
+}
+
+void proc_expect(struct proc *p, const char *needle, int count, int timeout_ms)
+{
+    if (proc_wait_for_nth(p, needle, count, timeout_ms) == 0)
+        return;
+    proc_dump(p);
+    fail_msg("never logged '%s' (%d time(s) within %d ms)", needle, count, timeout_ms);
 }

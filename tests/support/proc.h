@@ -25,6 +25,11 @@ int proc_wait_for(struct proc *p, const char *needle, int timeout_ms);
 int proc_wait_for_nth(struct proc *p, const char *needle, int count, int timeout_ms);
 /* Returns a copy of the transcript so far; caller frees. */
 char *proc_output(struct proc *p);
+/* Prints the transcript so far to stderr, for a failing test's report. */
+void proc_dump(struct proc *p);
+/* proc_wait_for_nth() that fails the running cmocka test, with the
+ * transcript printed, when the count-th needle does not come in time. */
+void proc_expect(struct proc *p, const char *needle, int count, int timeout_ms);
 pid_t proc_pid(const struct proc *p);
 int proc_signal(struct proc *p, int sig);
 /* Waits for the program to end. Returns its exit code, 128+signal when it was

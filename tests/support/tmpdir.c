@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 char *tmpdir_create(const char *prefix)
@@ -48,4 +49,15 @@ char *tmpdir_path(const char *dir, const char *name)
         abort();
     snprintf(p, n, "%s/%s", dir, name);
     return p;
+}
+
+void tmpdir_write(const char *dir, const char *name, const char *text, mode_t mode)
+{
+    char *path = tmpdir_path(dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0 || chmod(path, mode) != 0) {
+        fprintf(stderr, "cannot write %s\n", path);
+        abort();
+    }
+    free(path);
 }
