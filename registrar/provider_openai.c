@@ -199,6 +199,26 @@ static struct openai_call *call_new(struct loop *l, const struct provider_cfg *p
     return c;
 }
 
+/* Starts o on the provider's url + path; returns c, or NULL (c freed). */
+static struct openai_call *call_start(struct openai_call *c, const struct provider_cfg *p,
+                                      const char *path, struct http_req_opts *o)
+{
+    size_t ulen = strlen(p->url) + strlen(path) + 1;
+    char *url = malloc(ulen);
+    int rc = -1;
+    if (url) {
+        snprintf(url, ulen, "%s%s", p->url, path);
+        o->url = url;
+        rc = http_req_start(c->loop, o, &c->req);
+        free(url);
+    }
+    if (rc < 0) {
+        call_destroy(c);
+        return NULL;
+    }
+    return c;
+}
+
 struct openai_call *openai_infer(struct loop *l, const struct provider_cfg *p, const char *request,
                                  bool streaming, openai_chunk_fn on_chunk, openai_done_fn on_done,
                                  void *ud)
@@ -211,13 +231,6 @@ struct openai_call *openai_infer(struct loop *l, const struct provider_cfg *p, c
     c->on_chunk = on_chunk;
     c->on_done = on_done;
     c->ud = ud;
-    size_t ulen = strlen(p->url) + sizeof "/chat/completions";
-    char *url = malloc(ulen);
-    if (!url) {
-        call_destroy(c);
-        return NULL;
-    }
-    snprintf(url, ulen, "%s/chat/completions", p->url);
     const char *headers[4];
     size_t nh = 0;
     headers[nh++] = "Content-Type: application/json";
@@ -227,7 +240,6 @@ struct openai_call *openai_infer(struct loop *l, const struct provider_cfg *p, c
     headers[nh] = NULL;
     struct http_req_opts o = {
         .method = "POST",
-        .url = url,
         .headers = headers,
         .body = request,
         .body_len = strlen(request),
@@ -238,13 +250,7 @@ struct openai_call *openai_infer(struct loop *l, const struct provider_cfg *p, c
         .on_done = infer_done,
         .ud = c,
     };
-    int rc = http_req_start(l, &o, &c->req);
-    free(url);
-    if (rc < 0) {
-        call_destroy(c);
-        return NULL;
-    }
-    return c;
+    return call_start(c, p, "/chat/completions", &o);
 }
 
 static void check_done(struct http_req *req, void *ud)
@@ -279,30 +285,16 @@ struct openai_call *openai_check(struct loop *l, const struct provider_cfg *p, i
     c->on_check = on_result;
     c->ud = ud;
     c->timeout_ms = timeout_ms;
-    size_t ulen = strlen(p->url) + sizeof "/models";
-    char *url = malloc(ulen);
-    if (!url) {
-        call_destroy(c);
-        return NULL;
-    }
-    snprintf(url, ulen, "%s/models", p->url);
     const char *headers[3] = {"Accept: application/json", c->auth, NULL};
     struct http_req_opts o = {
         .method = "GET",
-        .url = url,
         .headers = headers,
         .max_body = 1024 * 1024,
         .timeout_ms = timeout_ms,
         .on_done = check_done,
         .ud = c,
     };
-    int rc = http_req_start(l, &o, &c->req);
-    free(url);
-    if (rc < 0) {
-        call_destroy(c);
-        return NULL;
-    }
-    return c;
+    return call_start(c, p, "/models", &o);
 }
 
 void openai_call_pause(struct openai_call *c)
