@@ -1,11 +1,14 @@
 /*
- * acceptor.c - mcpd accepts its own connections and hands each one to one
- * of two libmicrohttpd daemons (MHD_add_connection):
+ * acceptor.c - mcpd accepts its own connections and hands each one to
+ * whoever serves its first request:
  *
- *   - the streams daemon takes connections whose first request is
- *     GET /api/v1/llms/_provider-stream: control streams, parked for hours;
- *   - the main daemon takes everything else: callers, result posts,
- *     registration, heartbeats, listings.
+ *   - the streams daemon (libmicrohttpd) takes connections whose first
+ *     request is GET /api/v1/llms/_provider-stream: control streams, parked
+ *     for hours;
+ *   - caller.c's loops take callers: POST /v1/chat/completions and
+ *     POST /api/v1/llms/<name>/infer (caller.c says why);
+ *   - the main daemon takes everything else: result posts, registration,
+ *     heartbeats, listings.
  *
  * Why: libmicrohttpd walks a worker's whole list of suspended connections
  * each time it resumes one. Parked control streams are suspended for their
@@ -14,7 +17,7 @@
  * walked only when a stream ends, and the main daemon's lists hold only
  * callers actually waiting for an answer.
  *
- * The first bytes are looked at with MSG_PEEK, so MHD still reads the whole
+ * The first bytes are looked at with MSG_PEEK, so the taker reads the whole
  * request itself. A connection that sends nothing within a second, or only
  * part of the request line, goes to the main daemon, which serves any
  * request, streams included. The accepting runs on the housekeeper's epoll
@@ -36,6 +39,9 @@
 #include <unistd.h>
 
 #define STREAM_REQUEST_LINE "GET " MCP_ROUTE_STREAM
+/* Enough for the longest request line routed by it: a caller's
+ * POST /api/v1/llms/<name>/infer with the longest name. */
+#define PEEK_BYTES 160
 #define CLASSIFY_TIMEOUT_MS 1000
 #define ACCEPT_BATCH 256
 /* Out of file descriptors: stop accepting for this long. */
@@ -60,28 +66,40 @@ static void pending_unlink(struct server *srv, struct pending_conn *pc)
         pc->next->prev = pc->prev;
 }
 
+enum peek_result { PEEK_STREAM, PEEK_CALLER, PEEK_OTHER, PEEK_WAIT, PEEK_CLOSED };
+
 static void hand_over(struct server *srv, int fd, const struct sockaddr_storage *addr,
-                      socklen_t addrlen, bool stream)
+                      socklen_t addrlen, enum peek_result where)
 {
-    struct MHD_Daemon *d = stream ? srv->mhd_streams : srv->mhd;
+    if (where == PEEK_CALLER) {
+        caller_take(srv, fd, addr, addrlen);
+        return;
+    }
+    struct MHD_Daemon *d = where == PEEK_STREAM ? srv->mhd_streams : srv->mhd;
     /* MHD owns the socket from here, and closes it when it cannot take it. */
     if (MHD_add_connection(d, fd, (const struct sockaddr *)addr, addrlen) != MHD_YES)
         log_warn("could not take a connection: %s", strerror(errno));
 }
 
-enum peek_result { PEEK_STREAM, PEEK_OTHER, PEEK_WAIT, PEEK_CLOSED };
-
 static enum peek_result peek(int fd)
 {
     static const char want[] = STREAM_REQUEST_LINE;
     const size_t wlen = sizeof want - 1;
-    char got[sizeof want];
-    ssize_t n = recv(fd, got, wlen + 1, MSG_PEEK | MSG_DONTWAIT);
+    char got[PEEK_BYTES];
+    ssize_t n = recv(fd, got, sizeof got, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0)
         return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? PEEK_WAIT
                                                                            : PEEK_CLOSED;
     if (n == 0)
         return PEEK_CLOSED;
+    switch (caller_classify(got, (size_t)n)) {
+    case CALLER_YES:
+        return PEEK_CALLER;
+    case CALLER_MORE:
+        return (size_t)n < sizeof got ? PEEK_WAIT : PEEK_OTHER;
+    case CALLER_NO:
+        break;
+    }
     size_t k = (size_t)n < wlen ? (size_t)n : wlen;
     if (memcmp(got, want, k) != 0)
         return PEEK_OTHER;
@@ -102,7 +120,7 @@ static void classify(struct server *srv, struct pending_conn *pc, bool timed_out
     if (p == PEEK_CLOSED)
         close(pc->fd);
     else
-        hand_over(srv, pc->fd, &pc->addr, pc->addrlen, p == PEEK_STREAM);
+        hand_over(srv, pc->fd, &pc->addr, pc->addrlen, p == PEEK_WAIT ? PEEK_OTHER : p);
     free(pc);
 }
 
@@ -132,12 +150,12 @@ void acceptor_ready(struct server *srv)
             continue;
         }
         if (p != PEEK_WAIT) {
-            hand_over(srv, fd, &addr, addrlen, p == PEEK_STREAM);
+            hand_over(srv, fd, &addr, addrlen, p);
             continue;
         }
         struct pending_conn *pc = calloc(1, sizeof *pc);
         if (!pc) {
-            hand_over(srv, fd, &addr, addrlen, false);
+            hand_over(srv, fd, &addr, addrlen, PEEK_OTHER);
             continue;
         }
         pc->fd = fd;
@@ -148,7 +166,7 @@ void acceptor_ready(struct server *srv)
                                  .data.u64 = ACCEPT_TAG | (uint64_t)(uintptr_t)pc};
         if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
             free(pc);
-            hand_over(srv, fd, &addr, addrlen, false);
+            hand_over(srv, fd, &addr, addrlen, PEEK_OTHER);
             continue;
         }
         pc->next = srv->pending;

@@ -140,6 +140,10 @@ static const char *openai_code(unsigned status)
 static enum MHD_Result queue(struct req *r, unsigned status, const char *body, size_t len,
                              const char *ctype, int retry_after, const char *allow)
 {
+    if (r->lc) {
+        caller_reply(r, status, ctype, body, len, retry_after, allow);
+        return MHD_YES;
+    }
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!resp)
@@ -187,6 +191,8 @@ void http_responses_free(struct server *srv)
 
 enum MHD_Result http_reply_ok(struct req *r)
 {
+    if (r->lc)
+        return queue(r, 200, OK_BODY, sizeof OK_BODY - 1, "application/json", 0, NULL);
     return MHD_queue_response(r->conn, 200, r->srv->resp_ok);
 }
 
@@ -233,6 +239,8 @@ void http_suspend(struct req *r)
     struct conn_ctx *cc = r->cc;
     r->suspended = true;
     r->was_suspended = true;
+    if (r->lc)
+        return; /* caller.c watches its own sockets */
     if (cc) {
         cc->waiting = r;
         if (!cc->watched)
@@ -258,6 +266,7 @@ void server_lock(struct server *srv)
 
 void server_unlock(struct server *srv)
 {
+    caller_run_deliveries();
     unsigned int n = n_deferred_resumes;
     struct MHD_Connection *conns[DEFERRED_RESUMES_MAX];
     memcpy(conns, deferred_resumes, n * sizeof conns[0]);
@@ -268,6 +277,7 @@ void server_unlock(struct server *srv)
     for (unsigned int i = 0; i < n; i++)
         MHD_resume_connection(conns[i]);
     stream_flush_deferred(srv, flushes, nf);
+    caller_flush_deferred();
 }
 
 void http_resume(struct req *r)
@@ -275,6 +285,10 @@ void http_resume(struct req *r)
     if (!r->suspended)
         return;
     r->suspended = false;
+    if (r->lc) {
+        caller_resume(r);
+        return;
+    }
     if (n_deferred_resumes < DEFERRED_RESUMES_MAX)
         deferred_resumes[n_deferred_resumes++] = r->conn;
     else
@@ -496,6 +510,8 @@ struct MHD_Daemon *http_start(struct server *srv, unsigned int threads, unsigned
     /* No listening socket: acceptor.c accepts and hands connections over. */
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
                          MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (getenv("XPOLL") && threads > 1)
+        flags = (flags & ~(unsigned)MHD_USE_EPOLL) | MHD_USE_POLL;
     return MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection,

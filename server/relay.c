@@ -516,6 +516,51 @@ enum MHD_Result relay_resume(struct req *r)
     return rc;
 }
 
+/* relay_resume() for a caller connection's request (server.mu held): there
+ * is no callback to come back to, so what is due is written out here, and
+ * the request is finished once its answer is complete. */
+void relay_deliver(struct req *r)
+{
+    struct server *srv = r->srv;
+    bool stopping = atomic_load(&srv->stopping);
+    struct task *t = r->wait == WAIT_TASK ? r->task : NULL;
+    if (r->peer_gone) {
+        /* the connection is closing; nothing to write */
+    } else if (r->fail_status) {
+        reply_failure(r);
+    } else if (r->streaming && (r->sse.len > 0 || (r->sse_ended && r->sse_started))) {
+        caller_sse_send(r);
+        if (!r->sse_ended) {
+            r->suspended = true;
+            return;
+        }
+    } else if (r->wait == WAIT_WAKE || (t && t->state == TASK_PENDING)) {
+        if (!stopping) {
+            r->suspended = true;
+            return;
+        }
+        if (r->sse_started) {
+            static const char bye[] = "{\"error\":\"server shutting down\",\"status\":503}";
+            sse_encode_event(&r->sse, MCP_EVENT_ERROR, NULL, bye, sizeof bye - 1);
+            r->sse_ended = true;
+            caller_sse_send(r);
+        } else {
+            http_reply_unavailable(r, RETRY_AFTER_OFFLINE, "server shutting down");
+        }
+    } else if (t && t->state == TASK_DONE) {
+        caller_reply(r, (unsigned)t->status, "application/json", t->body.data ? t->body.data : "",
+                     t->body.len, 0, NULL);
+    } else if (t) {
+        if (t->status == 503)
+            http_reply_unavailable(r, RETRY_AFTER_OFFLINE, t->error);
+        else
+            http_reply_error(r, (unsigned)t->status, "%s", t->error);
+    } else {
+        http_reply_error(r, 500, "request lost its task");
+    }
+    caller_finish(r);
+}
+
 void relay_request_done(struct req *r)
 {
     struct server *srv = r->srv;

@@ -64,10 +64,12 @@ static void stop_threads(struct server *srv)
 {
     housekeeper_stop(srv);
     acceptor_stop(srv);
+    caller_stop_threads(srv);
     if (srv->mhd)
         MHD_stop_daemon(srv->mhd);
     if (srv->mhd_streams)
         MHD_stop_daemon(srv->mhd_streams);
+    caller_close_all(srv);
     srv->mhd = srv->mhd_streams = NULL;
     http_responses_free(srv);
 }
@@ -112,7 +114,8 @@ int server_start(struct server *srv, const struct server_config *cfg)
     /* Control streams spend their life suspended; one worker serves them. */
     srv->mhd = http_start(srv, (unsigned int)cfg->threads, conn_limit);
     srv->mhd_streams = srv->mhd ? http_start(srv, 1, conn_limit) : NULL;
-    if (!srv->mhd_streams || acceptor_start(srv) < 0) {
+    if (!srv->mhd_streams || caller_start(srv, (unsigned int)cfg->threads) < 0 ||
+        acceptor_start(srv) < 0) {
         log_error("cannot start the HTTP server");
         server_lock(srv);
         atomic_store(&srv->stopping, true);
@@ -140,6 +143,12 @@ void server_stop(struct server *srv)
     {
         if (cc->waiting)
             http_resume(cc->waiting);
+    }
+    struct wake *hw, *hwtmp;
+    HASH_ITER(hh, srv->wakes, hw, hwtmp)
+    {
+        for (int i = 0; i < hw->nheld; i++)
+            http_resume(hw->held[i]); /* caller.c's held calls: 503 */
     }
     server_unlock(srv);
     stop_threads(srv);

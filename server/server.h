@@ -41,6 +41,8 @@
 
 struct req;
 struct task;
+struct caller_conn;
+struct caller_loop;
 
 /* A control stream: the body of GET _provider-stream, fed frames.
  *
@@ -125,11 +127,13 @@ struct wake {
 /* What a route handler decided for a request whose reply comes later. */
 enum req_wait { WAIT_NONE, WAIT_TASK, WAIT_WAKE };
 
-/* One HTTP request (MHD's per-request context). */
+/* One HTTP request: libmicrohttpd's per-request context, or a request of a
+ * caller connection served by caller.c (then conn and cc are NULL). */
 struct req {
     struct server *srv;
     struct MHD_Connection *conn;
     struct conn_ctx *cc;
+    struct caller_conn *lc;   /* caller.c's connection, for its requests */
     int route;                /* matched once, before the body arrives */
     char param[MCP_NAME_BUF]; /* the route's :name or :id */
     bool openai;              /* error bodies in OpenAI's shape */
@@ -189,6 +193,11 @@ struct server {
     struct MHD_Daemon *mhd_streams; /* connections that open a control stream */
     struct MHD_Response *resp_ok;   /* shared 200 {"ok":true} */
     int port;
+
+    /* caller connections (caller.c) */
+    struct caller_loop *loops;
+    unsigned int nloops;
+    unsigned int next_loop; /* round robin, the acceptor's */
 
     /* acceptor (acceptor.c), run on the housekeeper's epoll set */
     int listen_fd;
@@ -302,6 +311,40 @@ struct task *relay_send_wake(struct server *srv, struct session *s, struct wake 
 /* Answers a parked caller with an error: an SSE error event when its stream
  * has started, else status + msg (503 adds Retry-After). server.mu held. */
 void relay_fail_caller(struct req *r, int status, int retry_after, const char *msg);
+
+/* A waiting request of a caller connection has something to deliver
+ * (server.mu held): relay_deliver() writes it out via caller.c. */
+void relay_deliver(struct req *r);
+
+/* ---- caller connections (caller.c) ---- */
+enum caller_line { CALLER_NO, CALLER_YES, CALLER_MORE };
+enum caller_route { CALLER_ROUTE_CHAT = 1, CALLER_ROUTE_INFER };
+/* Whether a request line (the first n bytes of a request) is one caller.c
+ * serves; CALLER_MORE when n bytes cannot tell yet. */
+enum caller_line caller_classify(const char *p, size_t n);
+/* Starts `threads` event loops; 0 or -1. */
+int caller_start(struct server *srv, unsigned int threads);
+/* Stops the loop threads: no connection is handed over after this. */
+void caller_stop_threads(struct server *srv);
+/* Closes what is left (every other thread stopped) and frees the loops. */
+void caller_close_all(struct server *srv);
+/* Takes an accepted connection whose first request is a caller's. */
+void caller_take(struct server *srv, int fd, const struct sockaddr_storage *addr,
+                 socklen_t addrlen);
+/* Answers r (whole response, queued; written after server.mu is released
+ * or the loop's event is done). */
+void caller_reply(struct req *r, unsigned status, const char *ctype, const char *body, size_t len,
+                  int retry_after, const char *allow);
+/* Sends r's queued SSE bytes (the head first), and the end once ended. */
+void caller_sse_send(struct req *r);
+/* The request is finished (server.mu held when it ever waited): drops its
+ * task or wake and lets its connection read the next request. */
+void caller_finish(struct req *r);
+/* http_resume() for caller requests: delivery deferred to server_unlock(). */
+void caller_resume(struct req *r);
+/* server_unlock()'s parts: deliveries (server.mu held), then writes. */
+void caller_run_deliveries(void);
+void caller_flush_deferred(void);
 
 /* ---- wake-on-demand (wake.c) ---- */
 /* Holds r until the Llm wakes (server.mu held); starts a wake if none. */
