@@ -55,7 +55,7 @@
 #define LINGER_MS 2000
 #define EVENTS_MAX 64
 
-enum hdr { HDR_OTHER, HDR_AUTH, HDR_EXPECT };
+enum hdr { HDR_OTHER, HDR_AUTH, HDR_EXPECT, HDR_SESSION };
 
 struct caller_conn {
     int fd;
@@ -76,7 +76,7 @@ struct caller_conn {
     size_t head_bytes;
     enum hdr hdr;
     bool hdr_in_value;
-    char hname[16];
+    char hname[32];
     size_t hname_len;
     char url[URL_MAX];
     size_t url_len;
@@ -84,6 +84,8 @@ struct caller_conn {
     size_t auth_len;
     char expect[16];
     size_t expect_len;
+    char session[DB_SESSION_ID_LEN + 1];
+    size_t session_len;
     bool http10;
     struct req req;
 
@@ -138,25 +140,35 @@ enum caller_line caller_classify(const char *p, size_t n)
         return CALLER_NO;
     if (n <= llen)
         return CALLER_MORE;
-    /* <name>/infer, the name without slashes */
-    const char *name = p + llen;
+    /* _provider-task/<id>/result, or <name>/infer; no slashes inside */
+    static const char task[] = "_provider-task/";
+    const size_t tlen = sizeof task - 1;
+    const char *seg = p + llen;
     size_t rest = n - llen;
+    k = rest < tlen ? rest : tlen;
+    bool is_task = memcmp(seg, task, k) == 0;
+    if (is_task && rest <= tlen)
+        return CALLER_MORE;
+    if (is_task) {
+        seg += tlen;
+        rest -= tlen;
+    }
+    const char *suffix = is_task ? "/result" : "/infer";
     size_t i = 0;
-    while (i < rest && name[i] != '/' && !path_end(name[i]) && name[i] != '\r')
+    while (i < rest && seg[i] != '/' && !path_end(seg[i]) && seg[i] != '\r')
         i++;
     if (i == rest)
         return i < MCP_NAME_BUF ? CALLER_MORE : CALLER_NO;
-    if (name[i] != '/' || i == 0)
+    if (seg[i] != '/' || i == 0)
         return CALLER_NO;
-    static const char infer[] = "/infer";
-    const size_t ilen = sizeof infer - 1;
+    const size_t slen = strlen(suffix);
     size_t have = rest - i;
-    k = have < ilen ? have : ilen;
-    if (memcmp(name + i, infer, k) != 0)
+    k = have < slen ? have : slen;
+    if (memcmp(seg + i, suffix, k) != 0)
         return CALLER_NO;
-    if (have <= ilen)
+    if (have <= slen)
         return CALLER_MORE;
-    return path_end(name[i + ilen]) ? CALLER_YES : CALLER_NO;
+    return path_end(seg[i + slen]) ? CALLER_YES : CALLER_NO;
 }
 
 /* ---- answers ---- */
@@ -366,19 +378,31 @@ static void flush_out(struct caller_conn *c)
     flush_locked(c);
 }
 
+/* The connection whose input the loop thread is working through: its
+ * answers (a burst of pipelined result posts' acknowledgements) go out in
+ * one write when the event is done. */
+static _Thread_local struct caller_conn *batching;
+
 void caller_flush_deferred(void)
 {
-    while (n_deferred_flushes > 0) {
-        unsigned int n = n_deferred_flushes;
+    for (;;) {
+        unsigned int n = n_deferred_flushes, kept = 0;
         struct caller_conn *cs[DEFERRED_FLUSHES_MAX];
         memcpy(cs, deferred_flushes, n * sizeof cs[0]);
         n_deferred_flushes = 0;
         for (unsigned int i = 0; i < n; i++) {
+            if (cs[i] == batching) {
+                deferred_flushes[n_deferred_flushes++] = cs[i];
+                kept++;
+                continue;
+            }
             pthread_mutex_lock(&cs[i]->wmu);
             flush_locked(cs[i]);
             pthread_mutex_unlock(&cs[i]->wmu);
             conn_unref(cs[i]);
         }
+        if (n_deferred_flushes == kept)
+            return;
     }
 }
 
@@ -469,7 +493,7 @@ static void req_reset(struct caller_conn *c)
     c->head_bytes = 0;
     c->hdr = HDR_OTHER;
     c->hdr_in_value = false;
-    c->hname_len = c->url_len = c->auth_len = c->expect_len = 0;
+    c->hname_len = c->url_len = c->auth_len = c->expect_len = c->session_len = 0;
     pthread_mutex_lock(&c->wmu);
     c->done = false;
     c->input_waiting = false;
@@ -615,12 +639,16 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
                 c->hdr = HDR_AUTH;
             else if (strcasecmp(c->hname, "expect") == 0)
                 c->hdr = HDR_EXPECT;
+            else if (strcasecmp(c->hname, MCP_HEADER_SESSION) == 0)
+                c->hdr = HDR_SESSION;
         }
     }
     if (c->hdr == HDR_AUTH)
         append_value(c->auth, sizeof c->auth, &c->auth_len, at, n);
     else if (c->hdr == HDR_EXPECT)
         append_value(c->expect, sizeof c->expect, &c->expect_len, at, n);
+    else if (c->hdr == HDR_SESSION)
+        append_value(c->session, sizeof c->session, &c->session_len, at, n);
     return head_grow(c, n);
 }
 
@@ -667,6 +695,17 @@ static int on_headers_complete(http_parser *p)
         head_fail(c, 405, "method not allowed");
     } else if (strcmp(c->url, MCP_ROUTE_OPENAI_CHAT) == 0) {
         r->route = CALLER_ROUTE_CHAT;
+    } else if (strncmp(c->url, MCP_ROUTE_TASK_PREFIX, sizeof MCP_ROUTE_TASK_PREFIX - 1) == 0) {
+        const char *id = c->url + sizeof MCP_ROUTE_TASK_PREFIX - 1;
+        const char *slash = strchr(id, '/');
+        size_t n = slash ? (size_t)(slash - id) : 0;
+        if (!slash || strcmp(slash, "/result") != 0 || n == 0 || n >= sizeof r->param) {
+            head_fail(c, 404, "no such resource");
+        } else {
+            memcpy(r->param, id, n);
+            r->param[n] = '\0';
+            r->route = CALLER_ROUTE_RESULT;
+        }
     } else if (strncmp(c->url, llms, sizeof llms - 1) == 0) {
         const char *name = c->url + sizeof llms - 1;
         const char *slash = strchr(name, '/');
@@ -725,6 +764,12 @@ static const http_parser_settings settings = {
     .on_message_complete = on_message_complete,
 };
 
+const char *caller_session(const struct req *r)
+{
+    const struct caller_conn *c = r->lc;
+    return c->session_len > 0 && c->session_len < sizeof c->session ? c->session : NULL;
+}
+
 /* ---- the loop ---- */
 
 /* Answers with an error right away and closes the connection after it. */
@@ -753,8 +798,13 @@ static bool run_request(struct caller_conn *c)
         return true;
     }
     c->running = true;
-    enum MHD_Result rc =
-        r->route == CALLER_ROUTE_CHAT ? relay_openai_chat(r) : relay_infer(r, r->param);
+    enum MHD_Result rc;
+    if (r->route == CALLER_ROUTE_CHAT)
+        rc = relay_openai_chat(r);
+    else if (r->route == CALLER_ROUTE_INFER)
+        rc = relay_infer(r, r->param);
+    else
+        rc = relay_result(r, r->param);
     if (!r->was_suspended) {
         c->running = false;
         if (rc != MHD_YES)
@@ -787,10 +837,7 @@ static bool conn_input(struct caller_conn *c)
         }
         pthread_mutex_lock(&c->wmu);
         bool closing = c->close_after || c->broken;
-        bool drained = c->out.len == 0;
         pthread_mutex_unlock(&c->wmu);
-        if (c->complete && !closing)
-            req_reset(c);
         ssize_t n = recv(c->fd, peekbuf, sizeof peekbuf, MSG_PEEK | MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             return true;
@@ -806,48 +853,74 @@ static bool conn_input(struct caller_conn *c)
             }
             continue;
         }
-        if (!c->in_request) {
-            enum caller_line k = caller_classify(peekbuf, (size_t)n);
-            if (k == CALLER_MORE && (size_t)n < sizeof peekbuf)
-                return true; /* the rest of the request line is on its way */
-            if (k != CALLER_YES) {
-                /* Another route: libmicrohttpd serves it, and the rest,
-                 * once the last answer is out (EPOLLOUT brings us back). */
-                if (!drained) {
-                    pthread_mutex_lock(&c->wmu);
-                    c->input_waiting = true;
-                    pthread_mutex_unlock(&c->wmu);
-                    return true;
+        /* Requests answered at once (result posts, errors) are run one
+         * after another from one peek; one read then takes them all. */
+        size_t off = 0;
+        enum { GO_ON, WAIT, HAND_OVER, FAILED } next = GO_ON;
+        while (off < (size_t)n && next == GO_ON) {
+            if (c->complete)
+                req_reset(c);
+            if (!c->in_request) {
+                enum caller_line k = caller_classify(peekbuf + off, (size_t)n - off);
+                if (k == CALLER_MORE && (size_t)n < sizeof peekbuf) {
+                    next = WAIT; /* the rest of the request line is on its way */
+                    break;
                 }
-                conn_close(c, true);
-                return false;
+                if (k != CALLER_YES) {
+                    next = HAND_OVER;
+                    break;
+                }
             }
-        }
-        size_t took = http_parser_execute(&c->parser, &settings, peekbuf, (size_t)n);
-        enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
-        if (err != HPE_OK && err != HPE_PAUSED) {
-            c->complete = true;
-            reply_and_close(c, 400, http_errno_description(err));
-            continue; /* drops the rest */
+            size_t took =
+                http_parser_execute(&c->parser, &settings, peekbuf + off, (size_t)n - off);
+            enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+            if (err != HPE_OK && err != HPE_PAUSED) {
+                c->complete = true;
+                reply_and_close(c, 400, http_errno_description(err));
+                next = FAILED; /* the rest is dropped */
+                break;
+            }
+            off += took;
+            if (c->head_failed && c->fail_status == 413 && !c->complete) {
+                c->complete = true;
+                reply_and_close(c, 413, c->fail_msg);
+                next = FAILED;
+                break;
+            }
+            if (!c->complete) {
+                if (took == 0)
+                    next = WAIT;
+                break; /* the rest of the request is on its way */
+            }
+            http_parser_pause(&c->parser, 0);
+            if (!run_request(c))
+                next = WAIT;
+            pthread_mutex_lock(&c->wmu);
+            if (c->close_after || c->broken)
+                next = FAILED; /* answered and closing: the rest is dropped */
+            pthread_mutex_unlock(&c->wmu);
         }
         /* Exactly what the parser took leaves the socket. */
-        if (took > 0 && recv(c->fd, peekbuf, took, MSG_DONTWAIT) != (ssize_t)took) {
+        if (off > 0 && recv(c->fd, peekbuf, off, MSG_DONTWAIT) != (ssize_t)off) {
             conn_close(c, false);
             return false;
         }
-        if (c->head_failed && c->fail_status == 413 && !c->complete) {
-            c->complete = true;
-            reply_and_close(c, 413, c->fail_msg);
-            continue;
-        }
-        if (!c->complete) {
-            if (took == 0)
-                return true;
-            continue;
-        }
-        http_parser_pause(&c->parser, 0);
-        if (!run_request(c))
+        if (next == WAIT)
             return true;
+        if (next == HAND_OVER) {
+            /* Another route: libmicrohttpd serves it, and the rest, once
+             * the last answer is out (EPOLLOUT brings us back). */
+            pthread_mutex_lock(&c->wmu);
+            flush_locked(c);
+            bool drained = c->out.len == 0;
+            if (!drained)
+                c->input_waiting = true;
+            pthread_mutex_unlock(&c->wmu);
+            if (!drained)
+                return true;
+            conn_close(c, true);
+            return false;
+        }
     }
 }
 
@@ -864,6 +937,7 @@ static bool conn_output(struct caller_conn *c)
 
 static void conn_event(struct caller_conn *c, uint32_t events)
 {
+    batching = c;
     c->last_active = clock_mono_ms();
     if ((events & EPOLLOUT) && !conn_output(c))
         return;
@@ -916,6 +990,7 @@ static void *loop_main(void *arg)
                 continue;
             }
             conn_event(evs[i].data.ptr, evs[i].events);
+            batching = NULL;
             caller_flush_deferred();
         }
         if (stop)

@@ -792,7 +792,9 @@ static void deliver_final(struct server *srv, struct task *t, const struct resul
 enum MHD_Result relay_result(struct req *r, const char *task_id)
 {
     struct server *srv = r->srv;
-    const char *sid = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MCP_HEADER_SESSION);
+    const char *sid =
+        r->lc ? caller_session(r)
+              : MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MCP_HEADER_SESSION);
     if (!sid || !*sid)
         return http_reply_error(r, 400, "missing header " MCP_HEADER_SESSION);
     struct result_post p;

@@ -318,7 +318,7 @@ void relay_deliver(struct req *r);
 
 /* ---- caller connections (caller.c) ---- */
 enum caller_line { CALLER_NO, CALLER_YES, CALLER_MORE };
-enum caller_route { CALLER_ROUTE_CHAT = 1, CALLER_ROUTE_INFER };
+enum caller_route { CALLER_ROUTE_CHAT = 1, CALLER_ROUTE_INFER, CALLER_ROUTE_RESULT };
 /* Whether a request line (the first n bytes of a request) is one caller.c
  * serves; CALLER_MORE when n bytes cannot tell yet. */
 enum caller_line caller_classify(const char *p, size_t n);
@@ -335,6 +335,8 @@ void caller_take(struct server *srv, int fd, const struct sockaddr_storage *addr
  * or the loop's event is done). */
 void caller_reply(struct req *r, unsigned status, const char *ctype, const char *body, size_t len,
                   int retry_after, const char *allow);
+/* The request's provider-session header, or NULL. */
+const char *caller_session(const struct req *r);
 /* Sends r's queued SSE bytes (the head first), and the end once ended. */
 void caller_sse_send(struct req *r);
 /* The request is finished (server.mu held when it ever waited): drops its
