@@ -893,8 +893,21 @@ static bool conn_input(struct caller_conn *c)
                 break; /* the rest of the request is on its way */
             }
             http_parser_pause(&c->parser, 0);
-            if (!run_request(c))
+            if (!run_request(c)) {
                 next = WAIT;
+                if (off < (size_t)n || (size_t)n == sizeof peekbuf) {
+                    /* A pipelined request is already here: read it once
+                     * this one is answered (caller_finish re-arms). */
+                    pthread_mutex_lock(&c->wmu);
+                    if (c->done)
+                        next = GO_ON;
+                    else
+                        c->input_waiting = true;
+                    pthread_mutex_unlock(&c->wmu);
+                    if (next == GO_ON)
+                        c->running = false;
+                }
+            }
             pthread_mutex_lock(&c->wmu);
             if (c->close_after || c->broken)
                 next = FAILED; /* answered and closing: the rest is dropped */
