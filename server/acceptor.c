@@ -5,10 +5,10 @@
  *   - the streams daemon (libmicrohttpd) takes connections whose first
  *     request is GET /api/v1/llms/_provider-stream: control streams, parked
  *     for hours;
- *   - caller.c's loops take callers: POST /v1/chat/completions and
- *     POST /api/v1/llms/<name>/infer (caller.c says why);
- *   - the main daemon takes everything else: result posts, registration,
- *     heartbeats, listings.
+ *   - caller.c's loops take callers (POST /v1/chat/completions,
+ *     POST /api/v1/llms/<name>/infer) and result posts (caller.c says why);
+ *   - the main daemon takes everything else: registration, heartbeats,
+ *     listings.
  *
  * Why: libmicrohttpd walks a worker's whole list of suspended connections
  * each time it resumes one. Parked control streams are suspended for their

@@ -1,7 +1,8 @@
 /*
- * caller.c - the relay's callers: connections whose requests are
- * POST /v1/chat/completions and POST /api/v1/llms/<name>/infer, served by
- * event loops of mcpd's own instead of libmicrohttpd.
+ * caller.c - the relay's hot routes on event loops of mcpd's own instead
+ * of libmicrohttpd: callers (POST /v1/chat/completions and
+ * POST /api/v1/llms/<name>/infer) and publishers' result posts
+ * (POST /api/v1/llms/_provider-task/<id>/result).
  *
  * Why: a caller waits for an answer that arrives on another connection, the
  * publisher's result post. Under libmicrohttpd that wait is a suspend and a
@@ -10,7 +11,8 @@
  * calls of a relayed request, and the cross-thread wake-up besides. Here the
  * thread that takes the result post writes the caller's answer to the
  * caller's socket itself, after server.mu is released, as stream.c does for
- * task frames. The loop thread only reads requests and closes connections.
+ * task frames; a burst of pipelined result posts read in one peek is
+ * acknowledged in one write.
  *
  * Requests are parsed with the nodejs http-parser. Every read is a MSG_PEEK
  * followed by discarding exactly the bytes the parser took, so the socket
@@ -33,6 +35,8 @@
 #include <errno.h>
 #include <http_parser.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +103,7 @@ struct caller_conn {
     bool broken;        /* a write failed */
     bool dead;          /* closed or handed over: nobody writes any more */
     bool done;          /* the current request is finished */
+    int64_t done_at;    /* when a waiting request was finished */
     bool input_waiting; /* input arrived while the request was waiting */
     bool sse_chunked;   /* the SSE body is chunk-framed (HTTP/1.1) */
     int64_t shut_at;
@@ -378,56 +383,83 @@ static void flush_out(struct caller_conn *c)
     flush_locked(c);
 }
 
-/* The connection whose input the loop thread is working through: its
- * answers (a burst of pipelined result posts' acknowledgements) go out in
- * one write when the event is done. */
-static _Thread_local struct caller_conn *batching;
+/* On a loop thread, while it works through a connection's input, every
+ * write waits for the end of the event: the connection's own answers (a
+ * burst of result posts' acknowledgements) then leave first, in one write,
+ * so the publisher can go on, and each caller gets what the burst gave it
+ * in one write too. */
+static _Thread_local uintptr_t batching;
 
-void caller_flush_deferred(void)
+static void flush_list(uintptr_t first)
 {
-    for (;;) {
-        unsigned int n = n_deferred_flushes, kept = 0;
+    while (n_deferred_flushes > 0) {
+        unsigned int n = n_deferred_flushes;
         struct caller_conn *cs[DEFERRED_FLUSHES_MAX];
         memcpy(cs, deferred_flushes, n * sizeof cs[0]);
         n_deferred_flushes = 0;
-        for (unsigned int i = 0; i < n; i++) {
-            if (cs[i] == batching) {
-                deferred_flushes[n_deferred_flushes++] = cs[i];
-                kept++;
-                continue;
+        for (int pass = 0; pass < 2; pass++) {
+            for (unsigned int i = 0; i < n; i++) {
+                if (!cs[i] || (pass == 0 && (uintptr_t)cs[i] != first))
+                    continue;
+                pthread_mutex_lock(&cs[i]->wmu);
+                flush_locked(cs[i]);
+                pthread_mutex_unlock(&cs[i]->wmu);
+                conn_unref(cs[i]);
+                cs[i] = NULL;
             }
-            pthread_mutex_lock(&cs[i]->wmu);
-            flush_locked(cs[i]);
-            pthread_mutex_unlock(&cs[i]->wmu);
-            conn_unref(cs[i]);
         }
-        if (n_deferred_flushes == kept)
-            return;
     }
+}
+
+void caller_flush_deferred(void)
+{
+    if (!batching)
+        flush_list(0);
 }
 
 /* ---- finishing a waiting request ---- */
 
 /* Deliveries decided under server.mu (http_resume) run in server_unlock(),
- * still under the mutex but outside whatever code decided them. */
+ * still under the mutex but outside whatever code decided them: delivering
+ * finishes requests, and with them tasks the deciding code may still hold.
+ * A burst (shutdown, a lost session, a wake releasing its held calls) may
+ * pass the fixed list; the rest waits in a heap array. */
 #define DEFERRED_DELIVERIES_MAX 256
 static _Thread_local struct req *deferred_deliveries[DEFERRED_DELIVERIES_MAX];
-static _Thread_local unsigned int n_deferred_deliveries;
+static _Thread_local struct req **extra_deliveries;
+static _Thread_local size_t n_deferred_deliveries, cap_extra_deliveries;
 
 void caller_resume(struct req *r)
 {
-    if (n_deferred_deliveries < DEFERRED_DELIVERIES_MAX) {
-        deferred_deliveries[n_deferred_deliveries++] = r;
-        return;
+    size_t i = n_deferred_deliveries;
+    if (i < DEFERRED_DELIVERIES_MAX) {
+        deferred_deliveries[i] = r;
+    } else {
+        size_t k = i - DEFERRED_DELIVERIES_MAX;
+        if (k == cap_extra_deliveries) {
+            size_t cap = cap_extra_deliveries ? cap_extra_deliveries * 2 : 256;
+            struct req **grown = realloc(extra_deliveries, cap * sizeof *grown);
+            if (!grown) {
+                log_error("out of memory: a caller's answer is lost");
+                return;
+            }
+            extra_deliveries = grown;
+            cap_extra_deliveries = cap;
+        }
+        extra_deliveries[k] = r;
     }
-    relay_deliver(r); /* a burst (shutdown): deliver now */
+    n_deferred_deliveries = i + 1;
 }
 
 void caller_run_deliveries(void)
 {
-    for (unsigned int i = 0; i < n_deferred_deliveries; i++)
-        relay_deliver(deferred_deliveries[i]);
+    for (size_t i = 0; i < n_deferred_deliveries; i++)
+        relay_deliver(i < DEFERRED_DELIVERIES_MAX ? deferred_deliveries[i]
+                                                  : extra_deliveries[i - DEFERRED_DELIVERIES_MAX]);
     n_deferred_deliveries = 0;
+    free(extra_deliveries);
+    extra_deliveries = NULL;
+    cap_extra_deliveries = 0;
 }
 
 void caller_finish(struct req *r)
@@ -440,8 +472,10 @@ void caller_finish(struct req *r)
     r->wait = WAIT_NONE;
     r->suspended = false;
     /* The last touch of r by this thread: the loop may reuse it after. */
+    int64_t now = clock_mono_ms();
     pthread_mutex_lock(&c->wmu);
     c->done = true;
+    c->done_at = now;
     bool rearm = c->input_waiting && !c->dead;
     c->input_waiting = false;
     int fd = c->fd;
@@ -950,7 +984,6 @@ static bool conn_output(struct caller_conn *c)
 
 static void conn_event(struct caller_conn *c, uint32_t events)
 {
-    batching = c;
     c->last_active = clock_mono_ms();
     if ((events & EPOLLOUT) && !conn_output(c))
         return;
@@ -975,13 +1008,14 @@ static void sweep(struct caller_loop *l, int64_t now)
     size_t n = 0;
     pthread_mutex_lock(&l->mu);
     for (struct caller_conn *c = l->conns; c && n < BATCH; c = c->next) {
-        if (c->running)
-            continue;
         pthread_mutex_lock(&c->wmu);
+        bool waiting = c->running && !c->done;
+        int64_t active = c->done_at > c->last_active ? c->done_at : c->last_active;
         bool lingered = c->shut && now - c->shut_at > LINGER_MS;
         bool broken = c->broken;
         pthread_mutex_unlock(&c->wmu);
-        if (lingered || broken || now - c->last_active > IDLE_TIMEOUT_MS)
+        /* A request waiting for its answer has deadlines of its own. */
+        if (!waiting && (lingered || broken || now - active > IDLE_TIMEOUT_MS))
             expired[n++] = c;
     }
     pthread_mutex_unlock(&l->mu);
@@ -1002,9 +1036,11 @@ static void *loop_main(void *arg)
                 stop = true;
                 continue;
             }
+            batching = (uintptr_t)evs[i].data.ptr;
             conn_event(evs[i].data.ptr, evs[i].events);
-            batching = NULL;
-            caller_flush_deferred();
+            uintptr_t first = batching;
+            batching = 0;
+            flush_list(first);
         }
         if (stop)
             break;
@@ -1025,6 +1061,10 @@ void caller_take(struct server *srv, int fd, const struct sockaddr_storage *addr
         close(fd);
         return;
     }
+    /* Answers and SSE chunks go out as they are written, not held back by
+     * Nagle's algorithm behind an unacknowledged earlier write. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->fd = fd;
     c->loop = l;
     c->addr = *addr;

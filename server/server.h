@@ -2,7 +2,8 @@
  * server.h - mcpd's in-memory state and the seams between its modules.
  *
  * Threads: two libmicrohttpd daemons with epoll workers — the main one
- * (--threads) and one worker for control streams (acceptor.c says why); one
+ * (--threads) and one worker for control streams (acceptor.c says why);
+ * --threads caller loops for the relay's hot routes (caller.c); one
  * housekeeper thread accepts connections, watches suspended sockets for a
  * vanished peer and parked streams for room to write, and runs the timers
  * (pings, GC, task deadlines, wake deadlines). All broker
