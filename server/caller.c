@@ -59,7 +59,7 @@
 #define LINGER_MS 2000
 #define EVENTS_MAX 64
 
-enum hdr { HDR_OTHER, HDR_AUTH, HDR_EXPECT, HDR_SESSION };
+enum hdr { HDR_OTHER, HDR_AUTH, HDR_EXPECT, HDR_SESSION, HDR_HOST };
 
 struct caller_conn {
     int fd;
@@ -91,6 +91,7 @@ struct caller_conn {
     char session[DB_SESSION_ID_LEN + 1];
     size_t session_len;
     bool http10;
+    bool has_host;
     struct req req;
 
     /* Writing: shared, under wmu. */
@@ -528,6 +529,7 @@ static void req_reset(struct caller_conn *c)
     c->hdr = HDR_OTHER;
     c->hdr_in_value = false;
     c->hname_len = c->url_len = c->auth_len = c->expect_len = c->session_len = 0;
+    c->has_host = false;
     pthread_mutex_lock(&c->wmu);
     c->done = false;
     c->input_waiting = false;
@@ -675,6 +677,8 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
                 c->hdr = HDR_EXPECT;
             else if (strcasecmp(c->hname, MCP_HEADER_SESSION) == 0)
                 c->hdr = HDR_SESSION;
+            else if (strcasecmp(c->hname, "host") == 0)
+                c->has_host = true;
         }
     }
     if (c->hdr == HDR_AUTH)
@@ -711,6 +715,8 @@ static int on_headers_complete(http_parser *p)
     if (q)
         *q = '\0';
     r->openai = strncmp(c->url, "/v1/", 4) == 0;
+    if (!c->http10 && !c->has_host)
+        head_fail(c, 400, "missing Host header");
     if (c->head_failed)
         return 0;
     const char *auth = c->auth_len > 0 && c->auth_len < sizeof c->auth ? c->auth : NULL;

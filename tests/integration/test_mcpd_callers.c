@@ -595,6 +595,36 @@ static void test_conflicting_content_lengths_are_refused(void **state)
     free(t);
 }
 
+/* 9d. RFC 9112 6.1: Transfer-Encoding together with Content-Length is
+ * refused and the connection closed (its framing is ambiguous); 3.2: an
+ * HTTP/1.1 request without Host gets 400. Neither reaches the publisher. */
+static void test_framing_and_host_rules(void **state)
+{
+    struct fixture *f = *state;
+    char req[2048];
+    const char *te_cl = "{\"model\":\"llm1\",\"messages\":[{\"role\":\"user\","
+                        "\"content\":\"te-and-cl\"}]}";
+    snprintf(req, sizeof req,
+             "POST /v1/chat/completions HTTP/1.1\r\nHost: mcpd\r\nAuthorization: Bearer %s\r\n"
+             "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+             "Content-Length: %zu\r\n\r\n%zx\r\n%s\r\n0\r\n\r\n",
+             token(state), strlen(te_cl), strlen(te_cl), te_cl);
+    expect_refused(state, "Transfer-Encoding with Content-Length", req, true);
+
+    const char *no_host = "{\"model\":\"llm1\",\"messages\":[{\"role\":\"user\","
+                          "\"content\":\"without-host\"}]}";
+    snprintf(req, sizeof req,
+             "POST /v1/chat/completions HTTP/1.1\r\nAuthorization: Bearer %s\r\n"
+             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+             token(state), strlen(no_host), no_host);
+    expect_refused(state, "an HTTP/1.1 request without Host", req, false);
+
+    char *t = fake_publisher_transcript(f->fp);
+    assert_null(strstr(t, "te-and-cl"));
+    assert_null(strstr(t, "without-host"));
+    free(t);
+}
+
 /* Waits for the publisher to be told to cancel task id. */
 static void expect_cancel(struct fixture *f, const char *id)
 {
@@ -741,6 +771,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_invalid_content_length_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conflicting_content_lengths_are_refused, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_framing_and_host_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_caller_gone_cancels_the_task, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_reader_gets_every_chunk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_response_is_framed_exactly, setup, teardown),
