@@ -307,7 +307,7 @@ void caller_reply(struct req *r, unsigned status, const char *ctype, const char 
             out_append(c, "WWW-Authenticate: Bearer\r\n", 26);
         out_append(c, h, (size_t)snprintf(h, sizeof h, "Content-Length: %zu\r\n\r\n", len));
         out_append(c, body, len);
-    } else {
+    } else if (!c->dead) {
         c->broken = true;
         shutdown(c->fd, SHUT_RDWR);
     }
@@ -763,7 +763,7 @@ static int on_headers_complete(http_parser *p)
     if (!c->head_failed && p->content_length != ULLONG_MAX &&
         p->content_length > (uint64_t)srv->cfg.max_body) {
         /* Not read: the answer goes now and the connection closes. */
-        head_fail(c, 413, "request body larger than the limit");
+        head_fail(c, 413, "request body too large");
         return 0;
     }
     if (!c->head_failed && c->expect_len > 0 && c->expect_len < sizeof c->expect &&
@@ -923,7 +923,10 @@ static bool conn_input(struct caller_conn *c)
             off += took;
             if (c->head_failed && c->fail_status == 413 && !c->complete) {
                 c->complete = true;
-                reply_and_close(c, 413, c->fail_msg);
+                char msg[64];
+                snprintf(msg, sizeof msg, "request body larger than %lld bytes",
+                         (long long)c->loop->srv->cfg.max_body);
+                reply_and_close(c, 413, msg);
                 next = FAILED;
                 break;
             }
