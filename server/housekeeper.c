@@ -207,6 +207,15 @@ void housekeeper_stop(struct server *srv)
     ssize_t w = write(srv->evfd, &one, sizeof one);
     (void)w;
     pthread_join(srv->hk_thread, NULL);
-    close(srv->epfd);
-    close(srv->evfd);
+}
+
+void housekeeper_close(struct server *srv)
+{
+    /* Only once the HTTP workers have stopped: closing connections
+     * unwatch their sockets in this epoll set until then. */
+    if (srv->epfd >= 0)
+        close(srv->epfd);
+    if (srv->evfd >= 0)
+        close(srv->evfd);
+    srv->epfd = srv->evfd = -1;
 }

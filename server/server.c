@@ -70,6 +70,7 @@ static void stop_threads(struct server *srv)
     if (srv->mhd_streams)
         MHD_stop_daemon(srv->mhd_streams);
     caller_close_all(srv);
+    housekeeper_close(srv);
     srv->mhd = srv->mhd_streams = NULL;
     http_responses_free(srv);
 }
@@ -107,6 +108,7 @@ int server_start(struct server *srv, const struct server_config *cfg)
     }
     if (housekeeper_start(srv) < 0) {
         log_error("cannot start the housekeeper thread");
+        housekeeper_close(srv);
         acceptor_stop(srv);
         http_responses_free(srv);
         return -1;

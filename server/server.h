@@ -382,7 +382,10 @@ void acceptor_stop(struct server *srv);
 
 /* ---- housekeeper (housekeeper.c) ---- */
 int housekeeper_start(struct server *srv);
+/* Stops the thread; its epoll set stays open for the HTTP workers. */
 void housekeeper_stop(struct server *srv);
+/* Closes the epoll set and eventfd (every other thread stopped). */
+void housekeeper_close(struct server *srv);
 /* Makes the housekeeper recompute its deadline if `when` is sooner. */
 void housekeeper_poke(struct server *srv, int64_t when);
 /* Starts watching a connection's socket for the peer closing it. */
