@@ -477,20 +477,16 @@ void caller_finish(struct req *r)
     pthread_mutex_lock(&c->wmu);
     c->done = true;
     c->done_at = now;
-    bool rearm = c->input_waiting && !c->dead;
-    c->input_waiting = false;
-    int fd = c->fd;
-    if (rearm)
-        atomic_fetch_add(&c->refs, 1); /* keeps fd from closing under us */
-    pthread_mutex_unlock(&c->wmu);
-    if (rearm) {
+    if (c->input_waiting && !c->dead) {
         /* Input arrived while the request waited: re-arming a readable
-         * edge-triggered socket reports it again. */
+         * edge-triggered socket reports it again. Under wmu, so the loop
+         * cannot close or hand the socket over meanwhile. */
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                                  .data.ptr = c};
-        epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, fd, &ev);
-        conn_unref(c);
+        epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev);
     }
+    c->input_waiting = false;
+    pthread_mutex_unlock(&c->wmu);
 }
 
 /* ---- connections ---- */
@@ -574,14 +570,15 @@ static void conn_close(struct caller_conn *c, bool hand_over)
 {
     struct caller_loop *l = c->loop;
     abandon_request(c);
-    epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    list_remove(l, c);
+    /* Dead first: from here no other thread writes or re-arms it. */
     pthread_mutex_lock(&c->wmu);
     c->dead = true;
     int fd = c->fd;
     if (hand_over)
         c->fd = -1;
     pthread_mutex_unlock(&c->wmu);
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
+    list_remove(l, c);
     if (hand_over && MHD_add_connection(l->srv->mhd, fd, (const struct sockaddr *)&c->addr,
                                         c->addrlen) != MHD_YES)
         log_warn("could not hand a connection over: %s", strerror(errno));
