@@ -182,17 +182,7 @@ static void expect_llm_list(struct raw_conn *c)
 /* The id of the task frame whose body carries content, as a new string. */
 static char *task_carrying(struct fixture *f, const char *content)
 {
-    static const char mark[] = "event: task\nid: ";
-    char *t = fake_publisher_transcript(f->fp);
-    const char *at = strstr(t, content), *last = NULL;
-    for (const char *p = strstr(t, mark); p && at && p < at; p = strstr(p + 1, mark))
-        last = p;
-    char *id = NULL;
-    if (last) {
-        const char *s = last + sizeof mark - 1;
-        id = strndup(s, strcspn(s, "\n"));
-    }
-    free(t);
+    char *id = fake_publisher_task_id(f->fp, content);
     assert_non_null(id);
     return id;
 }

@@ -62,9 +62,12 @@ static void wait_stream(struct fx *x, int n)
 }
 
 /* SIGTERM, then the exit code (0 expected: a clean shutdown, no leaks
- * under the sanitizers). */
-static int stop(struct proc *p)
+ * under the sanitizers). *pp is freed and cleared before the caller's
+ * assert can fail, so teardown does not free it again. */
+static int stop(struct proc **pp)
 {
+    struct proc *p = *pp;
+    *pp = NULL;
     proc_signal(p, SIGTERM);
     int rc = proc_wait_exit(p, WAIT_MS);
     if (rc != 0)
@@ -148,8 +151,7 @@ static void test_register_and_session_file(void **state)
     assert_int_equal(mode, 0600);
     free(sid);
 
-    assert_int_equal(stop(x->p), 0);
-    x->p = NULL;
+    assert_int_equal(stop(&x->p), 0);
     /* The stream is closed at shutdown. */
     assert_int_equal(fake_mcpd_wait_no_stream(x->fm, WAIT_MS), 0);
 }
@@ -161,7 +163,7 @@ static void test_sticky_session_on_restart(void **state)
     tmpdir_write(x->dir, "config.json", CONFIG, 0644);
     x->p = start(x);
     wait_stream(x, 1);
-    assert_int_equal(stop(x->p), 0);
+    assert_int_equal(stop(&x->p), 0);
 
     x->p = start(x);
     wait_stream(x, 2);
@@ -171,7 +173,7 @@ static void test_sticky_session_on_restart(void **state)
     struct fake_mcpd_req *st = fake_mcpd_get(x->fm, "/api/v1/llms/_provider-stream", 1);
     assert_string_equal(st->session, "sess-1");
     fake_mcpd_req_free(st);
-    assert_int_equal(stop(x->p), 0);
+    assert_int_equal(stop(&x->p), 0);
 
     /* mcpd forgot everything: the stored id is offered, a new one adopted. */
     fake_mcpd_forget_sessions(x->fm);
@@ -185,8 +187,7 @@ static void test_sticky_session_on_restart(void **state)
     char *sid = read_session(x, &mode);
     assert_string_equal(sid, "sess-2\n");
     free(sid);
-    assert_int_equal(stop(x->p), 0);
-    x->p = NULL;
+    assert_int_equal(stop(&x->p), 0);
 }
 
 static void test_heartbeat_cadence(void **state)
@@ -212,8 +213,7 @@ static void test_heartbeat_cadence(void **state)
         prev = r->at_ms;
         fake_mcpd_req_free(r);
     }
-    assert_int_equal(stop(x->p), 0);
-    x->p = NULL;
+    assert_int_equal(stop(&x->p), 0);
 }
 
 static void test_reconnect_after_drop(void **state)
@@ -243,8 +243,7 @@ static void test_reconnect_after_drop(void **state)
     fake_mcpd_drop_streams(x->fm);
     wait_stream(x, 5);
     fake_mcpd_drop_after(x->fm, 0);
-    assert_int_equal(stop(x->p), 0);
-    x->p = NULL;
+    assert_int_equal(stop(&x->p), 0);
 }
 
 static void test_register_500_twice_then_ok(void **state)
@@ -263,8 +262,7 @@ static void test_register_500_twice_then_ok(void **state)
         fake_mcpd_req_free(r);
     }
     proc_expect(x->p, "register failed: mcpd answered 500", 2, WAIT_MS);
-    assert_int_equal(stop(x->p), 0);
-    x->p = NULL;
+    assert_int_equal(stop(&x->p), 0);
 }
 
 static void test_stream_refused_then_ok(void **state)
@@ -277,8 +275,7 @@ static void test_stream_refused_then_ok(void **state)
     wait_stream(x, 1);
     proc_expect(x->p, "cannot open the stream: mcpd answered 503", 1, WAIT_MS);
     assert_int_equal(fake_mcpd_count(x->fm, "/api/v1/llms/_provider-register"), 2);
-    assert_int_equal(stop(x->p), 0);
-    x->p = NULL;
+    assert_int_equal(stop(&x->p), 0);
 }
 
 static void test_heartbeat_404_registers_again(void **state)
@@ -311,8 +308,7 @@ static void test_heartbeat_404_registers_again(void **state)
     assert_string_equal(r->session, "sess-2");
     assert_int_equal(r->status, 200);
     fake_mcpd_req_free(r);
-    assert_int_equal(stop(x->p), 0);
-    x->p = NULL;
+    assert_int_equal(stop(&x->p), 0);
 }
 
 static void test_silent_stream_reconnects(void **state)
@@ -331,8 +327,7 @@ static void test_silent_stream_reconnects(void **state)
     assert_true(clock_mono_ms() - t0 < 3000);
     fake_mcpd_set_silent(x->fm, false);
     proc_expect(x->p, "stream up", 2, WAIT_MS);
-    assert_int_equal(stop(x->p), 0);
-    x->p = NULL;
+    assert_int_equal(stop(&x->p), 0);
 }
 
 static void test_unauthorized_keeps_trying(void **state)
@@ -345,8 +340,7 @@ static void test_unauthorized_keeps_trying(void **state)
     proc_expect(x->p, "register failed: mcpd answered 401", 1, WAIT_MS);
     proc_expect(x->p, "check the token in", 1, WAIT_MS);
     assert_int_equal(fake_mcpd_wait_count(x->fm, "/api/v1/llms/_provider-register", 3, WAIT_MS), 0);
-    assert_int_equal(stop(x->p), 0);
-    x->p = NULL;
+    assert_int_equal(stop(&x->p), 0);
 }
 
 /* utime + stime of pid in clock ticks, or -1. */
@@ -409,8 +403,7 @@ static void test_idle_without_credentials_then_sighup(void **state)
     tmpdir_write(x->dir, "config.json", "{\"llm\": [", 0644);
     proc_signal(x->p, SIGHUP);
     proc_expect(x->p, "keeping the running configuration", 1, WAIT_MS);
-    assert_int_equal(stop(x->p), 0);
-    x->p = NULL;
+    assert_int_equal(stop(&x->p), 0);
 }
 
 static void test_nothing_published(void **state)
@@ -419,7 +412,7 @@ static void test_nothing_published(void **state)
     write_creds(x, "t");
     x->p = start(x);
     proc_expect(x->p, "no config at '", 1, WAIT_MS);
-    assert_int_equal(stop(x->p), 0);
+    assert_int_equal(stop(&x->p), 0);
 
     tmpdir_write(x->dir, "config.json",
                  "{\"llm\": {\"providers\": [{\"name\": \"a\", \"type\": \"openai\", \"model\": "
@@ -427,8 +420,7 @@ static void test_nothing_published(void **state)
                  0644);
     x->p = start(x);
     proc_expect(x->p, "nothing to publish: no provider in '", 1, WAIT_MS);
-    assert_int_equal(stop(x->p), 0);
-    x->p = NULL;
+    assert_int_equal(stop(&x->p), 0);
     assert_int_equal(fake_mcpd_count(x->fm, "/"), 0);
 }
 
@@ -476,8 +468,7 @@ static void test_credentials_mode_warning(void **state)
     x->p = start(x);
     proc_expect(x->p, "can be read by other users; run: chmod 600", 1, WAIT_MS);
     wait_stream(x, 1); /* a warning, not a refusal */
-    assert_int_equal(stop(x->p), 0);
-    x->p = NULL;
+    assert_int_equal(stop(&x->p), 0);
 }
 
 int main(void)

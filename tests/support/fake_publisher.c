@@ -21,6 +21,7 @@ struct fp_task {
     int streaming;
     char echo[256];
     struct fp_script script;
+    unsigned int seed; /* for the jitter */
 };
 
 struct fake_publisher {
@@ -31,7 +32,7 @@ struct fake_publisher {
     pthread_cond_t cv;
     struct fp_script script;
     char *transcript;
-    size_t tlen;
+    size_t tlen, tcap;
     struct sse_parser parser;
     CURLM *multi;
     CURL *easy;
@@ -41,8 +42,8 @@ struct fake_publisher {
     int drop;
     char cancelled[FP_MAX_TASKS][40];
     int ncancelled;
-    pthread_t task_threads[FP_MAX_TASKS];
-    int ntasks;
+    int live_tasks; /* task threads (detached) still running */
+    unsigned int ntasks;
     long post_status[64];
     int post_count[64];
 };
@@ -52,6 +53,16 @@ static void ms_sleep(int ms)
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0)
         ;
+}
+
+/* Waits delay_ms plus the script's jitter. */
+static void task_delay(struct fp_task *t)
+{
+    int ms = t->script.delay_ms;
+    if (t->script.jitter_ms > 0)
+        ms += (int)(rand_r(&t->seed) % (unsigned int)(t->script.jitter_ms + 1));
+    if (ms > 0)
+        ms_sleep(ms);
 }
 
 static int is_cancelled(struct fake_publisher *fp, const char *id)
@@ -109,8 +120,7 @@ static void *task_main(void *arg)
     if (s->mode == FP_SILENT)
         goto out;
     if (s->mode == FP_ERROR) {
-        if (s->delay_ms)
-            ms_sleep(s->delay_ms);
+        task_delay(t);
         fake_publisher_post_result(fp, t->id, "{\"error\":\"backend exploded\"}");
         goto out;
     }
@@ -121,8 +131,7 @@ static void *task_main(void *arg)
         goto out;
     }
     if (!t->streaming) {
-        if (s->delay_ms)
-            ms_sleep(s->delay_ms);
+        task_delay(t);
         json_t *b = json_pack("{s:s,s:s,s:[{s:i,s:{s:s,s:s},s:s}]}", "id", "chatcmpl-fake",
                               "object", "chat.completion", "choices", "index", 0, "message", "role",
                               "assistant", "content", t->echo, "finish_reason", "stop");
@@ -135,25 +144,33 @@ static void *task_main(void *arg)
     }
     int n = s->chunks > 0 ? s->chunks : 3;
     for (int i = 0; i < n; i++) {
-        if (s->delay_ms)
-            ms_sleep(s->delay_ms);
+        task_delay(t);
         if (is_cancelled(fp, t->id))
             goto out;
         if (s->mode == FP_DROP && i == s->drop_after) {
             fake_publisher_drop(fp);
             goto out;
         }
-        snprintf(body, sizeof body,
-                 "{\"chunk\":{\"data\":{\"id\":\"chatcmpl-fake\",\"object\":"
-                 "\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
-                 "\"tok%d \"}}]}}}",
-                 i);
-        if (fake_publisher_post_result(fp, t->id, body) == 410)
+        char content[300];
+        snprintf(content, sizeof content, "%s%stok%d ", s->echo_chunks ? t->echo : "",
+                 s->echo_chunks ? " " : "", i);
+        json_t *chunk = json_pack("{s:{s:{s:s,s:s,s:[{s:i,s:{s:s}}]}}}", "chunk", "data", "id",
+                                  "chatcmpl-fake", "object", "chat.completion.chunk", "choices",
+                                  "index", 0, "delta", "content", content);
+        char *text = json_dumps(chunk, JSON_COMPACT);
+        json_decref(chunk);
+        long st = fake_publisher_post_result(fp, t->id, text);
+        free(text);
+        if (st == 410)
             goto out;
     }
     fake_publisher_post_result(fp, t->id, "{\"chunk\":{\"done\":true}}");
 out:
     free(t);
+    pthread_mutex_lock(&fp->mu);
+    fp->live_tasks--;
+    pthread_cond_broadcast(&fp->cv);
+    pthread_mutex_unlock(&fp->mu);
     return NULL;
 }
 
@@ -172,14 +189,20 @@ static void start_task(struct fake_publisher *fp, const char *data)
     const char *content = json_string_value(json_object_get(last, "content"));
     snprintf(t->echo, sizeof t->echo, "echo: %s", content ? content : "");
     json_decref(root);
+    /* Detached: a long run may start any number of tasks. */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t th;
     pthread_mutex_lock(&fp->mu);
     t->script = fp->script;
-    if (fp->ntasks < FP_MAX_TASKS &&
-        pthread_create(&fp->task_threads[fp->ntasks], NULL, task_main, t) == 0)
-        fp->ntasks++;
+    t->seed = ++fp->ntasks * 2654435761u;
+    if (pthread_create(&th, &attr, task_main, t) == 0)
+        fp->live_tasks++;
     else
         free(t);
     pthread_mutex_unlock(&fp->mu);
+    pthread_attr_destroy(&attr);
 }
 
 static int on_event(void *ud, const struct sse_event *ev)
@@ -204,7 +227,11 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
     struct fake_publisher *fp = ud;
     size_t n = size * nmemb;
     pthread_mutex_lock(&fp->mu);
-    fp->transcript = realloc(fp->transcript, fp->tlen + n + 1);
+    if (fp->tlen + n + 1 > fp->tcap) {
+        /* doubling: a long run's transcript is megabytes */
+        fp->tcap = (fp->tlen + n + 1) * 2;
+        fp->transcript = realloc(fp->transcript, fp->tcap);
+    }
     memcpy(fp->transcript + fp->tlen, ptr, n);
     fp->tlen += n;
     fp->transcript[fp->tlen] = '\0';
@@ -317,8 +344,13 @@ int fake_publisher_wait(struct fake_publisher *fp, const char *needle, int count
     int rc = -1;
     pthread_mutex_lock(&fp->mu);
     for (;;) {
+        /* memmem: strstr under a sanitizer measures the rest of a
+         * megabytes-long transcript at every step */
         int n = 0;
-        for (const char *p = strstr(fp->transcript, needle); p; p = strstr(p + 1, needle))
+        const char *end = fp->transcript + fp->tlen;
+        size_t nlen = strlen(needle);
+        for (const char *p = memmem(fp->transcript, fp->tlen, needle, nlen); p;
+             p = memmem(p + 1, (size_t)(end - p - 1), needle, nlen))
             n++;
         if (n >= count) {
             rc = 0;
@@ -337,6 +369,24 @@ char *fake_publisher_transcript(struct fake_publisher *fp)
     char *c = strdup(fp->transcript);
     pthread_mutex_unlock(&fp->mu);
     return c;
+}
+
+char *fake_publisher_task_id(struct fake_publisher *fp, const char *needle)
+{
+    static const char mark[] = "event: task\nid: ";
+    char *id = NULL;
+    pthread_mutex_lock(&fp->mu);
+    const char *t = fp->transcript;
+    const char *at = memmem(t, fp->tlen, needle, strlen(needle)), *frame = NULL;
+    for (const char *p = at; p && !frame; p = p > t ? p - 1 : NULL)
+        if (strncmp(p, mark, sizeof mark - 1) == 0)
+            frame = p;
+    if (frame) {
+        const char *s = frame + sizeof mark - 1;
+        id = strndup(s, strcspn(s, "\n"));
+    }
+    pthread_mutex_unlock(&fp->mu);
+    return id;
 }
 
 int fake_publisher_posts_with_status(struct fake_publisher *fp, long code)
@@ -387,10 +437,9 @@ void fake_publisher_stop(struct fake_publisher *fp)
     fake_publisher_drop(fp);
     pthread_join(fp->stream_thread, NULL);
     pthread_mutex_lock(&fp->mu);
-    int n = fp->ntasks;
+    while (fp->live_tasks > 0)
+        pthread_cond_wait(&fp->cv, &fp->mu);
     pthread_mutex_unlock(&fp->mu);
-    for (int i = 0; i < n; i++)
-        pthread_join(fp->task_threads[i], NULL);
     curl_multi_cleanup(fp->multi);
     curl_slist_free_all(fp->hdrs);
     sse_parser_release(&fp->parser);

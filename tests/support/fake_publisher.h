@@ -9,7 +9,8 @@
  *
  * Non-streaming answers echo the last message's content so a test can match
  * every answer to its caller: {"choices":[{"message":{"content":"echo: X"}}]}.
- * Streamed chunk i carries delta content "tok<i> ".
+ * Streamed chunk i carries delta content "tok<i> " ("echo: X tok<i> " with
+ * echo_chunks).
  */
 #ifndef TEST_FAKE_PUBLISHER_H
 #define TEST_FAKE_PUBLISHER_H
@@ -30,6 +31,8 @@ struct fp_script {
     int status;     /* FP_STATUS */
     int wake_fail;  /* wake tasks: 1 answers {"error"}, 2 stays silent */
     int wake_delay_ms;
+    int jitter_ms;   /* each delay_ms wait gets a random 0..jitter_ms more */
+    int echo_chunks; /* streamed chunks carry the echo too */
 };
 
 struct fake_publisher;
@@ -46,6 +49,9 @@ const char *fake_publisher_session(struct fake_publisher *fp);
 int fake_publisher_wait(struct fake_publisher *fp, const char *needle, int count, int timeout_ms);
 /* Copy of the stream transcript so far; caller frees. */
 char *fake_publisher_transcript(struct fake_publisher *fp);
+/* The id of the task frame in which needle first occurs, as a new string;
+ * NULL when no task frame holds it. */
+char *fake_publisher_task_id(struct fake_publisher *fp, const char *needle);
 /* Number of result posts answered with status code. */
 int fake_publisher_posts_with_status(struct fake_publisher *fp, long code);
 /* Waits until at least n result posts got status code. */
