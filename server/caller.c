@@ -241,14 +241,14 @@ static _Thread_local struct caller_conn *deferred_flushes[DEFERRED_FLUSHES_MAX];
 static _Thread_local unsigned int n_deferred_flushes;
 
 static void conn_unref(struct caller_conn *c);
-static void flush_out(struct caller_conn *c);
+static void flush_locked(struct caller_conn *c);
 
 static void schedule_flush(struct caller_conn *c)
 {
     if (c->flush_queued)
         return;
     if (n_deferred_flushes == DEFERRED_FLUSHES_MAX) {
-        flush_out(c); /* a burst (shutdown): write now */
+        flush_locked(c); /* a burst (shutdown): write now (wmu held) */
         return;
     }
     c->flush_queued = true;
@@ -377,11 +377,6 @@ static void flush_locked(struct caller_conn *c)
         c->shut = true;
         c->shut_at = clock_mono_ms();
     }
-}
-
-static void flush_out(struct caller_conn *c)
-{
-    flush_locked(c);
 }
 
 /* On a loop thread, while it works through a connection's input, every

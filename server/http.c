@@ -510,8 +510,6 @@ struct MHD_Daemon *http_start(struct server *srv, unsigned int threads, unsigned
     /* No listening socket: acceptor.c accepts and hands connections over. */
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
                          MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (getenv("XPOLL") && threads > 1)
-        flags = (flags & ~(unsigned)MHD_USE_EPOLL) | MHD_USE_POLL;
     return MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
