@@ -5,7 +5,7 @@ TSAN_DIR ?= build-tsan
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test asan test-asan test-tsan bench format clean
+.PHONY: all deps build run test asan test-asan test-tsan fuzz bench format clean
 
 all: build
 
@@ -45,8 +45,13 @@ test-tsan: deps
 bench: deps
 	@bench/run
 
+# libFuzzer over the parsers of untrusted input (FUZZ_SECONDS each, default
+# 60); `make test` replays their corpus.
+fuzz: deps
+	@fuzz/run
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_DIR) $(TSAN_DIR)
+	rm -rf $(BUILD) $(ASAN_DIR) $(TSAN_DIR) build-fuzz
