@@ -76,7 +76,8 @@ struct caller_conn {
     bool running;     /* the request's handler ran; its answer may be pending */
     bool head_failed; /* decided while reading the head: answer after the body */
     unsigned int fail_status;
-    const char *fail_msg;
+    char fail_msg[512];
+    const char *fail_allow; /* for 405 */
     size_t head_bytes;
     enum hdr hdr;
     bool hdr_in_value;
@@ -132,49 +133,28 @@ static bool path_end(char c)
 
 enum caller_line caller_classify(const char *p, size_t n)
 {
-    static const char chat[] = "POST " MCP_ROUTE_OPENAI_CHAT;
-    static const char llms[] = "POST " MCP_ROUTE_LLMS "/";
-    const size_t clen = sizeof chat - 1, llen = sizeof llms - 1;
-    size_t k = n < clen ? n : clen;
-    if (memcmp(p, chat, k) == 0) {
-        if (n <= clen)
-            return CALLER_MORE;
-        return path_end(p[clen]) ? CALLER_YES : CALLER_NO;
-    }
-    k = n < llen ? n : llen;
-    if (memcmp(p, llms, k) != 0)
+    static const char post[] = "POST ";
+    const size_t plen = sizeof post - 1;
+    if (memcmp(p, post, n < plen ? n : plen) != 0)
         return CALLER_NO;
-    if (n <= llen)
+    if (n <= plen)
         return CALLER_MORE;
-    /* _provider-task/<id>/result, or <name>/infer; no slashes inside */
-    static const char task[] = "_provider-task/";
-    const size_t tlen = sizeof task - 1;
-    const char *seg = p + llen;
-    size_t rest = n - llen;
-    k = rest < tlen ? rest : tlen;
-    bool is_task = memcmp(seg, task, k) == 0;
-    if (is_task && rest <= tlen)
-        return CALLER_MORE;
-    if (is_task) {
-        seg += tlen;
-        rest -= tlen;
-    }
-    const char *suffix = is_task ? "/result" : "/infer";
-    size_t i = 0;
-    while (i < rest && seg[i] != '/' && !path_end(seg[i]) && seg[i] != '\r')
-        i++;
-    if (i == rest)
-        return i < MCP_NAME_BUF ? CALLER_MORE : CALLER_NO;
-    if (seg[i] != '/' || i == 0)
+    /* The longest path served here: the llms prefix, a name, "/infer". */
+    const size_t longest = sizeof MCP_ROUTE_LLMS + MCP_NAME_BUF + sizeof "/infer";
+    size_t end = plen;
+    while (end < n && !path_end(p[end]))
+        end++;
+    if (end - plen > longest)
         return CALLER_NO;
-    const size_t slen = strlen(suffix);
-    size_t have = rest - i;
-    k = have < slen ? have : slen;
-    if (memcmp(seg + i, suffix, k) != 0)
-        return CALLER_NO;
-    if (have <= slen)
+    if (end == n)
         return CALLER_MORE;
-    return path_end(seg[i + slen]) ? CALLER_YES : CALLER_NO;
+    char path[sizeof MCP_ROUTE_LLMS + MCP_NAME_BUF + sizeof "/infer" + 1];
+    memcpy(path, p + plen, end - plen);
+    path[end - plen] = '\0';
+    struct route_match m;
+    http_match_route(path, &m);
+    bool ours = m.route == R_OPENAI_CHAT || m.route == R_INFER || m.route == R_RESULT;
+    return ours && !m.bad_param ? CALLER_YES : CALLER_NO;
 }
 
 /* ---- answers ---- */
@@ -594,14 +574,21 @@ static int on_message_begin(http_parser *p)
     return 0;
 }
 
+static void head_fail(struct caller_conn *c, unsigned status, const char *msg)
+{
+    if (c->head_failed)
+        return;
+    c->head_failed = true;
+    c->fail_status = status;
+    c->fail_allow = NULL;
+    snprintf(c->fail_msg, sizeof c->fail_msg, "%s", msg);
+}
+
 static int head_grow(struct caller_conn *c, size_t n)
 {
     c->head_bytes += n;
-    if (c->head_bytes > HEAD_MAX && !c->head_failed) {
-        c->head_failed = true;
-        c->fail_status = 431;
-        c->fail_msg = "request line and headers too large";
-    }
+    if (c->head_bytes > HEAD_MAX)
+        head_fail(c, 431, "request line and headers too large");
     return 0;
 }
 
@@ -609,11 +596,7 @@ static int on_url(http_parser *p, const char *at, size_t n)
 {
     struct caller_conn *c = conn_of(p);
     if (c->url_len + n >= sizeof c->url) {
-        if (!c->head_failed) {
-            c->head_failed = true;
-            c->fail_status = 414;
-            c->fail_msg = "request target too long";
-        }
+        head_fail(c, 414, "request target too long");
         return 0;
     }
     memcpy(c->url + c->url_len, at, n);
@@ -682,20 +665,11 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     return head_grow(c, n);
 }
 
-static void head_fail(struct caller_conn *c, unsigned status, const char *msg)
-{
-    if (c->head_failed)
-        return;
-    c->head_failed = true;
-    c->fail_status = status;
-    c->fail_msg = msg;
-}
-
-/* Route, authentication and size: what needs no body. */
+/* Auth, route, method and size, as the main daemon checks them; only the
+ * relay's routes are served here (the request line said so already). */
 static int on_headers_complete(http_parser *p)
 {
     struct caller_conn *c = conn_of(p);
-    struct server *srv = c->loop->srv;
     struct req *r = &c->req;
     c->http10 = p->http_major == 1 && p->http_minor == 0;
     bool keep = http_should_keep_alive(p) != 0;
@@ -712,53 +686,26 @@ static int on_headers_complete(http_parser *p)
     if (c->head_failed)
         return 0;
     const char *auth = c->auth_len > 0 && c->auth_len < sizeof c->auth ? c->auth : NULL;
-    int rc = auth_check(srv->auth, auth, r->owner);
-    if (rc == DB_ERROR) {
-        head_fail(c, 500, "cannot check the token: database error");
-        return 0;
+    long long declared = p->content_length == ULLONG_MAX ? -1
+                         : p->content_length > LLONG_MAX ? LLONG_MAX
+                                                         : (long long)p->content_length;
+    struct route_match m;
+    char msg[512];
+    unsigned status = http_check_head(c->loop->srv, c->url, http_method_str(p->method), auth,
+                                      declared, &m, r->owner, msg, sizeof msg);
+    if (!status && m.route != R_OPENAI_CHAT && m.route != R_INFER && m.route != R_RESULT) {
+        status = 404;
+        snprintf(msg, sizeof msg, "no such route: %.200s", c->url);
     }
-    if (rc != DB_OK) {
-        head_fail(c, 401,
-                  c->auth_len ? "token not recognised" : "missing Authorization: Bearer <token>");
-        return 0;
+    if (status) {
+        head_fail(c, status, msg);
+        if (status == 405)
+            c->fail_allow = m.method;
+        return 0; /* 413: answered now, the rest unread (conn_input) */
     }
-    static const char llms[] = MCP_ROUTE_LLMS "/";
-    if (p->method != HTTP_POST) {
-        head_fail(c, 405, "method not allowed");
-    } else if (strcmp(c->url, MCP_ROUTE_OPENAI_CHAT) == 0) {
-        r->route = CALLER_ROUTE_CHAT;
-    } else if (strncmp(c->url, MCP_ROUTE_TASK_PREFIX, sizeof MCP_ROUTE_TASK_PREFIX - 1) == 0) {
-        const char *id = c->url + sizeof MCP_ROUTE_TASK_PREFIX - 1;
-        const char *slash = strchr(id, '/');
-        size_t n = slash ? (size_t)(slash - id) : 0;
-        if (!slash || strcmp(slash, "/result") != 0 || n == 0 || n >= sizeof r->param) {
-            head_fail(c, 404, "no such resource");
-        } else {
-            memcpy(r->param, id, n);
-            r->param[n] = '\0';
-            r->route = CALLER_ROUTE_RESULT;
-        }
-    } else if (strncmp(c->url, llms, sizeof llms - 1) == 0) {
-        const char *name = c->url + sizeof llms - 1;
-        const char *slash = strchr(name, '/');
-        size_t n = slash ? (size_t)(slash - name) : 0;
-        if (!slash || strcmp(slash, "/infer") != 0 || n == 0 || n >= sizeof r->param) {
-            head_fail(c, 404, "no such resource");
-        } else {
-            memcpy(r->param, name, n);
-            r->param[n] = '\0';
-            r->route = CALLER_ROUTE_INFER;
-        }
-    } else {
-        head_fail(c, 404, "no such route");
-    }
-    if (!c->head_failed && p->content_length != ULLONG_MAX &&
-        p->content_length > (uint64_t)srv->cfg.max_body) {
-        /* Not read: the answer goes now and the connection closes. */
-        head_fail(c, 413, "request body too large");
-        return 0;
-    }
-    if (!c->head_failed && c->expect_len > 0 && c->expect_len < sizeof c->expect &&
+    r->route = m.route;
+    memcpy(r->param, m.param, sizeof r->param);
+    if (c->expect_len > 0 && c->expect_len < sizeof c->expect &&
         strcasecmp(c->expect, "100-continue") == 0) {
         pthread_mutex_lock(&c->wmu);
         out_append(c, CONTINUE_100, sizeof CONTINUE_100 - 1);
@@ -821,7 +768,7 @@ static bool run_request(struct caller_conn *c)
     struct req *r = &c->req;
     struct server *srv = c->loop->srv;
     if (c->head_failed) {
-        http_reply_error(r, c->fail_status, "%s", c->fail_msg);
+        http_reply_refused(r, c->fail_status, c->fail_allow, c->fail_msg);
         return true;
     }
     if (r->too_large) {
@@ -831,9 +778,9 @@ static bool run_request(struct caller_conn *c)
     }
     c->running = true;
     enum MHD_Result rc;
-    if (r->route == CALLER_ROUTE_CHAT)
+    if (r->route == R_OPENAI_CHAT)
         rc = relay_openai_chat(r);
-    else if (r->route == CALLER_ROUTE_INFER)
+    else if (r->route == R_INFER)
         rc = relay_infer(r, r->param);
     else
         rc = relay_result(r, r->param);
@@ -915,10 +862,7 @@ static bool conn_input(struct caller_conn *c)
             off += took;
             if (c->head_failed && c->fail_status == 413 && !c->complete) {
                 c->complete = true;
-                char msg[64];
-                snprintf(msg, sizeof msg, "request body larger than %lld bytes",
-                         (long long)c->loop->srv->cfg.max_body);
-                reply_and_close(c, 413, msg);
+                reply_and_close(c, 413, c->fail_msg);
                 next = FAILED;
                 break;
             }

@@ -16,27 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum route {
-    R_NONE,
-    R_HEALTHZ,
-    R_LIST,
-    R_GET,
-    R_REGISTER,
-    R_STREAM,
-    R_HEARTBEAT,
-    R_RESULT,
-    R_INFER,
-    R_OPENAI_CHAT,
-    R_OPENAI_MODELS,
-};
-
-struct route_match {
-    enum route route;
-    const char *method;       /* the one method the route takes */
-    char param[MCP_NAME_BUF]; /* a name (<= 100 chars) or a task id */
-    bool bad_param;           /* path shape matched but the parameter is malformed */
-};
-
 /* Copies the path segment [s, e) into out when it fits. */
 static bool take_param(struct route_match *m, const char *s, size_t n)
 {
@@ -47,7 +26,7 @@ static bool take_param(struct route_match *m, const char *s, size_t n)
     return true;
 }
 
-static void match_route(const char *url, struct route_match *m)
+void http_match_route(const char *url, struct route_match *m)
 {
     memset(m, 0, sizeof *m);
     static const char llms[] = MCP_ROUTE_LLMS "/";
@@ -352,38 +331,67 @@ static enum MHD_Result run_route(struct req *r)
     return http_reply_error(r, 404, "no such route");
 }
 
-/* The checks that need no body: route, method, auth, declared size. Returns
- * MHD_YES with nothing queued when the request may proceed. */
+unsigned http_check_head(struct server *srv, const char *url, const char *method,
+                         const char *authorization, long long content_length, struct route_match *m,
+                         char owner[DB_OWNER_MAX], char *msg, size_t msglen)
+{
+    bool api = strncmp(url, "/api/", 5) == 0 || strncmp(url, "/v1/", 4) == 0;
+    if (api) {
+        int rc = auth_check(srv->auth, authorization, owner);
+        if (rc == DB_ERROR) {
+            snprintf(msg, msglen, "cannot check the token: database error");
+            return 500;
+        }
+        if (rc != DB_OK) {
+            snprintf(msg, msglen, "%s",
+                     authorization ? "token not recognised"
+                                   : "missing Authorization: Bearer <token>");
+            return 401;
+        }
+    }
+    http_match_route(url, m);
+    if (m->route == R_NONE) {
+        snprintf(msg, msglen, "no such route: %s", url);
+        return 404;
+    }
+    if (strcmp(method, m->method) != 0) {
+        snprintf(msg, msglen, "method not allowed");
+        return 405;
+    }
+    if (m->bad_param) {
+        snprintf(msg, msglen, "no such resource: %s", url);
+        return 404;
+    }
+    if (content_length > srv->cfg.max_body) {
+        snprintf(msg, msglen, "request body larger than %lld bytes", (long long)srv->cfg.max_body);
+        return 413;
+    }
+    return 0;
+}
+
+enum MHD_Result http_reply_refused(struct req *r, unsigned status, const char *allow,
+                                   const char *msg)
+{
+    return reply_error_full(r, status, 0, allow, msg);
+}
+
+/* The checks that need no body. Returns MHD_YES with nothing queued when
+ * the request may proceed. */
 static enum MHD_Result precheck(struct req *r, const char *url, const char *method,
                                 struct route_match *m, bool *replied)
 {
-    *replied = true;
-    bool api = strncmp(url, "/api/", 5) == 0 || strncmp(url, "/v1/", 4) == 0;
     r->openai = strncmp(url, "/v1/", 4) == 0;
-    if (api) {
-        const char *h =
-            MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-        int rc = auth_check(r->srv->auth, h, r->owner);
-        if (rc == DB_ERROR)
-            return http_reply_error(r, 500, "cannot check the token: database error");
-        if (rc != DB_OK)
-            return http_reply_error(
-                r, 401, h ? "token not recognised" : "missing Authorization: Bearer <token>");
-    }
-    match_route(url, m);
-    if (m->route == R_NONE)
-        return http_reply_error(r, 404, "no such route: %s", url);
-    if (strcmp(method, m->method) != 0)
-        return reply_error_full(r, 405, 0, m->method, "method not allowed");
-    if (m->bad_param)
-        return http_reply_error(r, 404, "no such resource: %s", url);
+    const char *h =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     const char *cl =
         MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl && strtoll(cl, NULL, 10) > r->srv->cfg.max_body)
-        return http_reply_error(r, 413, "request body larger than %lld bytes",
-                                (long long)r->srv->cfg.max_body);
-    *replied = false;
-    return MHD_YES;
+    char msg[512];
+    unsigned status = http_check_head(r->srv, url, method, h, cl ? strtoll(cl, NULL, 10) : -1, m,
+                                      r->owner, msg, sizeof msg);
+    *replied = status != 0;
+    if (!status)
+        return MHD_YES;
+    return http_reply_refused(r, status, status == 405 ? m->method : NULL, msg);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,

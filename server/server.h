@@ -125,6 +125,29 @@ struct wake {
     UT_hash_handle hh;
 };
 
+/* The routes (http.c matches them). */
+enum route {
+    R_NONE,
+    R_HEALTHZ,
+    R_LIST,
+    R_GET,
+    R_REGISTER,
+    R_STREAM,
+    R_HEARTBEAT,
+    R_RESULT,
+    R_INFER,
+    R_OPENAI_CHAT,
+    R_OPENAI_MODELS,
+};
+
+/* A request path matched against the routes. */
+struct route_match {
+    enum route route;
+    const char *method;       /* the one method the route takes */
+    char param[MCP_NAME_BUF]; /* a name (<= 100 chars) or a task id */
+    bool bad_param;           /* path shape matched but the parameter is malformed */
+};
+
 /* What a route handler decided for a request whose reply comes later. */
 enum req_wait { WAIT_NONE, WAIT_TASK, WAIT_WAKE };
 
@@ -241,6 +264,18 @@ int http_responses_init(struct server *srv);
 void http_responses_free(struct server *srv);
 enum MHD_Result http_reply_error(struct req *r, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Matches a path (no query string) against the routes. */
+void http_match_route(const char *url, struct route_match *m);
+/* The checks every request passes before its body is read: auth (for
+ * /api/ and /v1/), route, method, declared size (content_length -1 when
+ * none was declared). 0 with m filled when it may proceed; else the status
+ * to refuse it with, msg saying why (405: allow m->method). */
+unsigned http_check_head(struct server *srv, const char *url, const char *method,
+                         const char *authorization, long long content_length, struct route_match *m,
+                         char owner[DB_OWNER_MAX], char *msg, size_t msglen);
+/* An error reply with an Allow header when allow is set. */
+enum MHD_Result http_reply_refused(struct req *r, unsigned status, const char *allow,
+                                   const char *msg);
 /* Error reply with Retry-After. */
 enum MHD_Result http_reply_unavailable(struct req *r, int retry_after, const char *msg);
 /* Suspends r (server.mu held): registers its socket with the housekeeper. */
@@ -319,7 +354,6 @@ void relay_deliver(struct req *r);
 
 /* ---- caller connections (caller.c) ---- */
 enum caller_line { CALLER_NO, CALLER_YES, CALLER_MORE };
-enum caller_route { CALLER_ROUTE_CHAT = 1, CALLER_ROUTE_INFER, CALLER_ROUTE_RESULT };
 /* Whether a request line (the first n bytes of a request) is one caller.c
  * serves; CALLER_MORE when n bytes cannot tell yet. */
 enum caller_line caller_classify(const char *p, size_t n);
