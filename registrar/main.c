@@ -3,8 +3,9 @@
  * serves the tasks mcpd sends for them. See docs/mcplocal.md.
  *
  * main owns the process concerns: arguments, the timing knobs read from the
- * environment, signals (which only set flags and poke a self-pipe), and the
- * loop that runs until the agent has finished.
+ * environment, signals (blocked, and read from a signalfd on the event loop,
+ * so none interrupts anything), and the loop that runs until the agent has
+ * finished.
  */
 #include "agent.h"
 #include "config.h"
@@ -13,47 +14,36 @@
 
 #include <curl/curl.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 const char *mcplocal_version(void);
 
-static volatile sig_atomic_t got_term;
-static volatile sig_atomic_t got_hup;
-static int sig_pipe[2] = {-1, -1};
+static int sig_fd = -1;
 
-static void on_signal(int sig)
-{
-    int saved = errno;
-    if (sig == SIGHUP)
-        got_hup = 1;
-    else
-        got_term = 1;
-    ssize_t w = write(sig_pipe[1], "x", 1);
-    (void)w;
-    errno = saved;
-}
-
-static void on_sig_pipe(struct loop *l, int fd, short revents, void *ud)
+/* SIGTERM and SIGINT shut down, SIGHUP reloads. */
+static void on_signals(struct loop *l, int fd, short revents, void *ud)
 {
     (void)l;
     (void)revents;
     struct agent *a = ud;
-    char buf[64];
-    while (read(fd, buf, sizeof buf) > 0)
-        ;
-    if (got_term) {
-        got_term = 0;
+    bool term = false, hup = false;
+    struct signalfd_siginfo si;
+    while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGHUP)
+            hup = true;
+        else
+            term = true;
+    }
+    if (term)
         agent_shutdown(a);
-    }
-    if (got_hup) {
-        got_hup = 0;
+    if (hup)
         agent_reload(a);
-    }
 }
 
 static void usage(FILE *f)
@@ -108,17 +98,20 @@ static int read_knobs(struct agent_opts *o)
     return 0;
 }
 
+/* Blocks the signals mcplocal handles (before any thread exists, so every
+ * thread inherits the mask) and opens the signalfd that reports them.
+ * Spawned wake commands get an empty mask and default handlers (child.c). */
 static int install_signals(void)
 {
-    if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
         return -1;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
-        sigaction(SIGHUP, &sa, NULL) < 0)
+    sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sig_fd < 0)
         return -1;
     signal(SIGPIPE, SIG_IGN);
     return 0;
@@ -182,7 +175,7 @@ int main(int argc, char **argv)
         log_error("out of memory");
         goto out;
     }
-    loop_fd_add(loop, &sig_w, sig_pipe[0], CURL_WAIT_POLLIN, on_sig_pipe, a);
+    loop_fd_add(loop, &sig_w, sig_fd, CURL_WAIT_POLLIN, on_signals, a);
     log_info("mcplocal %s starting (home '%s')", mcplocal_version(), home);
     if (agent_start(a) < 0)
         goto out;
