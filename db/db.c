@@ -1,9 +1,12 @@
 #include "db_internal.h"
 #include "migrations.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 sqlite3_stmt *db_stmt(struct db *db, const char *sql)
 {
@@ -133,9 +136,28 @@ static int migrate(sqlite3 *conn, const char *path, char *err, size_t errlen)
     return DB_OK;
 }
 
+/* A new database file is created readable by its owner alone: it holds the
+ * token hashes. SQLite gives the -wal and -shm files the main file's mode. */
+static int create_private(const char *path, char *err, size_t errlen)
+{
+    if (strcmp(path, ":memory:") == 0 || path[0] == '\0')
+        return DB_OK;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        close(fd);
+        return DB_OK;
+    }
+    if (errno == EEXIST)
+        return DB_OK;
+    snprintf(err, errlen, "cannot open database '%s': %s", path, strerror(errno));
+    return DB_ERROR;
+}
+
 int db_open(const char *path, struct db **out, char *err, size_t errlen)
 {
     sqlite3 *conn = NULL;
+    if (create_private(path, err, errlen) != DB_OK)
+        return DB_ERROR;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
     if (sqlite3_open_v2(path, &conn, flags, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "cannot open database '%s': %s", path,

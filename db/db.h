@@ -58,6 +58,9 @@ int db_token_owner(struct db *db, const char *hash, char owner[DB_OWNER_MAX]);
 int db_token_list(struct db *db, void (*fn)(void *ud, const struct db_token *t), void *ud);
 /* Revokes token id: DB_OK, or DB_NOT_FOUND when there is no live token id. */
 int db_token_revoke(struct db *db, int64_t id, int64_t now);
+/* Calls fn with the hash of every token revoked at or after since (ms). */
+int db_token_revoked_since(struct db *db, int64_t since, void (*fn)(void *ud, const char *hash),
+                           void *ud);
 
 /* ---- Llm rows and provider sessions (llm.c) ---- */
 
@@ -109,9 +112,20 @@ int db_register(struct db *db, const char *owner, const char *session_in,
 /* DB_OK when session exists and belongs to owner, else DB_NOT_FOUND. */
 int db_session_check(struct db *db, const char *session, const char *owner);
 
-/* Heartbeat: bumps last_heartbeat_at of every row of the session and revives
- * inactive rows; *revived gets the count. DB_NOT_FOUND for unknown/foreign. */
-int db_heartbeat(struct db *db, const char *session, const char *owner, int64_t now, int *revived);
+/* Heartbeat: bumps last_heartbeat_at of every row of the session and, when
+ * revive is set (the session has a live stream), revives inactive rows to
+ * the status they were registered with;
+ * *revived gets the count. DB_NOT_FOUND for unknown/foreign. */
+int db_heartbeat(struct db *db, const char *session, const char *owner, int64_t now, bool revive,
+                 int *revived);
+
+/* A stream was bound for the session: its inactive rows go back to the
+ * status they were registered with. */
+int db_session_revive(struct db *db, const char *session, int64_t now, int *revived);
+
+/* Every virtual row that is not inactive becomes inactive: at start (no
+ * stream is bound yet) and at shutdown. */
+int db_deactivate_all(struct db *db, int64_t now, int *changed);
 
 /* The session's stream closed: its active/hibernating rows become inactive. */
 int db_session_deactivate(struct db *db, const char *session, int64_t now, int *changed);
@@ -142,10 +156,13 @@ int db_llm_get(struct db *db, const char *name, struct llm_row *out);
 int db_llm_list(struct db *db, const char *session, struct llm_row **rows, size_t *n);
 
 /* One GC tick: at most limit rows are flipped and at most limit deleted.
+ * on_stale (may be NULL) is called, inside the transaction, with the session
+ * of each row flipped to inactive (a session may come more than once).
  * Virtual rows active/hibernating with last_heartbeat_at before now - hb_timeout
  * become inactive; rows inactive since before now - retention are deleted, and
  * so are sessions with no rows left that were last seen before that. */
 int db_gc(struct db *db, int64_t now, int64_t hb_timeout_ms, int64_t retention_ms, int limit,
-          int *inactivated, int *deleted);
+          void (*on_stale)(void *ud, const char *session), void *ud, int *inactivated,
+          int *deleted);
 
 #endif

@@ -1,5 +1,6 @@
 # Writes OUT: a C array of {version, name, sql} from the migration FILES,
 # whose names start with their version number (0001_init.sql).
+string(REPLACE "|" ";" FILES "${FILES}")
 set(body "#include \"migrations.h\"\n\n")
 set(entries "")
 set(i 0)

@@ -141,7 +141,8 @@ static int insert_llm(struct db *db, const struct provider_input *p, const char 
     static const char sql[] =
         "INSERT INTO Llm (id, name, kind, status, type, model, tier, description, extra_config,"
         " pool_name, owner, provider_session_id, last_heartbeat_at, inactive_since, created_at,"
-        " updated_at) VALUES (?, ?, 'virtual', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)";
+        " updated_at, registered_status)"
+        " VALUES (?, ?, 'virtual', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?3)";
     char id[DB_SESSION_ID_LEN];
     if (id_random_hex(id, 16) < 0)
         return DB_ERROR;
@@ -172,9 +173,9 @@ static int update_llm(struct db *db, const struct provider_input *p, const char 
                       int64_t now)
 {
     static const char sql[] =
-        "UPDATE Llm SET status = ?, type = ?, model = ?, tier = ?, description = ?,"
-        " extra_config = ?, pool_name = ?, provider_session_id = ?, last_heartbeat_at = ?,"
-        " inactive_since = NULL, updated_at = ? WHERE name = ?";
+        "UPDATE Llm SET status = ?1, type = ?2, model = ?3, tier = ?4, description = ?5,"
+        " extra_config = ?6, pool_name = ?7, provider_session_id = ?8, last_heartbeat_at = ?9,"
+        " inactive_since = NULL, updated_at = ?10, registered_status = ?1 WHERE name = ?11";
     sqlite3_stmt *st = db_stmt(db, sql);
     if (!st)
         return DB_ERROR;
@@ -275,11 +276,13 @@ int db_session_check(struct db *db, const char *session, const char *owner)
     return rc;
 }
 
-int db_heartbeat(struct db *db, const char *session, const char *owner, int64_t now, int *revived)
+int db_heartbeat(struct db *db, const char *session, const char *owner, int64_t now, bool revive,
+                 int *revived)
 {
     static const char revive_sql[] =
-        "UPDATE Llm SET status = 'active', inactive_since = NULL, last_heartbeat_at = ?,"
-        " updated_at = ? WHERE provider_session_id = ? AND status = 'inactive'";
+        "UPDATE Llm SET status = registered_status, inactive_since = NULL,"
+        " last_heartbeat_at = ?, updated_at = ? WHERE provider_session_id = ? AND status = "
+        "'inactive'";
     static const char bump_sql[] = "UPDATE Llm SET last_heartbeat_at = ? WHERE "
                                    "provider_session_id = ? AND status != 'inactive'";
     char sess_owner[DB_OWNER_MAX];
@@ -299,8 +302,11 @@ int db_heartbeat(struct db *db, const char *session, const char *owner, int64_t 
             sqlite3_bind_int64(rev, 1, now);
             sqlite3_bind_int64(rev, 2, now);
             db_bind_text(rev, 3, session);
-            if (sqlite3_step(bump) == SQLITE_DONE && sqlite3_step(rev) == SQLITE_DONE) {
-                *revived = sqlite3_changes(db->conn);
+            *revived = 0;
+            if (sqlite3_step(bump) == SQLITE_DONE &&
+                (!revive || sqlite3_step(rev) == SQLITE_DONE)) {
+                if (revive)
+                    *revived = sqlite3_changes(db->conn);
                 rc = session_touch(db, session, now);
             }
         }
@@ -451,12 +457,13 @@ int db_llm_list(struct db *db, const char *session, struct llm_row **rows, size_
 }
 
 int db_gc(struct db *db, int64_t now, int64_t hb_timeout_ms, int64_t retention_ms, int limit,
-          int *inactivated, int *deleted)
+          void (*on_stale)(void *ud, const char *session), void *ud, int *inactivated, int *deleted)
 {
     static const char stale_sql[] =
         "UPDATE Llm SET status = 'inactive', inactive_since = ?1, updated_at = ?1"
         " WHERE id IN (SELECT id FROM Llm WHERE kind = 'virtual'"
-        " AND status IN ('active', 'hibernating') AND last_heartbeat_at < ?2 LIMIT ?3)";
+        " AND status IN ('active', 'hibernating') AND last_heartbeat_at < ?2 LIMIT ?3)"
+        " RETURNING provider_session_id";
     static const char delete_sql[] =
         "DELETE FROM Llm WHERE id IN (SELECT id FROM Llm WHERE kind = 'virtual'"
         " AND status = 'inactive' AND inactive_since < ?1 LIMIT ?2)";
@@ -479,8 +486,15 @@ int db_gc(struct db *db, int64_t now, int64_t hb_timeout_ms, int64_t retention_m
             sqlite3_bind_int(b, 2, limit);
             sqlite3_bind_int64(c, 1, now - retention_ms);
             sqlite3_bind_int(c, 2, limit);
-            if (sqlite3_step(a) == SQLITE_DONE) {
-                *inactivated = sqlite3_changes(db->conn);
+            int step;
+            *inactivated = 0;
+            while ((step = sqlite3_step(a)) == SQLITE_ROW) {
+                const char *sid = (const char *)sqlite3_column_text(a, 0);
+                (*inactivated)++;
+                if (sid && on_stale)
+                    on_stale(ud, sid);
+            }
+            if (step == SQLITE_DONE) {
                 if (sqlite3_step(b) == SQLITE_DONE) {
                     *deleted = sqlite3_changes(db->conn);
                     if (sqlite3_step(c) == SQLITE_DONE)
@@ -496,6 +510,53 @@ int db_gc(struct db *db, int64_t now, int64_t hb_timeout_ms, int64_t retention_m
             db_exec(db, "ROLLBACK");
         else if (*inactivated || *deleted)
             db_route_changed(db);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return rc;
+}
+
+int db_deactivate_all(struct db *db, int64_t now, int *changed)
+{
+    static const char sql[] =
+        "UPDATE Llm SET status = 'inactive', inactive_since = ?1, updated_at = ?1"
+        " WHERE kind = 'virtual' AND status != 'inactive'";
+    pthread_mutex_lock(&db->mu);
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc = DB_ERROR;
+    if (st) {
+        sqlite3_bind_int64(st, 1, now);
+        if (sqlite3_step(st) == SQLITE_DONE) {
+            if (changed)
+                *changed = sqlite3_changes(db->conn);
+            rc = DB_OK;
+            db_route_changed(db);
+        }
+        db_done(st);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return rc;
+}
+
+int db_session_revive(struct db *db, const char *session, int64_t now, int *revived)
+{
+    static const char sql[] = "UPDATE Llm SET status = registered_status, inactive_since = NULL,"
+                              " last_heartbeat_at = ?1, updated_at = ?1"
+                              " WHERE provider_session_id = ?2 AND status = 'inactive'";
+    pthread_mutex_lock(&db->mu);
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc = DB_ERROR;
+    if (st) {
+        sqlite3_bind_int64(st, 1, now);
+        db_bind_text(st, 2, session);
+        if (sqlite3_step(st) == SQLITE_DONE) {
+            int n = sqlite3_changes(db->conn);
+            if (revived)
+                *revived = n;
+            rc = DB_OK;
+            if (n > 0)
+                db_route_changed(db);
+        }
+        db_done(st);
     }
     pthread_mutex_unlock(&db->mu);
     return rc;

@@ -85,3 +85,22 @@ int db_token_revoke(struct db *db, int64_t id, int64_t now)
     pthread_mutex_unlock(&db->mu);
     return rc;
 }
+
+int db_token_revoked_since(struct db *db, int64_t since, void (*fn)(void *ud, const char *hash),
+                           void *ud)
+{
+    static const char sql[] = "SELECT hash FROM ApiToken WHERE revoked_at >= ?";
+    pthread_mutex_lock(&db->mu);
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc = DB_ERROR;
+    if (st) {
+        sqlite3_bind_int64(st, 1, since);
+        int step;
+        while ((step = sqlite3_step(st)) == SQLITE_ROW)
+            fn(ud, (const char *)sqlite3_column_text(st, 0));
+        rc = step == SQLITE_DONE ? DB_OK : DB_ERROR;
+        db_done(st);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return rc;
+}

@@ -16,6 +16,7 @@ struct auth_entry {
     char hash[AUTH_HASH_LEN];
     char owner[DB_OWNER_MAX];
     int64_t expires;
+    bool known; /* false: the database does not know this token */
     UT_hash_handle hh;
 };
 
@@ -38,12 +39,14 @@ static _Thread_local struct {
     int64_t expires;
     char token[AUTH_TOKEN_MAX];
     char owner[DB_OWNER_MAX];
+    char hash[AUTH_HASH_LEN];
 } memo;
 static atomic_uint_fast64_t next_auth_id = 1;
 
 static void memo_set(const struct auth *a, const char *token, size_t len, const char *owner,
-                     int64_t expires)
+                     const char *hash, int64_t expires)
 {
+    memcpy(memo.hash, hash, AUTH_HASH_LEN);
     memo.auth_id = a->id;
     memo.len = len;
     memo.expires = expires;
@@ -108,7 +111,14 @@ int auth_token_create(struct db *db, const char *owner, char token[AUTH_TOKEN_LE
     return db_token_insert(db, hash, owner, clock_wall_ms(), id);
 }
 
-int auth_check(struct auth *a, const char *header, char owner[DB_OWNER_MAX])
+static void copy_hash(char *dst, const char *src)
+{
+    if (dst)
+        memcpy(dst, src, AUTH_HASH_LEN);
+}
+
+int auth_check(struct auth *a, const char *header, char owner[DB_OWNER_MAX],
+               char hash_out[AUTH_HASH_LEN])
 {
     if (!header || strncasecmp(header, "Bearer ", 7) != 0)
         return DB_NOT_FOUND;
@@ -122,47 +132,63 @@ int auth_check(struct auth *a, const char *header, char owner[DB_OWNER_MAX])
     if (memo.auth_id == a->id && memo.len == len && memo.expires > now &&
         CRYPTO_memcmp(memo.token, token, len) == 0) {
         memcpy(owner, memo.owner, DB_OWNER_MAX);
+        copy_hash(hash_out, memo.hash);
         return DB_OK;
     }
     char hash[AUTH_HASH_LEN];
     auth_hash(token, hash);
+    copy_hash(hash_out, hash);
 
     pthread_mutex_lock(&a->mu);
     struct auth_entry *e;
     HASH_FIND_STR(a->cache, hash, e);
     if (e && e->expires > now) {
-        memcpy(owner, e->owner, DB_OWNER_MAX);
-        memo_set(a, token, len, owner, e->expires);
+        bool known = e->known;
+        if (known) {
+            memcpy(owner, e->owner, DB_OWNER_MAX);
+            memo_set(a, token, len, owner, hash, e->expires);
+        }
         pthread_mutex_unlock(&a->mu);
-        return DB_OK;
+        return known ? DB_OK : DB_NOT_FOUND;
     }
     pthread_mutex_unlock(&a->mu);
 
     int rc = db_token_owner(a->db, hash, owner);
+    if (rc == DB_ERROR)
+        return rc;
 
     pthread_mutex_lock(&a->mu);
     HASH_FIND_STR(a->cache, hash, e);
-    if (rc == DB_OK) {
-        if (!e) {
-            if (a->count >= AUTH_CACHE_MAX)
-                cache_clear(a);
-            e = calloc(1, sizeof *e);
-            if (e) {
-                memcpy(e->hash, hash, sizeof e->hash);
-                HASH_ADD_STR(a->cache, hash, e);
-                a->count++;
-            }
-        }
+    if (!e) {
+        if (a->count >= AUTH_CACHE_MAX)
+            cache_clear(a);
+        e = calloc(1, sizeof *e);
         if (e) {
-            memcpy(e->owner, owner, DB_OWNER_MAX);
-            e->expires = now + AUTH_CACHE_TTL_MS;
+            memcpy(e->hash, hash, sizeof e->hash);
+            HASH_ADD_STR(a->cache, hash, e);
+            a->count++;
         }
-        memo_set(a, token, len, owner, now + AUTH_CACHE_TTL_MS);
-    } else if (e) {
+    }
+    if (e) {
+        e->known = rc == DB_OK;
+        memcpy(e->owner, rc == DB_OK ? owner : "", rc == DB_OK ? DB_OWNER_MAX : 1);
+        e->expires = now + (rc == DB_OK ? AUTH_CACHE_TTL_MS : AUTH_NEGATIVE_TTL_MS);
+    }
+    if (rc == DB_OK)
+        memo_set(a, token, len, owner, hash, now + AUTH_CACHE_TTL_MS);
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
+void auth_forget(struct auth *a, const char *hash)
+{
+    pthread_mutex_lock(&a->mu);
+    struct auth_entry *e;
+    HASH_FIND_STR(a->cache, hash, e);
+    if (e) {
         HASH_DEL(a->cache, e);
         free(e);
         a->count--;
     }
     pthread_mutex_unlock(&a->mu);
-    return rc;
 }

@@ -17,6 +17,7 @@
 #define AUTH_TOKEN_LEN 69 /* "mcp_" + 64 hex + NUL */
 #define AUTH_HASH_LEN 65  /* 64 hex + NUL */
 #define AUTH_CACHE_TTL_MS 5000
+#define AUTH_NEGATIVE_TTL_MS 1000
 
 struct auth;
 
@@ -31,8 +32,14 @@ int auth_token_create(struct db *db, const char *owner, char token[AUTH_TOKEN_LE
 void auth_hash(const char *token, char out[AUTH_HASH_LEN]);
 
 /* Checks an Authorization header value ("Bearer TOKEN"). Returns DB_OK with
- * the owner copied, DB_NOT_FOUND for a missing/unknown/revoked token, or
- * DB_ERROR. */
-int auth_check(struct auth *a, const char *header, char owner[DB_OWNER_MAX]);
+ * the owner copied (and the token's hash, when hash is not NULL),
+ * DB_NOT_FOUND for a missing/unknown/revoked token, or DB_ERROR. Tokens
+ * found unknown are remembered for AUTH_NEGATIVE_TTL_MS, so a client
+ * retrying a bad token costs a hash and no query. */
+int auth_check(struct auth *a, const char *header, char owner[DB_OWNER_MAX],
+               char hash[AUTH_HASH_LEN]);
+
+/* Drops what is cached about a token (by its hash): it was revoked. */
+void auth_forget(struct auth *a, const char *hash);
 
 #endif

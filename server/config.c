@@ -14,10 +14,11 @@ void config_defaults(struct server_config *cfg)
     snprintf(cfg->listen_addr, sizeof cfg->listen_addr, "127.0.0.1");
     cfg->listen_port = 8080;
     snprintf(cfg->db_path, sizeof cfg->db_path, "./mcpd.db");
-    /* One worker per CPU: with control streams on a daemon of their own
-     * (acceptor.c) the main daemon has nothing idle to spread. */
+    /* Four workers per CPU: idle control streams stay suspended on the
+     * workers, and libmicrohttpd walks a worker's suspended connections on
+     * every resume; more workers keep those walks short (docs/architecture.md). */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    cfg->threads = cpus > 0 ? (int)(cpus < 64 ? cpus : 64) : 2;
+    cfg->threads = cpus > 0 ? (int)(cpus < 16 ? 4 * cpus : 64) : 8;
     cfg->heartbeat_timeout_ms = MCP_DEFAULT_HEARTBEAT_TIMEOUT_MS;
     cfg->gc_interval_ms = MCP_DEFAULT_GC_INTERVAL_MS;
     cfg->inactive_retention_ms = MCP_DEFAULT_INACTIVE_RETENTION_MS;
@@ -30,6 +31,8 @@ void config_defaults(struct server_config *cfg)
     cfg->max_inflight = 64;
     cfg->max_held = 256;
     cfg->gc_batch = 1000;
+    cfg->max_connections = 0;
+    cfg->connection_timeout_ms = 30 * 1000;
     cfg->log_level = LOG_LEVEL_INFO;
 }
 
@@ -47,8 +50,17 @@ void config_usage(void)
         "  --listen ADDR:PORT          address to listen on (MCPD_LISTEN, default 127.0.0.1:8080;\n"
         "                              port 0 picks a free port, logged at start)\n"
         "  --db PATH                   SQLite database file (MCPD_DB, default ./mcpd.db)\n"
-        "  --threads N                 HTTP worker threads, and as many caller loops\n"
-        "                              (MCPD_THREADS, default: one per CPU)\n"
+        "  --threads N                 HTTP worker threads (MCPD_THREADS, default: four per\n"
+        "                              CPU)\n"
+        "  --tls-cert FILE             serve HTTPS with this PEM certificate (chain)\n"
+        "                              (MCPD_TLS_CERT; needs --tls-key)\n"
+        "  --tls-key FILE              the certificate's PEM private key (MCPD_TLS_KEY)\n"
+        "  --max-connections N         open connections at most; past it new ones are\n"
+        "                              refused (MCPD_MAX_CONNECTIONS, default: what the\n"
+        "                              open-file limit allows)\n"
+        "  --connection-timeout DUR    idle connections are closed after this; control\n"
+        "                              streams and waiting callers excepted\n"
+        "                              (MCPD_CONNECTION_TIMEOUT, default 30s)\n"
         "  --heartbeat-timeout DUR     rows without a heartbeat this long go inactive\n"
         "                              (MCPD_HEARTBEAT_TIMEOUT, default 90s)\n"
         "  --heartbeat-interval DUR    interval told to publishers (MCPD_HEARTBEAT_INTERVAL,\n"
@@ -73,7 +85,8 @@ void config_usage(void)
         "  -h, --help                  show this help\n"
         "\n"
         "DUR is a whole number with ms, s, m or h (a bare number means seconds).\n"
-        "SIGTERM or SIGINT shut down cleanly: streams closed, rows inactive, exit 0.\n",
+        "SIGTERM or SIGINT shut down cleanly: streams closed, rows inactive, exit 0.\n"
+        "At start mcpd raises its open-file limit to the hard limit.\n",
         stdout);
 }
 
@@ -104,6 +117,10 @@ static const struct opt opts[] = {
     {"--wake-timeout", "MCPD_WAKE_TIMEOUT", OPT_DUR, OFF(wake_timeout_ms), 1},
     {"--max-inflight", "MCPD_MAX_INFLIGHT", OPT_INT, OFF(max_inflight), 1},
     {"--max-held", "MCPD_MAX_HELD", OPT_INT, OFF(max_held), 1},
+    {"--max-connections", "MCPD_MAX_CONNECTIONS", OPT_INT, OFF(max_connections), 1},
+    {"--connection-timeout", "MCPD_CONNECTION_TIMEOUT", OPT_DUR, OFF(connection_timeout_ms), 1000},
+    {"--tls-cert", "MCPD_TLS_CERT", OPT_PATH, OFF(tls_cert), 0},
+    {"--tls-key", "MCPD_TLS_KEY", OPT_PATH, OFF(tls_key), 0},
     {"--log-level", "MCPD_LOG_LEVEL", OPT_LEVEL, 0, 0},
 };
 
@@ -207,6 +224,10 @@ int config_parse(struct server_config *cfg, int argc, char **argv, int first, ch
             snprintf(err, errlen, "invalid value '%s' for %s", v, o->flag);
             return -1;
         }
+    }
+    if (!cfg->tls_cert[0] != !cfg->tls_key[0]) {
+        snprintf(err, errlen, "--tls-cert and --tls-key go together: give both or neither");
+        return -1;
     }
     return 0;
 }

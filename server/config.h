@@ -24,9 +24,13 @@ struct server_config {
     int64_t infer_timeout_ms;
     int64_t idle_timeout_ms;
     int64_t wake_timeout_ms;
-    int max_inflight; /* in-flight tasks per provider session */
-    int max_held;     /* callers held per Llm while it wakes */
-    int gc_batch;     /* rows changed per GC tick at most */
+    int max_inflight;              /* in-flight tasks per provider session */
+    int max_held;                  /* callers held per Llm while it wakes */
+    int gc_batch;                  /* rows changed per GC tick at most */
+    int max_connections;           /* 0: as many as the open-file limit allows */
+    int64_t connection_timeout_ms; /* idle connections are closed after this */
+    char tls_cert[4096];           /* PEM files; both empty: plain HTTP */
+    char tls_key[4096];
     enum log_level log_level;
 };
 

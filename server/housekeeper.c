@@ -1,221 +1,195 @@
 /*
- * housekeeper.c - the one background thread of mcpd.
- *
- * It watches the sockets of suspended connections (control streams and
- * parked callers) with EPOLLRDHUP, so a peer that goes away is noticed within
- * milliseconds even though MHD does not poll suspended connections, and with
- * EPOLLOUT while a parked stream has bytes its socket did not take; and it
- * runs the timers: stream pings, the GC sweep, task and wake deadlines, and
- * keep-alive comments for held streaming callers. New connections are
- * accepted on its epoll set too (acceptor.c). It sleeps until the next
- * deadline or until poked.
+ * housekeeper.c - the background thread: one epoll set with every
+ * connection's socket (for EPOLLRDHUP) and an eventfd to stop it; between
+ * events it runs the broker's timers, a GC batch when one is due and the
+ * revocation sweep.
  */
+#include "housekeeper.h"
 #include "clock.h"
+#include "http.h"
 #include "log.h"
-#include "server.h"
 
 #include <errno.h>
-#include <stdint.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define WAKE_ID UINT64_MAX
+#define STOP_ID UINT64_MAX
+/* The longest sleep: the broker's deadlines are met within this. */
+#define MAX_SLEEP_MS 50
+/* How often revoked tokens are looked for, and how far back (longer than
+ * the auth cache's lifetime, so a stream opened on a cached answer just
+ * before the revocation is still found). */
+#define REVOKE_EVERY_MS 1000
+#define REVOKE_LOOKBACK_MS (2 * AUTH_CACHE_TTL_MS)
+#define STALE_MAX 1024
 
-void housekeeper_watch(struct server *srv, struct conn_ctx *cc)
-{
-    if (cc->fd < 0)
-        return;
-    struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLET, .data.u64 = cc->id};
-    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, cc->fd, &ev) == 0)
-        cc->watched = true;
-}
+struct housekeeper {
+    struct server *srv;
+    int epfd;
+    int evfd;
+    pthread_t thread;
+    bool running;
+    int64_t next_gc;
+    bool gc_more; /* the last batch was full */
+    int64_t next_revoke;
+    /* Sessions a GC batch found stale. */
+    char (*stale)[DB_SESSION_ID_LEN];
+    unsigned nstale;
+};
 
-void housekeeper_want_write(struct server *srv, struct conn_ctx *cc, bool on)
+struct housekeeper *housekeeper_new(struct server *srv)
 {
-    if (!cc->watched)
-        return;
-    struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLET | (on ? EPOLLOUT : 0u),
-                             .data.u64 = cc->id};
-    epoll_ctl(srv->epfd, EPOLL_CTL_MOD, cc->fd, &ev);
-}
-
-void housekeeper_unwatch(struct server *srv, struct conn_ctx *cc)
-{
-    epoll_ctl(srv->epfd, EPOLL_CTL_DEL, cc->fd, NULL);
-    cc->watched = false;
-}
-
-void housekeeper_poke(struct server *srv, int64_t when)
-{
-    if (when < srv->hk_next_wake) {
-        srv->hk_next_wake = when;
-        uint64_t one = 1;
-        ssize_t w = write(srv->evfd, &one, sizeof one);
-        (void)w;
+    struct housekeeper *hk = calloc(1, sizeof *hk);
+    if (!hk)
+        return NULL;
+    hk->srv = srv;
+    hk->epfd = epoll_create1(EPOLL_CLOEXEC);
+    hk->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    hk->stale = calloc(STALE_MAX, sizeof *hk->stale);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = STOP_ID};
+    if (hk->epfd < 0 || hk->evfd < 0 || !hk->stale ||
+        epoll_ctl(hk->epfd, EPOLL_CTL_ADD, hk->evfd, &ev) < 0) {
+        housekeeper_free(hk);
+        return NULL;
     }
+    return hk;
 }
 
-void gc_tick(struct server *srv)
+void housekeeper_free(struct housekeeper *hk)
 {
+    if (!hk)
+        return;
+    housekeeper_stop(hk);
+    if (hk->epfd >= 0)
+        close(hk->epfd);
+    if (hk->evfd >= 0)
+        close(hk->evfd);
+    free(hk->stale);
+    free(hk);
+}
+
+void housekeeper_watch(struct housekeeper *hk, int fd, uint64_t conn_id)
+{
+    struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLET, .data.u64 = conn_id};
+    epoll_ctl(hk->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+void housekeeper_unwatch(struct housekeeper *hk, int fd)
+{
+    epoll_ctl(hk->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+static void on_stale(void *ud, const char *session)
+{
+    struct housekeeper *hk = ud;
+    for (unsigned i = 0; i < hk->nstale; i++)
+        if (strcmp(hk->stale[i], session) == 0)
+            return;
+    if (hk->nstale < STALE_MAX)
+        memcpy(hk->stale[hk->nstale++], session, DB_SESSION_ID_LEN);
+}
+
+/* One GC batch: rows without a heartbeat go inactive and their sessions'
+ * streams are closed (their tasks fail at once); expired rows are deleted.
+ * life_mu keeps a stream bound meanwhile from being undone by the batch. */
+static void gc_batch(struct housekeeper *hk)
+{
+    struct server *srv = hk->srv;
     int inactivated = 0, deleted = 0;
+    hk->nstale = 0;
+    pthread_mutex_lock(&srv->life_mu);
     int rc = db_gc(srv->db, clock_wall_ms(), srv->cfg.heartbeat_timeout_ms,
-                   srv->cfg.inactive_retention_ms, srv->cfg.gc_batch, &inactivated, &deleted);
+                   srv->cfg.inactive_retention_ms, srv->cfg.gc_batch, on_stale, hk, &inactivated,
+                   &deleted);
+    for (unsigned i = 0; rc == DB_OK && i < hk->nstale; i++)
+        broker_session_expire(srv->broker, hk->stale[i],
+                              "no heartbeat from the publisher within the heartbeat timeout");
+    pthread_mutex_unlock(&srv->life_mu);
+    hk->gc_more = rc == DB_OK && (inactivated >= srv->cfg.gc_batch ||
+                                  deleted >= srv->cfg.gc_batch || hk->nstale >= STALE_MAX);
     if (rc != DB_OK)
         log_error("gc: database error: %s", db_errmsg(srv->db));
     else if (inactivated || deleted)
-        log_info("gc: %d row(s) without heartbeat now inactive, %d expired row(s) deleted",
-                 inactivated, deleted);
+        log_info("gc: %d row(s) without heartbeat now inactive (%u session(s) closed), %d "
+                 "expired row(s) deleted",
+                 inactivated, hk->nstale, deleted);
 }
 
-/* Pings go out in slices of the interval, each stream once per interval,
- * and at most PING_BATCH at a time: they are written after server.mu is
- * released (server_unlock), so a batch holds the lock only while it is
- * queued. Streams opened together (thousands within a second after a
- * restart) fall due together; the rest follow PING_BATCH_GAP_MS later. */
-#define PING_SLICES 20
-#define PING_BATCH STREAM_DEFERRED_MAX
-#define PING_BATCH_GAP_MS 2
-
-static int64_t ping_slice(const struct server *srv)
+static void on_revoked(void *ud, const char *hash)
 {
-    int64_t slice = srv->cfg.ping_interval_ms / PING_SLICES;
-    return slice > 0 ? slice : 1;
+    struct server *srv = ud;
+    auth_forget(srv->auth, hash);
+    int n = broker_revoke(srv->broker, hash);
+    if (n > 0)
+        log_info("closed %d control stream(s) opened with a revoked token", n);
 }
 
-/* Runs whatever is due; returns the next deadline (server.mu held). */
-static int64_t run_timers(struct server *srv, int64_t now, bool *gc_due)
+static void *run(void *arg)
 {
-    if (now >= srv->next_ping) {
-        bool more = stream_ping_due(srv, now, PING_BATCH);
-        srv->next_ping = now + (more ? PING_BATCH_GAP_MS : ping_slice(srv));
-    }
-    *gc_due = now >= srv->next_gc;
-    if (*gc_due)
-        srv->next_gc = now + srv->cfg.gc_interval_ms;
-    int64_t next = srv->next_ping < srv->next_gc ? srv->next_ping : srv->next_gc;
-    int64_t t = relay_tick(srv, now);
-    if (t < next)
-        next = t;
-    t = wake_tick(srv, now);
-    if (t < next)
-        next = t;
-    return next;
-}
-
-/* A watched socket reported events: its peer went away, or a parked
- * stream's socket can take more bytes. */
-static void socket_event(struct server *srv, uint64_t id, uint32_t events)
-{
-    struct conn_ctx *cc;
-    HASH_FIND(hh, srv->conns, &id, sizeof id, cc);
-    if (!cc || !cc->waiting)
-        return;
-    struct req *r = cc->waiting;
-    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-        r->peer_gone = true;
-        http_resume(r);
-    } else if ((events & EPOLLOUT) && r->stream) {
-        stream_flush(r->stream);
-    }
-}
-
-static void *housekeeper_main(void *arg)
-{
-    struct server *srv = arg;
-    struct epoll_event events[64];
+    struct housekeeper *hk = arg;
+    struct server *srv = hk->srv;
+    struct epoll_event evs[64];
+    int64_t next = clock_mono_ms();
     for (;;) {
-        server_lock(srv);
-        if (atomic_load(&srv->stopping)) {
-            server_unlock(srv);
-            break;
-        }
         int64_t now = clock_mono_ms();
-        bool gc_due;
-        int64_t next = run_timers(srv, now, &gc_due);
-        srv->hk_next_wake = next;
-        server_unlock(srv);
-        if (gc_due)
-            gc_tick(srv);
-        /* The acceptor's state is this thread's alone: no lock, so a burst
-         * of new connections does not hold up the relay. */
-        int64_t t = acceptor_tick(srv, clock_mono_ms());
-        if (t < next)
-            next = t;
-
-        int64_t wait = next - clock_mono_ms();
+        int64_t wait = next - now;
+        if (wait > MAX_SLEEP_MS)
+            wait = MAX_SLEEP_MS;
         if (wait < 0)
             wait = 0;
-        if (wait > 60000)
-            wait = 60000;
-        int n = epoll_wait(srv->epfd, events, 64, (int)wait);
+        int n = epoll_wait(hk->epfd, evs, 64, (int)wait);
         if (n < 0 && errno != EINTR) {
             log_error("housekeeper: epoll_wait: %s", strerror(errno));
             break;
         }
-        bool locked = false;
+        bool stop = false;
         for (int i = 0; i < n; i++) {
-            uint64_t id = events[i].data.u64;
-            if (id == LISTEN_ID) {
-                acceptor_ready(srv);
-                continue;
-            }
-            if (id != WAKE_ID && (id & ACCEPT_TAG)) {
-                acceptor_event(srv, id);
-                continue;
-            }
-            if (!locked) {
-                server_lock(srv);
-                locked = true;
-            }
-            if (id == WAKE_ID) {
-                uint64_t v;
-                ssize_t r = read(srv->evfd, &v, sizeof v);
-                (void)r;
-            } else {
-                socket_event(srv, id, events[i].events);
-            }
+            if (evs[i].data.u64 == STOP_ID)
+                stop = true;
+            else
+                http_peer_gone(srv, evs[i].data.u64);
         }
-        if (locked)
-            server_unlock(srv);
+        if (stop)
+            break;
+        now = clock_mono_ms();
+        next = broker_tick(srv->broker, now);
+        if (now >= hk->next_gc) {
+            gc_batch(hk);
+            hk->next_gc = hk->gc_more ? now : now + srv->cfg.gc_interval_ms;
+        }
+        if (now >= hk->next_revoke) {
+            if (db_token_revoked_since(srv->db, clock_wall_ms() - REVOKE_LOOKBACK_MS, on_revoked,
+                                       srv) != DB_OK)
+                log_error("revocation sweep: database error: %s", db_errmsg(srv->db));
+            hk->next_revoke = now + REVOKE_EVERY_MS;
+        }
+        if (hk->next_gc < next)
+            next = hk->next_gc;
     }
     return NULL;
 }
 
-int housekeeper_start(struct server *srv)
+int housekeeper_run(struct housekeeper *hk)
 {
-    srv->epfd = epoll_create1(EPOLL_CLOEXEC);
-    srv->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (srv->epfd < 0 || srv->evfd < 0)
+    hk->next_gc = clock_mono_ms() + hk->srv->cfg.gc_interval_ms;
+    if (pthread_create(&hk->thread, NULL, run, hk) != 0)
         return -1;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_ID};
-    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->evfd, &ev) < 0)
-        return -1;
-    int64_t now = clock_mono_ms();
-    srv->next_ping = now + ping_slice(srv);
-    srv->next_gc = now + srv->cfg.gc_interval_ms;
-    srv->hk_next_wake = now;
-    if (pthread_create(&srv->hk_thread, NULL, housekeeper_main, srv) != 0)
-        return -1;
+    hk->running = true;
     return 0;
 }
 
-void housekeeper_stop(struct server *srv)
+void housekeeper_stop(struct housekeeper *hk)
 {
+    if (!hk || !hk->running)
+        return;
     uint64_t one = 1;
-    ssize_t w = write(srv->evfd, &one, sizeof one);
+    ssize_t w = write(hk->evfd, &one, sizeof one);
     (void)w;
-    pthread_join(srv->hk_thread, NULL);
-}
-
-void housekeeper_close(struct server *srv)
-{
-    /* Only once the HTTP workers have stopped: closing connections
-     * unwatch their sockets in this epoll set until then. */
-    if (srv->epfd >= 0)
-        close(srv->epfd);
-    if (srv->evfd >= 0)
-        close(srv->evfd);
-    srv->epfd = srv->evfd = -1;
+    pthread_join(hk->thread, NULL);
+    hk->running = false;
 }

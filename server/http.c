@@ -1,22 +1,32 @@
 /*
- * http.c - libmicrohttpd glue: per-request context, body collection with a
- * cap, authentication, routing, JSON replies, suspension bookkeeping.
+ * http.c - libmicrohttpd glue: per-request context, the checks before a
+ * body is read, body collection with a cap, replies, and the endpoints
+ * through which the broker suspends and resumes requests.
  *
- * Route handlers run once the whole body has arrived. A handler either
- * replies at once or parks the request (suspends it) and the relay resumes
- * it later, when MHD calls on_request again and relay_resume() replies.
+ * A route handler runs once the whole body has arrived. It replies at once,
+ * or starts a broker call whose endpoint parks (suspends) the request; when
+ * the broker wakes it, libmicrohttpd calls on_request again and
+ * relay_resume() replies. Streamed result posts are the exception: their
+ * body is handed to the relay piece by piece as it arrives.
  */
+#include "housekeeper.h"
+#include "http.h"
 #include "log.h"
-#include "protocol.h"
-#include "server.h"
+#include "routes.h"
 
 #include <jansson.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-/* Copies the path segment [s, e) into out when it fits. */
+/* ---- routes ---- */
+
+/* Copies the path segment [s, s+n) into m->param when it fits. */
 static bool take_param(struct route_match *m, const char *s, size_t n)
 {
     if (n == 0 || n >= sizeof m->param || memchr(s, '/', n))
@@ -29,30 +39,29 @@ static bool take_param(struct route_match *m, const char *s, size_t n)
 void http_match_route(const char *url, struct route_match *m)
 {
     memset(m, 0, sizeof *m);
+    static const struct {
+        const char *path;
+        enum route route;
+        const char *method;
+    } fixed[] = {
+        {MCP_ROUTE_HEALTHZ, R_HEALTHZ, "GET"},
+        {MCP_ROUTE_LLMS, R_LIST, "GET"},
+        {MCP_ROUTE_REGISTER, R_REGISTER, "POST"},
+        {MCP_ROUTE_STREAM, R_STREAM, "GET"},
+        {MCP_ROUTE_HEARTBEAT, R_HEARTBEAT, "POST"},
+        {MCP_ROUTE_OPENAI_CHAT, R_OPENAI_CHAT, "POST"},
+        {MCP_ROUTE_OPENAI_MODELS, R_OPENAI_MODELS, "GET"},
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        if (strcmp(url, fixed[i].path) == 0) {
+            m->route = fixed[i].route;
+            m->method = fixed[i].method;
+            return;
+        }
+    }
     static const char llms[] = MCP_ROUTE_LLMS "/";
     static const char task[] = MCP_ROUTE_TASK_PREFIX;
-    if (strcmp(url, MCP_ROUTE_HEALTHZ) == 0) {
-        m->route = R_HEALTHZ;
-        m->method = "GET";
-    } else if (strcmp(url, MCP_ROUTE_LLMS) == 0) {
-        m->route = R_LIST;
-        m->method = "GET";
-    } else if (strcmp(url, MCP_ROUTE_REGISTER) == 0) {
-        m->route = R_REGISTER;
-        m->method = "POST";
-    } else if (strcmp(url, MCP_ROUTE_STREAM) == 0) {
-        m->route = R_STREAM;
-        m->method = "GET";
-    } else if (strcmp(url, MCP_ROUTE_HEARTBEAT) == 0) {
-        m->route = R_HEARTBEAT;
-        m->method = "POST";
-    } else if (strcmp(url, MCP_ROUTE_OPENAI_CHAT) == 0) {
-        m->route = R_OPENAI_CHAT;
-        m->method = "POST";
-    } else if (strcmp(url, MCP_ROUTE_OPENAI_MODELS) == 0) {
-        m->route = R_OPENAI_MODELS;
-        m->method = "GET";
-    } else if (strncmp(url, task, sizeof task - 1) == 0) {
+    if (strncmp(url, task, sizeof task - 1) == 0) {
         const char *id = url + sizeof task - 1;
         const char *slash = strchr(id, '/');
         if (slash && strcmp(slash, "/result") == 0) {
@@ -75,18 +84,15 @@ void http_match_route(const char *url, struct route_match *m)
     }
 }
 
+/* ---- replies ---- */
+
 static const char *openai_type(unsigned status)
 {
     switch (status) {
-    case 400:
-    case 413:
-        return "invalid_request_error";
     case 401:
         return "authentication_error";
     case 404:
         return "not_found_error";
-    case 405:
-        return "invalid_request_error";
     case 409:
         return "conflict_error";
     case 429:
@@ -117,17 +123,13 @@ static const char *openai_code(unsigned status)
 }
 
 static enum MHD_Result queue(struct req *r, unsigned status, const char *body, size_t len,
-                             const char *ctype, int retry_after, const char *allow)
+                             int retry_after, const char *allow, bool close)
 {
-    if (r->lc) {
-        caller_reply(r, status, ctype, body, len, retry_after, allow);
-        return MHD_YES;
-    }
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!resp)
         return MHD_NO;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if (retry_after > 0) {
         char v[16];
         snprintf(v, sizeof v, "%d", retry_after);
@@ -137,6 +139,8 @@ static enum MHD_Result queue(struct req *r, unsigned status, const char *body, s
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
     if (status == 401)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (close)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
     return rc;
@@ -144,56 +148,34 @@ static enum MHD_Result queue(struct req *r, unsigned status, const char *body, s
 
 enum MHD_Result http_reply_json(struct req *r, unsigned status, const char *json, size_t len)
 {
-    return queue(r, status, json, len, "application/json", 0, NULL);
-}
-
-/* 200 {"ok":true} answers every result post and health check: one response
- * object, made once and queued on any number of connections. */
-static const char OK_BODY[] = "{\"ok\":true}";
-
-int http_responses_init(struct server *srv)
-{
-    srv->resp_ok = MHD_create_response_from_buffer(sizeof OK_BODY - 1, (void *)OK_BODY,
-                                                   MHD_RESPMEM_PERSISTENT);
-    if (!srv->resp_ok)
-        return -1;
-    MHD_add_response_header(srv->resp_ok, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    return 0;
-}
-
-void http_responses_free(struct server *srv)
-{
-    if (srv->resp_ok)
-        MHD_destroy_response(srv->resp_ok);
-    srv->resp_ok = NULL;
+    return queue(r, status, json, len, 0, NULL, false);
 }
 
 enum MHD_Result http_reply_ok(struct req *r)
 {
-    if (r->lc)
-        return queue(r, 200, OK_BODY, sizeof OK_BODY - 1, "application/json", 0, NULL);
-    return MHD_queue_response(r->conn, 200, r->srv->resp_ok);
+    static const char ok[] = "{\"ok\":true}";
+    return queue(r, 200, ok, sizeof ok - 1, 0, NULL, false);
 }
 
 static enum MHD_Result reply_error_full(struct req *r, unsigned status, int retry_after,
-                                        const char *allow, const char *msg)
+                                        const char *code, const char *allow, bool close,
+                                        const char *msg)
 {
     json_t *o;
     if (r->openai) {
-        const char *code = openai_code(status);
-        o = json_pack("{s:{s:s,s:s,s:o}}", "error", "message", msg, "type", openai_type(status),
-                      "code", code ? json_string(code) : json_null());
+        if (!code)
+            code = openai_code(status);
+        o = json_pack("{s:{s:s,s:s,s:s?}}", "error", "message", msg, "type", openai_type(status),
+                      "code", code);
     } else {
         o = json_pack("{s:s}", "error", msg);
     }
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
-    enum MHD_Result rc;
-    if (text)
-        rc = queue(r, status, text, strlen(text), "application/json", retry_after, allow);
-    else
-        rc = queue(r, status, "{\"error\":\"internal error\"}", 26, "application/json", retry_after,
-                   allow);
+    static const char fallback[] = "{\"error\":\"internal error\"}";
+    enum MHD_Result rc =
+        queue(r, status, text ? text : fallback, text ? strlen(text) : sizeof fallback - 1,
+              retry_after, allow, close);
     free(text);
     return rc;
 }
@@ -205,95 +187,36 @@ enum MHD_Result http_reply_error(struct req *r, unsigned status, const char *fmt
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return reply_error_full(r, status, 0, NULL, msg);
+    return reply_error_full(r, status, status == 503 ? 1 : 0, NULL, NULL, false, msg);
 }
 
-enum MHD_Result http_reply_unavailable(struct req *r, int retry_after, const char *msg)
+enum MHD_Result http_reply_failure(struct req *r, unsigned status, int retry_after,
+                                   const char *code, const char *msg)
 {
-    return reply_error_full(r, 503, retry_after > 0 ? retry_after : 1, NULL, msg);
+    if (status == 503 && retry_after <= 0)
+        retry_after = 1;
+    return reply_error_full(r, status, retry_after, code, NULL, false, msg);
 }
 
-void http_suspend(struct req *r)
+void http_add_headers(struct MHD_Response *resp, const char *pairs, size_t len)
 {
-    struct conn_ctx *cc = r->cc;
-    r->suspended = true;
-    r->was_suspended = true;
-    if (r->lc)
-        return; /* caller.c watches its own sockets */
-    if (cc) {
-        cc->waiting = r;
-        if (!cc->watched)
-            housekeeper_watch(r->srv, cc);
+    const char *p = pairs, *end = pairs + len;
+    while (p < end) {
+        const char *name = p;
+        const char *value = name + strlen(name) + 1;
+        if (value >= end)
+            break;
+        MHD_add_response_header(resp, name, value);
+        p = value + strlen(value) + 1;
     }
-    MHD_suspend_connection(r->conn);
-}
-
-/* Resumes decided while server.mu is held are carried out by
- * server_unlock(), after the mutex is released: MHD_resume_connection()
- * takes libmicrohttpd's own lock and wakes the connection's worker, and
- * doing that inside server.mu made every other worker queue behind the
- * wake-up. A connection stays suspended, and so valid, until its resume
- * runs; the `suspended` flag, cleared under server.mu, keeps it to one. */
-#define DEFERRED_RESUMES_MAX 64
-static _Thread_local struct MHD_Connection *deferred_resumes[DEFERRED_RESUMES_MAX];
-static _Thread_local unsigned int n_deferred_resumes;
-
-void server_lock(struct server *srv)
-{
-    pthread_mutex_lock(&srv->mu);
-}
-
-void server_unlock(struct server *srv)
-{
-    caller_run_deliveries();
-    unsigned int n = n_deferred_resumes;
-    struct MHD_Connection *conns[DEFERRED_RESUMES_MAX];
-    memcpy(conns, deferred_resumes, n * sizeof conns[0]);
-    n_deferred_resumes = 0;
-    struct stream *flushes[STREAM_DEFERRED_MAX];
-    unsigned int nf = stream_take_deferred(flushes);
-    pthread_mutex_unlock(&srv->mu);
-    for (unsigned int i = 0; i < n; i++)
-        MHD_resume_connection(conns[i]);
-    stream_flush_deferred(srv, flushes, nf);
-    caller_flush_deferred();
-}
-
-void http_resume(struct req *r)
-{
-    if (!r->suspended)
-        return;
-    r->suspended = false;
-    if (r->lc) {
-        caller_resume(r);
-        return;
-    }
-    if (n_deferred_resumes < DEFERRED_RESUMES_MAX)
-        deferred_resumes[n_deferred_resumes++] = r->conn;
-    else
-        MHD_resume_connection(r->conn); /* a burst (shutdown): resume at once */
-}
-
-ssize_t http_sse_pull(struct req *r, struct buf *queued, bool ended, char *out, size_t max)
-{
-    if (r->peer_gone)
-        return MHD_CONTENT_READER_END_WITH_ERROR;
-    if (queued->len > 0) {
-        size_t k = queued->len < max ? queued->len : max;
-        memcpy(out, queued->data, k);
-        buf_consume(queued, k);
-        return (ssize_t)k;
-    }
-    if (ended || atomic_load(&r->srv->stopping))
-        return MHD_CONTENT_READER_END_OF_STREAM;
-    http_suspend(r);
-    return 0;
 }
 
 struct MHD_Response *http_sse_response(MHD_ContentReaderCallback reader, struct req *r)
 {
+    /* Chunked bodies are assembled in the connection's memory pool; a
+     * larger block would only be allocated and never used. */
     struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK_SIZE, reader, r, NULL);
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 1024, reader, r, NULL);
     if (!resp)
         return NULL;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
@@ -302,9 +225,204 @@ struct MHD_Response *http_sse_response(MHD_ContentReaderCallback reader, struct 
     return resp;
 }
 
+const char *http_session_header(struct req *r)
+{
+    const char *v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MCP_HEADER_SESSION);
+    return v && *v ? v : NULL;
+}
+
+/* ---- broker endpoints ---- */
+
+static bool ep_park(struct broker_ep *ep)
+{
+    struct req *r = (struct req *)((char *)ep - offsetof(struct req, ep));
+    if (atomic_load(&r->srv->stopping) || (r->cc && atomic_load(&r->cc->peer_gone)))
+        return false;
+    MHD_suspend_connection(r->conn);
+    return true;
+}
+
+static void ep_wake(struct broker_ep *ep)
+{
+    struct req *r = (struct req *)((char *)ep - offsetof(struct req, ep));
+    MHD_resume_connection(r->conn);
+}
+
+void http_endpoint_init(struct req *r)
+{
+    r->ep.park = ep_park;
+    r->ep.wake = ep_wake;
+}
+
+void http_peer_gone(struct server *srv, uint64_t conn_id)
+{
+    pthread_mutex_lock(&srv->watch_mu);
+    struct conn *cc;
+    HASH_FIND(hh, srv->conns, &conn_id, sizeof conn_id, cc);
+    if (cc) {
+        atomic_store(&cc->peer_gone, true);
+        if (cc->req)
+            broker_kick(srv->broker, &cc->req->ep); /* nothing unless it is parked */
+    }
+    pthread_mutex_unlock(&srv->watch_mu);
+}
+
+/* ---- the checks before the body ---- */
+
+/* RFC 9110 token characters (header names). */
+static bool is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+struct framing {
+    int content_length;
+    int transfer_encoding;
+    bool te_chunked;
+    bool has_host;
+    const char *bad; /* why the request is refused */
+};
+
+static enum MHD_Result check_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    struct framing *f = cls;
+    if (key_size == 0) {
+        f->bad = "empty header name";
+        return MHD_NO;
+    }
+    for (size_t i = 0; i < key_size; i++) {
+        if (!is_tchar((unsigned char)key[i])) {
+            f->bad = "malformed header name (whitespace before the colon, or a folded line)";
+            return MHD_NO;
+        }
+    }
+    for (size_t i = 0; i < value_size; i++) {
+        unsigned char c = (unsigned char)value[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            f->bad = "control character in a header value";
+            return MHD_NO;
+        }
+    }
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        f->content_length++;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->transfer_encoding++;
+        f->te_chunked = strcasecmp(value, "chunked") == 0;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+        f->has_host = true;
+    }
+    return MHD_YES;
+}
+
+/* NULL when the request's framing is unambiguous, else why it is not. */
+static const char *check_framing(struct MHD_Connection *conn, const char *version)
+{
+    struct framing f = {0};
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, check_header, &f);
+    if (f.bad)
+        return f.bad;
+    if (f.content_length > 1)
+        return "more than one Content-Length header";
+    if (f.transfer_encoding > 1)
+        return "more than one Transfer-Encoding header";
+    if (f.transfer_encoding && f.content_length)
+        return "both Content-Length and Transfer-Encoding";
+    if (f.transfer_encoding && !f.te_chunked)
+        return "unsupported Transfer-Encoding (only chunked is accepted)";
+    if (!f.has_host && strcmp(version, MHD_HTTP_VERSION_1_1) == 0)
+        return "missing Host header (required in version 1.1 of HTTP)";
+    return NULL;
+}
+
+/* Auth, route, method and declared size. 0 when the request may proceed,
+ * else the status to refuse it with and msg. */
+static unsigned check_head(struct req *r, const char *url, const char *method,
+                           struct route_match *m, char *msg, size_t msglen)
+{
+    struct server *srv = r->srv;
+    bool api = strncmp(url, "/api/", 5) == 0 || strncmp(url, "/v1/", 4) == 0;
+    if (api) {
+        const char *h =
+            MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        int rc = auth_check(srv->auth, h, r->owner, r->token_hash);
+        if (rc == DB_ERROR) {
+            snprintf(msg, msglen, "cannot check the token: database error");
+            return 500;
+        }
+        if (rc != DB_OK) {
+            snprintf(msg, msglen, "%s",
+                     h ? "token not recognised" : "missing Authorization: Bearer <token>");
+            return 401;
+        }
+    }
+    http_match_route(url, m);
+    if (m->route == R_NONE) {
+        snprintf(msg, msglen, "no such route: %s", url);
+        return 404;
+    }
+    if (strcmp(method, m->method) != 0) {
+        snprintf(msg, msglen, "method not allowed");
+        return 405;
+    }
+    if (m->bad_param) {
+        snprintf(msg, msglen, "no such resource: %s", url);
+        return 404;
+    }
+    const char *cl =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoll(cl, NULL, 10) > srv->cfg.max_body) {
+        snprintf(msg, msglen, "request body larger than %lld bytes", (long long)srv->cfg.max_body);
+        return 413;
+    }
+    return 0;
+}
+
+static bool is_event_stream(struct req *r)
+{
+    const char *ct =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    return ct && strncasecmp(ct, "text/event-stream", 17) == 0;
+}
+
+/* The first call for a request: everything that needs no body. */
+static enum MHD_Result begin(struct req *r, const char *url, const char *method,
+                             const char *version)
+{
+    r->openai = strncmp(url, "/v1/", 4) == 0;
+    const char *bad = check_framing(r->conn, version);
+    if (bad) {
+        r->started = true;
+        log_debug("refusing a request for %s: %s", url, bad);
+        return reply_error_full(r, 400, 0, NULL, NULL, true, bad);
+    }
+    struct route_match m;
+    char msg[512];
+    unsigned status = check_head(r, url, method, &m, msg, sizeof msg);
+    if (status) {
+        r->started = true;
+        /* After a refusal a body may still be on its way: close rather
+         * than guess where it ends. */
+        return reply_error_full(r, status, 0, NULL, status == 405 ? m.method : NULL, true, msg);
+    }
+    r->route = m.route;
+    snprintf(r->param, sizeof r->param, "%s", m.param);
+    if (r->route == R_RESULT && is_event_stream(r)) {
+        bool replied = false;
+        enum MHD_Result rc = relay_events_begin(r, r->param, &replied);
+        if (replied)
+            r->started = true;
+        return rc;
+    }
+    return MHD_YES;
+}
+
 static enum MHD_Result run_route(struct req *r)
 {
-    switch ((enum route)r->route) {
+    switch (r->route) {
     case R_HEALTHZ:
         return http_reply_ok(r);
     case R_LIST:
@@ -331,74 +449,10 @@ static enum MHD_Result run_route(struct req *r)
     return http_reply_error(r, 404, "no such route");
 }
 
-unsigned http_check_head(struct server *srv, const char *url, const char *method,
-                         const char *authorization, long long content_length, struct route_match *m,
-                         char owner[DB_OWNER_MAX], char *msg, size_t msglen)
-{
-    bool api = strncmp(url, "/api/", 5) == 0 || strncmp(url, "/v1/", 4) == 0;
-    if (api) {
-        int rc = auth_check(srv->auth, authorization, owner);
-        if (rc == DB_ERROR) {
-            snprintf(msg, msglen, "cannot check the token: database error");
-            return 500;
-        }
-        if (rc != DB_OK) {
-            snprintf(msg, msglen, "%s",
-                     authorization ? "token not recognised"
-                                   : "missing Authorization: Bearer <token>");
-            return 401;
-        }
-    }
-    http_match_route(url, m);
-    if (m->route == R_NONE) {
-        snprintf(msg, msglen, "no such route: %s", url);
-        return 404;
-    }
-    if (strcmp(method, m->method) != 0) {
-        snprintf(msg, msglen, "method not allowed");
-        return 405;
-    }
-    if (m->bad_param) {
-        snprintf(msg, msglen, "no such resource: %s", url);
-        return 404;
-    }
-    if (content_length > srv->cfg.max_body) {
-        snprintf(msg, msglen, "request body larger than %lld bytes", (long long)srv->cfg.max_body);
-        return 413;
-    }
-    return 0;
-}
-
-enum MHD_Result http_reply_refused(struct req *r, unsigned status, const char *allow,
-                                   const char *msg)
-{
-    return reply_error_full(r, status, 0, allow, msg);
-}
-
-/* The checks that need no body. Returns MHD_YES with nothing queued when
- * the request may proceed. */
-static enum MHD_Result precheck(struct req *r, const char *url, const char *method,
-                                struct route_match *m, bool *replied)
-{
-    r->openai = strncmp(url, "/v1/", 4) == 0;
-    const char *h =
-        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    const char *cl =
-        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    char msg[512];
-    unsigned status = http_check_head(r->srv, url, method, h, cl ? strtoll(cl, NULL, 10) : -1, m,
-                                      r->owner, msg, sizeof msg);
-    *replied = status != 0;
-    if (!status)
-        return MHD_YES;
-    return http_reply_refused(r, status, status == 405 ? m->method : NULL, msg);
-}
-
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
-    (void)version;
     struct server *srv = cls;
     struct req *r = *con_cls;
     if (!r) {
@@ -407,33 +461,43 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_NO;
         r->srv = srv;
         r->conn = conn;
+        http_endpoint_init(r);
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         r->cc = ci ? ci->socket_context : NULL;
         buf_init(&r->body, (size_t)srv->cfg.max_body);
-        buf_init(&r->sse, CALLER_BACKLOG_MAX);
         *con_cls = r;
-        struct route_match m;
-        bool replied;
-        enum MHD_Result rc = precheck(r, url, method, &m, &replied);
-        r->route = m.route;
-        snprintf(r->param, sizeof r->param, "%s", m.param);
-        if (replied)
-            r->started = true;
-        return rc;
+        if (r->cc) {
+            pthread_mutex_lock(&srv->watch_mu);
+            r->cc->req = r;
+            pthread_mutex_unlock(&srv->watch_mu);
+        }
+        return begin(r, url, method, version);
     }
     if (*upload_data_size) {
-        if (!r->too_large && buf_append(&r->body, upload_data, *upload_data_size) < 0)
-            r->too_large = true;
+        size_t n = *upload_data_size;
         *upload_data_size = 0;
+        if (r->started)
+            return MHD_YES; /* a refused request's body, discarded */
+        if (r->events)
+            return relay_events_piece(r, upload_data, n);
+        if (buf_append(&r->body, upload_data, n) < 0) {
+            /* libmicrohttpd can answer only before the body or after all of
+             * it: a chunked body past the cap is cut off here rather than
+             * read to its end for a 413. */
+            log_info("closing a connection whose chunked body passed %lld bytes",
+                     (long long)srv->cfg.max_body);
+            return MHD_NO;
+        }
         return MHD_YES;
     }
-    if (r->started)
+    if (r->call)
         return relay_resume(r);
+    if (r->started)
+        return MHD_YES;
     r->started = true;
-    if (r->too_large)
-        return http_reply_error(r, 413, "request body larger than %lld bytes",
-                                (long long)srv->cfg.max_body);
+    if (r->events)
+        return relay_events_end(r);
     return run_route(r);
 }
 
@@ -447,22 +511,19 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     *con_cls = NULL;
-    /* Nothing but this connection's own thread ever saw a request that was
-     * never suspended, parked nor made to wait: no lock needed to free it. */
-    if (r->was_suspended || r->stream || r->wait != WAIT_NONE) {
-        server_lock(srv);
-        if (r->cc && r->cc->waiting == r)
-            r->cc->waiting = NULL;
-        if (r->stream)
-            stream_closed(r);
-        if (r->wait == WAIT_TASK)
-            relay_request_done(r);
-        else if (r->wait == WAIT_WAKE)
-            wake_forget(r);
-        server_unlock(srv);
+    if (r->cc) {
+        pthread_mutex_lock(&srv->watch_mu);
+        r->cc->req = NULL;
+        pthread_mutex_unlock(&srv->watch_mu);
     }
+    if (r->stream)
+        stream_closed(r);
+    if (r->call)
+        relay_done(r);
+    if (r->events)
+        relay_events_done(r);
     buf_release(&r->body);
-    buf_release(&r->sse);
+    buf_release(&r->partial);
     free(r);
 }
 
@@ -471,26 +532,29 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 {
     struct server *srv = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        struct conn_ctx *cc = calloc(1, sizeof *cc);
+        struct conn *cc = calloc(1, sizeof *cc);
         if (!cc)
             return;
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         cc->fd = ci ? ci->connect_fd : -1;
-        server_lock(srv);
+        atomic_init(&cc->peer_gone, false);
+        pthread_mutex_lock(&srv->watch_mu);
         cc->id = ++srv->next_conn_id;
         HASH_ADD(hh, srv->conns, id, sizeof cc->id, cc);
-        server_unlock(srv);
+        pthread_mutex_unlock(&srv->watch_mu);
+        if (cc->fd >= 0)
+            housekeeper_watch(srv->hk, cc->fd, cc->id);
         *socket_context = cc;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
-        struct conn_ctx *cc = *socket_context;
+        struct conn *cc = *socket_context;
         if (!cc)
             return;
-        server_lock(srv);
-        if (cc->watched)
-            housekeeper_unwatch(srv, cc);
+        if (cc->fd >= 0)
+            housekeeper_unwatch(srv->hk, cc->fd);
+        pthread_mutex_lock(&srv->watch_mu);
         HASH_DEL(srv->conns, cc);
-        server_unlock(srv);
+        pthread_mutex_unlock(&srv->watch_mu);
         free(cc);
         *socket_context = NULL;
     }
@@ -507,21 +571,71 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     log_debug("http: %s", msg);
 }
 
-/* Per-connection memory pool: request headers and the read/write buffers
- * live here. libmicrohttpd's default (32 KiB) would dominate the cost of an
- * idle control stream; 8 KiB keeps it near 10 KiB in all, and caps request
- * headers at about 7 KB (larger ones get 431). Bodies stream through it. */
+/* Per-connection memory pool: request headers and the read and write
+ * buffers live here. libmicrohttpd's default (32 KiB) would dominate the
+ * cost of an idle control stream; 8 KiB caps request headers at about
+ * 7 KB (larger ones get 431). Bodies stream through it. */
 #define HTTP_CONNECTION_MEMORY (8 * 1024)
 
-struct MHD_Daemon *http_start(struct server *srv, unsigned int threads, unsigned int conn_limit)
+static int make_addr(const struct server_config *cfg, struct sockaddr_storage *ss)
 {
-    /* No listening socket: acceptor.c accepts and hands connections over. */
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    const char *host = cfg->listen_addr;
+    if (strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)cfg->listen_port);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)cfg->listen_port);
+        return 0;
+    }
+    return -1;
+}
+
+struct MHD_Daemon *http_start(struct server *srv, unsigned int conn_limit)
+{
+    const struct server_config *cfg = &srv->cfg;
+    struct sockaddr_storage ss;
+    if (make_addr(cfg, &ss) < 0) {
+        log_error("cannot listen on '%s': not an IP address", cfg->listen_addr);
+        return NULL;
+    }
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
-                         MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    return MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
-        srv, MHD_OPTION_CONNECTION_LIMIT, conn_limit, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)120, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
-        MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0, MHD_OPTION_END);
+                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    if (srv->tls_cert)
+        flags |= MHD_USE_TLS;
+    unsigned int threads = cfg->threads > 1 ? (unsigned int)cfg->threads : 0;
+    struct MHD_OptionItem opts[] = {
+        {MHD_OPTION_SOCK_ADDR, 0, &ss},
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, srv},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, srv},
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)conn_limit, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)(cfg->connection_timeout_ms / 1000), NULL},
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)HTTP_CONNECTION_MEMORY, NULL},
+        {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)threads, NULL},
+        {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
+        {srv->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, srv->tls_cert},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    struct MHD_Daemon *d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_ARRAY,
+                                            opts, MHD_OPTION_END);
+    if (!d) {
+        log_error("cannot start the HTTP server on %s:%d (address in use, or bad TLS "
+                  "certificate or key)",
+                  cfg->listen_addr, cfg->listen_port);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = di ? di->port : cfg->listen_port;
+    return d;
 }

@@ -5,7 +5,7 @@
 #include "clock.h"
 #include "log.h"
 #include "protocol.h"
-#include "server.h"
+#include "routes.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -75,6 +75,30 @@ static int opt_string(json_t *obj, const char *key, const char **out)
     return 0;
 }
 
+/* The register body's "features": unknown names are ignored, so that an
+ * older mcpd takes a newer publisher. */
+static int parse_features(json_t *arr, unsigned *out)
+{
+    *out = 0;
+    if (!arr || json_is_null(arr))
+        return 0;
+    if (!json_is_array(arr))
+        return -1;
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        const char *f = json_string_value(v);
+        if (!f)
+            return -1;
+        if (strcmp(f, "paths") == 0)
+            *out |= BROKER_FEAT_PATHS;
+        else if (strcmp(f, "streamed-results") == 0)
+            *out |= BROKER_FEAT_STREAMED;
+    }
+    return 0;
+}
+
 enum MHD_Result provider_register(struct req *r)
 {
     struct server *srv = r->srv;
@@ -92,6 +116,11 @@ enum MHD_Result provider_register(struct req *r)
     const char *session_in = NULL;
     if (opt_string(root, "providerSessionId", &session_in) < 0) {
         rc = http_reply_error(r, 400, "providerSessionId must be a string");
+        goto out;
+    }
+    unsigned features = 0;
+    if (parse_features(json_object_get(root, "features"), &features) < 0) {
+        rc = http_reply_error(r, 400, "features must be an array of strings");
         goto out;
     }
     json_t *providers = json_object_get(root, "providers");
@@ -191,6 +220,10 @@ enum MHD_Result provider_register(struct req *r)
         rc = db_failure(r);
         goto out;
     }
+    if (broker_session_registered(srv->broker, session, r->owner, features, clock_mono_ms()) < 0) {
+        rc = http_reply_error(r, 500, "out of memory");
+        goto out;
+    }
     struct llm_row *rows = NULL;
     size_t nrows = 0;
     if (db_llm_list(srv->db, session, &rows, &nrows) != DB_OK) {
@@ -216,8 +249,9 @@ out:
 
 enum MHD_Result provider_heartbeat(struct req *r)
 {
-    const char *session = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MCP_HEADER_SESSION);
-    if (!session || !*session)
+    struct server *srv = r->srv;
+    const char *session = http_session_header(r);
+    if (!session)
         return http_reply_error(r, 400, "missing header " MCP_HEADER_SESSION);
     if (r->body.len > 0) {
         json_t *b = json_loadb(r->body.data, r->body.len, 0, NULL);
@@ -226,8 +260,13 @@ enum MHD_Result provider_heartbeat(struct req *r)
         if (!ok)
             return http_reply_error(r, 400, "body must be a JSON object or empty");
     }
+    /* A heartbeat revives rows only while a stream is bound: without one,
+     * "active" would promise callers a publisher that cannot be reached. */
     int revived = 0;
-    int rc = db_heartbeat(r->srv->db, session, r->owner, clock_wall_ms(), &revived);
+    pthread_mutex_lock(&srv->life_mu);
+    bool live = broker_session_live(srv->broker, session);
+    int rc = db_heartbeat(srv->db, session, r->owner, clock_wall_ms(), live, &revived);
+    pthread_mutex_unlock(&srv->life_mu);
     if (rc == DB_NOT_FOUND)
         return http_reply_error(r, 404, "no such provider session");
     if (rc != DB_OK)

@@ -1,26 +1,29 @@
 /*
- * server.c - mcpd's lifecycle: open the database, start the HTTP daemon and
- * the housekeeper; on stop, end every stream and parked request, stop the
- * daemon, and leave no row of a closed stream active.
+ * server.c - mcpd's lifecycle: open the database, start the housekeeper and
+ * the HTTP daemon; on stop, fail every waiting caller and end every stream,
+ * stop the daemon, and leave no row of a closed stream active.
  */
-#include "clock.h"
-#include "log.h"
 #include "server.h"
+#include "clock.h"
+#include "file.h"
+#include "housekeeper.h"
+#include "http.h"
+#include "log.h"
+#include "routes.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
-/* Raises the open-file limit as far as allowed; returns the connection cap. */
-static unsigned int raise_fd_limit(void)
+/* Raises the open-file limit to the hard limit; returns the connection cap
+ * it leaves room for (descriptors for the database, logs and epoll). */
+static unsigned int raise_fd_limit(int wanted)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-        return 1000;
+        return wanted > 0 ? (unsigned int)wanted : 1000;
     if (rl.rlim_cur < rl.rlim_max) {
         rlim_t want = rl.rlim_max;
         if (want == RLIM_INFINITY || want > 1048576)
@@ -30,6 +33,11 @@ static unsigned int raise_fd_limit(void)
             rl.rlim_cur = want;
     }
     rlim_t limit = rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
+    if (wanted > 0 && (rlim_t)wanted < limit)
+        limit = (rlim_t)wanted;
+    else if (wanted > 0)
+        log_warn("--max-connections %d is above what the open-file limit (%llu) allows", wanted,
+                 (unsigned long long)rl.rlim_cur);
     if (limit > 1000000)
         limit = 1000000;
     log_info("open-file limit %llu: accepting up to %llu connections",
@@ -37,155 +45,122 @@ static unsigned int raise_fd_limit(void)
     return (unsigned int)limit;
 }
 
-static int make_addr(const struct server_config *cfg, struct sockaddr_storage *ss)
+static int load_tls(struct server *srv)
 {
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-    const char *host = cfg->listen_addr;
-    if (strcmp(host, "localhost") == 0)
-        host = "127.0.0.1";
-    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
-        in4->sin_family = AF_INET;
-        in4->sin_port = htons((uint16_t)cfg->listen_port);
+    const struct server_config *cfg = &srv->cfg;
+    if (!cfg->tls_cert[0])
         return 0;
+    const char *paths[2] = {cfg->tls_cert, cfg->tls_key};
+    char **dst[2] = {&srv->tls_cert, &srv->tls_key};
+    for (int i = 0; i < 2; i++) {
+        size_t len;
+        int rc = file_read_all(paths[i], 1 << 20, dst[i], &len);
+        if (rc < 0) {
+            log_error("cannot read TLS %s '%s': %s", i ? "key" : "certificate", paths[i],
+                      rc == -2 ? "larger than 1 MiB" : strerror(errno));
+            return -1;
+        }
     }
-    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)cfg->listen_port);
-        return 0;
-    }
-    return -1;
+    return 0;
 }
 
-/* Stops the housekeeper (and with it accepting), then both daemons; the
- * stopping flag is set. */
-static void stop_threads(struct server *srv)
+/* Frees what server_start() made; every thread is stopped. */
+static void release(struct server *srv)
 {
-    housekeeper_stop(srv);
-    acceptor_stop(srv);
-    caller_stop_threads(srv);
-    if (srv->mhd)
-        MHD_stop_daemon(srv->mhd);
-    if (srv->mhd_streams)
-        MHD_stop_daemon(srv->mhd_streams);
-    caller_close_all(srv);
-    housekeeper_close(srv);
-    srv->mhd = srv->mhd_streams = NULL;
-    http_responses_free(srv);
+    housekeeper_free(srv->hk);
+    broker_free(srv->broker);
+    routes_free(srv->routes);
+    auth_free(srv->auth);
+    db_close(srv->db);
+    free(srv->tls_cert);
+    free(srv->tls_key);
+    pthread_mutex_destroy(&srv->life_mu);
+    pthread_mutex_destroy(&srv->watch_mu);
+    srv->hk = NULL;
+    srv->broker = NULL;
 }
 
 int server_start(struct server *srv, const struct server_config *cfg)
 {
     memset(srv, 0, sizeof *srv);
     srv->cfg = *cfg;
-    srv->listen_fd = -1;
-    pthread_mutex_init(&srv->mu, NULL);
+    pthread_mutex_init(&srv->life_mu, NULL);
+    pthread_mutex_init(&srv->watch_mu, NULL);
     atomic_init(&srv->stopping, false);
     char err[512];
     if (db_open(cfg->db_path, &srv->db, err, sizeof err) != DB_OK) {
         log_error("%s", err);
+        release(srv);
         return -1;
     }
+    /* No stream is bound yet: every published row waits for its publisher. */
+    int changed = 0;
+    if (db_deactivate_all(srv->db, clock_wall_ms(), &changed) != DB_OK) {
+        log_error("cannot mark the rows inactive: %s", db_errmsg(srv->db));
+        release(srv);
+        return -1;
+    }
+    if (changed)
+        log_info("%d row(s) inactive until their publishers reconnect", changed);
+    struct broker_config bc = {
+        .infer_timeout_ms = cfg->infer_timeout_ms,
+        .idle_timeout_ms = cfg->idle_timeout_ms,
+        .wake_timeout_ms = cfg->wake_timeout_ms,
+        .ping_interval_ms = cfg->ping_interval_ms,
+        .heartbeat_interval_ms = cfg->heartbeat_interval_ms,
+        .max_inflight = cfg->max_inflight,
+        .max_held = cfg->max_held,
+        .max_frame = (size_t)cfg->max_body + 1024,
+        .stream_backlog = 8u << 20,
+        .caller_backlog = 16u << 20,
+        .max_result = (size_t)cfg->max_body * 4,
+    };
     srv->auth = auth_new(srv->db);
-    struct sockaddr_storage ss;
-    if (make_addr(cfg, &ss) < 0) {
-        log_error("cannot listen on '%s': not an IP address", cfg->listen_addr);
+    srv->broker = broker_new(&bc);
+    srv->routes = routes_new();
+    srv->hk = housekeeper_new(srv);
+    if (!srv->auth || !srv->broker || !srv->routes || !srv->hk) {
+        log_error("cannot start: out of memory or descriptors");
+        release(srv);
         return -1;
     }
-    unsigned int conn_limit = raise_fd_limit();
-    if (http_responses_init(srv) < 0) {
-        log_error("out of memory");
+    if (load_tls(srv) < 0) {
+        release(srv);
         return -1;
     }
-    socklen_t addrlen =
-        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    if (acceptor_listen(srv, (struct sockaddr *)&ss, addrlen) < 0) {
-        log_error("cannot listen on %s:%d: %s", cfg->listen_addr, cfg->listen_port,
-                  strerror(errno));
-        http_responses_free(srv);
+    unsigned int conn_limit = raise_fd_limit(cfg->max_connections);
+    srv->mhd = http_start(srv, conn_limit);
+    if (!srv->mhd) {
+        release(srv);
         return -1;
     }
-    if (housekeeper_start(srv) < 0) {
+    if (housekeeper_run(srv->hk) < 0) {
         log_error("cannot start the housekeeper thread");
-        housekeeper_close(srv);
-        acceptor_stop(srv);
-        http_responses_free(srv);
-        return -1;
-    }
-    /* Control streams spend their life suspended; one worker serves them. */
-    srv->mhd = http_start(srv, (unsigned int)cfg->threads, conn_limit);
-    srv->mhd_streams = srv->mhd ? http_start(srv, 1, conn_limit) : NULL;
-    if (!srv->mhd_streams || caller_start(srv, (unsigned int)cfg->threads) < 0 ||
-        acceptor_start(srv) < 0) {
-        log_error("cannot start the HTTP server");
-        server_lock(srv);
         atomic_store(&srv->stopping, true);
-        server_unlock(srv);
-        stop_threads(srv);
+        broker_shutdown(srv->broker);
+        MHD_stop_daemon(srv->mhd);
+        release(srv);
         return -1;
     }
     const char *host = cfg->listen_addr;
     bool v6 = strchr(host, ':') != NULL;
     log_info("database %s (schema %d), %d worker thread(s)", cfg->db_path,
              db_schema_version(srv->db), cfg->threads);
-    log_info("listening on http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", srv->port);
+    log_info("listening on %s://%s%s%s:%d", srv->tls_cert ? "https" : "http", v6 ? "[" : "", host,
+             v6 ? "]" : "", srv->port);
     return 0;
 }
 
 void server_stop(struct server *srv)
 {
-    log_info("shutting down: closing streams and parked requests");
-    server_lock(srv);
+    log_info("shutting down: closing streams and waiting callers");
     atomic_store(&srv->stopping, true);
-    relay_shutdown(srv);
-    stream_close_all(srv);
-    struct conn_ctx *cc, *tmp;
-    HASH_ITER(hh, srv->conns, cc, tmp)
-    {
-        if (cc->waiting)
-            http_resume(cc->waiting);
-    }
-    struct wake *hw, *hwtmp;
-    HASH_ITER(hh, srv->wakes, hw, hwtmp)
-    {
-        for (int i = 0; i < hw->nheld; i++)
-            http_resume(hw->held[i]); /* caller.c's held calls: 503 */
-    }
-    server_unlock(srv);
-    stop_threads(srv);
-
-    /* Every stream's completion flipped its rows; this catches any left. */
-    struct session *s, *stmp;
-    HASH_ITER(hh, srv->sessions, s, stmp)
-    {
-        db_session_deactivate(srv->db, s->id, clock_wall_ms(), NULL);
-        HASH_DEL(srv->sessions, s);
-        free(s);
-    }
-    struct task *t, *ttmp;
-    HASH_ITER(hh, srv->tasks, t, ttmp)
-    {
-        HASH_DEL(srv->tasks, t);
-        buf_release(&t->body);
-        free(t);
-    }
-    struct tombstone *ts, *tstmp;
-    HASH_ITER(hh, srv->tombstones, ts, tstmp)
-    {
-        HASH_DEL(srv->tombstones, ts);
-        free(ts);
-    }
-    struct wake *w, *wtmp;
-    HASH_ITER(hh, srv->wakes, w, wtmp)
-    {
-        HASH_DEL(srv->wakes, w);
-        free(w->held);
-        free(w);
-    }
-    route_cache_clear(srv);
-    auth_free(srv->auth);
-    db_close(srv->db);
-    pthread_mutex_destroy(&srv->mu);
+    broker_shutdown(srv->broker);
+    housekeeper_stop(srv->hk);
+    MHD_stop_daemon(srv->mhd);
+    srv->mhd = NULL;
+    /* Every stream's close flipped its rows; this catches any left. */
+    db_deactivate_all(srv->db, clock_wall_ms(), NULL);
+    release(srv);
     log_info("stopped");
 }

@@ -398,8 +398,9 @@ static void expect_served_or_closed(void **state, struct raw_conn *c, bool closi
     raw_resp_free(&r);
 }
 
-/* 6. Bodies over --max-body are refused with 413: a declared length at once,
- * a chunked body once it grows past the cap. */
+/* 6. Bodies over --max-body are refused: a declared length with 413 at
+ * once, a chunked body by closing the connection once it grows past the
+ * cap. */
 static void test_body_over_the_cap_is_413(void **state)
 {
     struct fixture *f = *state;
@@ -427,9 +428,14 @@ static void test_body_over_the_cap_is_413(void **state)
         bool sent = raw_send(&c, first, sizeof first - 1) == 0;
         for (int i = 0; i < 8 && sent; i++)
             sent = raw_send(&c, piece, (size_t)n + 258) == 0;
+        /* libmicrohttpd answers only before a body or after all of it, so
+         * rather than read the rest for a 413, mcpd closes the connection
+         * the moment the body passes the cap: no answer, and nothing
+         * reaches the publisher. */
         if (sent)
             raw_send(&c, "4\r\n\"}]}\r\n0\r\n\r\n", 14);
-        expect_served_or_closed(state, &c, expect_error(&c, api, 413, NULL), "after-chunked-413");
+        struct raw_resp r;
+        assert_int_equal(raw_read_response(&c, &r, WAIT_MS), RAW_CLOSED);
         raw_close(&c);
     }
     /* and a request under the cap still passes */
@@ -567,9 +573,23 @@ static void test_malformed_requests_are_refused(void **state)
  * framing; the server answers 400 and closes. */
 static void test_invalid_content_length_is_refused(void **state)
 {
+    struct fixture *f = *state;
     char req[2048];
     chat_head(req, sizeof req, OPENAI, "HTTP/1.1", token(state), "Content-Length: 12x\r\n");
-    expect_refused(state, "an invalid Content-Length", req, true);
+    /* libmicrohttpd 0.9.75 refuses this itself, before mcpd sees the
+     * request, and writes its 400's head twice (the second lands in the
+     * first's body); what matters is the 400 and the close. */
+    struct raw_conn c;
+    open_conn(f, &c, 0);
+    send_str(&c, req);
+    struct raw_resp r;
+    read_status(&c, &r, 400);
+    raw_resp_free(&r);
+    bool ok_seen = c.len > 0 && memmem(c.buf, c.len, " 200 ", 5) != NULL;
+    c.len = 0;
+    assert_int_equal(raw_wait_closed(&c, WAIT_MS), RAW_OK);
+    assert_false(ok_seen);
+    raw_close(&c);
 }
 
 /* 9c. Two Content-Length fields that disagree are invalid too (RFC 9110

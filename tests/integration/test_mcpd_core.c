@@ -254,13 +254,21 @@ static void test_stream_hello_ping_close_heartbeat(void **state)
     char hdr[128];
     snprintf(hdr, sizeof hdr, "x-mcpctl-provider-session: %s", sid);
     const char *h[] = {hdr, NULL};
+    /* No stream: a heartbeat keeps the session but does not promise a
+     * publisher callers cannot reach. */
     test_call(env, "POST", "/api/v1/llms/_provider-heartbeat", t, h, "{}", &r);
     assert_int_equal(r.status, 200);
-    assert_string_equal(r.body, "{\"ok\":true,\"revived\":1}");
+    assert_string_equal(r.body, "{\"ok\":true,\"revived\":0}");
     http_resp_free(&r);
     char *status = test_llm_status(env, "s1");
-    assert_string_equal(status, "active");
+    assert_string_equal(status, "inactive");
     free(status);
+    /* Binding a stream again brings the rows back. */
+    s = open_stream(env, t, sid);
+    assert_int_equal(http_stream_wait_for(s, "event: hello", 1, 5000), 0);
+    assert_int_equal(test_wait_status(env, "s1", "active", 5000), 0);
+    http_stream_close(s);
+    assert_int_equal(test_wait_status(env, "s1", "inactive", 5000), 0);
     assert_int_equal(call_status(env, "POST", "/api/v1/llms/_provider-heartbeat", t, bad, NULL),
                      404);
     assert_int_equal(call_status(env, "POST", "/api/v1/llms/_provider-heartbeat", t, NULL, NULL),

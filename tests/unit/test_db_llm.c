@@ -151,14 +151,14 @@ static void test_heartbeat_revives_not_hibernating(void **state)
     int changed = 0, revived = -1;
     assert_int_equal(db_session_deactivate(f->db, s, 2000, &changed), DB_OK);
     assert_int_equal(changed, 2);
-    assert_int_equal(db_heartbeat(f->db, s, "bob", 3000, &revived), DB_NOT_FOUND);
-    assert_int_equal(db_heartbeat(f->db, "nope", "alice", 3000, &revived), DB_NOT_FOUND);
-    assert_int_equal(db_heartbeat(f->db, s, "alice", 3000, &revived), DB_OK);
+    assert_int_equal(db_heartbeat(f->db, s, "bob", 3000, true, &revived), DB_NOT_FOUND);
+    assert_int_equal(db_heartbeat(f->db, "nope", "alice", 3000, true, &revived), DB_NOT_FOUND);
+    assert_int_equal(db_heartbeat(f->db, s, "alice", 3000, true, &revived), DB_OK);
     assert_int_equal(revived, 2);
     assert_string_equal(status_of(f, "h1"), "active");
     /* a heartbeat never changes hibernating */
     assert_int_equal(db_llm_set_status(f->db, "h2", "hibernating", 3500), DB_OK);
-    assert_int_equal(db_heartbeat(f->db, s, "alice", 4000, &revived), DB_OK);
+    assert_int_equal(db_heartbeat(f->db, s, "alice", 4000, true, &revived), DB_OK);
     assert_int_equal(revived, 0);
     assert_string_equal(status_of(f, "h2"), "hibernating");
     struct llm_row row;
@@ -177,33 +177,40 @@ static void test_gc_boundaries(void **state)
     int inact = -1, del = -1;
     const int64_t timeout = 90000, retention = 4 * 3600 * 1000LL;
     /* exactly at the timeout: not older than it yet */
-    assert_int_equal(db_gc(f->db, 10000 + timeout, timeout, retention, 100, &inact, &del), DB_OK);
+    assert_int_equal(
+        db_gc(f->db, 10000 + timeout, timeout, retention, 100, NULL, NULL, &inact, &del), DB_OK);
     assert_int_equal(inact, 0);
     assert_int_equal(del, 0);
     /* one ms later: both (active and hibernating) go inactive */
-    assert_int_equal(db_gc(f->db, 10001 + timeout, timeout, retention, 100, &inact, &del), DB_OK);
+    assert_int_equal(
+        db_gc(f->db, 10001 + timeout, timeout, retention, 100, NULL, NULL, &inact, &del), DB_OK);
     assert_int_equal(inact, 2);
     assert_string_equal(status_of(f, "g2"), "inactive");
     /* idempotent */
-    assert_int_equal(db_gc(f->db, 10002 + timeout, timeout, retention, 100, &inact, &del), DB_OK);
+    assert_int_equal(
+        db_gc(f->db, 10002 + timeout, timeout, retention, 100, NULL, NULL, &inact, &del), DB_OK);
     assert_int_equal(inact, 0);
     int64_t since = 10001 + timeout;
-    assert_int_equal(db_gc(f->db, since + retention, timeout, retention, 100, &inact, &del), DB_OK);
+    assert_int_equal(
+        db_gc(f->db, since + retention, timeout, retention, 100, NULL, NULL, &inact, &del), DB_OK);
     assert_int_equal(del, 0);
     /* bounded work per tick */
-    assert_int_equal(db_gc(f->db, since + retention + 1, timeout, retention, 1, &inact, &del),
-                     DB_OK);
+    assert_int_equal(
+        db_gc(f->db, since + retention + 1, timeout, retention, 1, NULL, NULL, &inact, &del),
+        DB_OK);
     assert_int_equal(del, 1);
-    assert_int_equal(db_gc(f->db, since + retention + 1, timeout, retention, 1, &inact, &del),
-                     DB_OK);
+    assert_int_equal(
+        db_gc(f->db, since + retention + 1, timeout, retention, 1, NULL, NULL, &inact, &del),
+        DB_OK);
     assert_int_equal(del, 1);
     assert_null(status_of(f, "g1"));
     assert_null(status_of(f, "g2"));
     /* the empty session is gone too: its id now mints a fresh one */
     char s2[DB_SESSION_ID_LEN];
     struct provider_input p = P("g3");
-    assert_int_equal(db_gc(f->db, since + 2 * retention, timeout, retention, 100, &inact, &del),
-                     DB_OK);
+    assert_int_equal(
+        db_gc(f->db, since + 2 * retention, timeout, retention, 100, NULL, NULL, &inact, &del),
+        DB_OK);
     assert_int_equal(reg(f, "bob", s, &p, 1, since + 2 * retention, s2, c), DB_OK);
     assert_string_not_equal(s, s2);
 }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -71,6 +72,29 @@ static void test_newer_database_refused(void **state)
     tmpdir_remove(dir);
 }
 
+static void test_new_database_is_private(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_create("db-perm");
+    char *path = tmpdir_path(dir, "p.db");
+    struct db *db = NULL;
+    char err[512] = "";
+    assert_int_equal(db_open(path, &db, err, sizeof err), DB_OK);
+    int64_t id;
+    assert_int_equal(db_token_insert(db, "h", "alice", 1, &id), DB_OK);
+    const char *suffixes[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
+        struct stat st;
+        assert_int_equal(stat(p, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+    }
+    db_close(db);
+    free(path);
+    tmpdir_remove(dir);
+}
+
 static void test_unopenable_path(void **state)
 {
     (void)state;
@@ -83,6 +107,7 @@ static void test_unopenable_path(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_empty_to_current_and_twice),
+                                       cmocka_unit_test(test_new_database_is_private),
                                        cmocka_unit_test(test_newer_database_refused),
                                        cmocka_unit_test(test_unopenable_path)};
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -54,7 +54,7 @@ static int check(struct fx *f, const char *token, char owner[DB_OWNER_MAX])
 {
     char header[128];
     snprintf(header, sizeof header, "Bearer %s", token);
-    return auth_check(f->auth, header, owner);
+    return auth_check(f->auth, header, owner, NULL);
 }
 
 static void test_owners_and_near_misses(void **state)
@@ -81,8 +81,8 @@ static void test_owners_and_near_misses(void **state)
     memcpy(wrong, alice, 20);
     assert_int_equal(check(f, alice, owner), DB_OK);
     assert_int_equal(check(f, wrong, owner), DB_NOT_FOUND);
-    assert_int_equal(auth_check(f->auth, "Basic abc", owner), DB_NOT_FOUND);
-    assert_int_equal(auth_check(f->auth, NULL, owner), DB_NOT_FOUND);
+    assert_int_equal(auth_check(f->auth, "Basic abc", owner, NULL), DB_NOT_FOUND);
+    assert_int_equal(auth_check(f->auth, NULL, owner, NULL), DB_NOT_FOUND);
 }
 
 static void test_revocation_takes_effect_when_the_cache_expires(void **state)

@@ -1,0 +1,1239 @@
+/*
+ * broker.c - sessions, streams' queues, tasks, callers, wakes, tombstones.
+ *
+ * One mutex guards all of it. Endpoints to wake are collected on a list
+ * while it is held and woken by unlock(), after it is released.
+ */
+#include "broker.h"
+#include "buf.h"
+#include "ids.h"
+#include "sse.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+#define TOMBSTONE_MS 60000
+#define TOMBSTONES_MAX 65536
+#define SESSION_IDLE_MS (10 * 60 * 1000) /* a record with no stream nor task */
+#define SESSION_REAP_EVERY_MS 60000
+#define RETRY_OFFLINE 5
+/* Streams that fall due together (thousands opened within a second after
+ * a restart) are pinged in batches, so no tick wakes them all at once. */
+#define PINGS_PER_TICK 256
+#define PING_BATCH_GAP_MS 2 /* Retry-After when the publisher is away */
+
+struct session {
+    char id[BROKER_ID_LEN];
+    char owner[BROKER_OWNER_MAX];
+    unsigned features;
+    struct broker_stream *stream; /* the current one, or NULL */
+    struct task *tasks;           /* in flight on this session */
+    int inflight;
+    int64_t last_seen;
+    UT_hash_handle hh;
+};
+
+struct broker_stream {
+    struct broker_ep *ep;
+    struct session *session; /* while it is the session's current stream */
+    char sid[BROKER_ID_LEN];
+    char token_hash[BROKER_HASH_LEN];
+    struct buf out;
+    bool ending;     /* end the body once out is drained */
+    bool broken;     /* abort the body */
+    bool deactivate; /* its close makes the session's rows inactive */
+    int64_t next_ping;
+    struct broker_stream *prev, *next; /* open streams, by next_ping */
+};
+
+enum task_kind { TASK_INFER, TASK_WAKE };
+
+struct task {
+    char id[BROKER_ID_LEN];
+    enum task_kind kind;
+    struct session *session;
+    char llm[BROKER_NAME_MAX];
+    bool streaming;
+    struct broker_call *call; /* TASK_INFER, while the caller waits */
+    struct wake *wake;        /* TASK_WAKE */
+    int64_t deadline;
+    int64_t idle_deadline; /* 0 until the first piece of a stream */
+    struct task *snext, *sprev;
+    UT_hash_handle hh;
+};
+
+enum call_state {
+    CALL_HELD,    /* waiting for a wake */
+    CALL_WAITING, /* its task runs; no head yet */
+    CALL_HEAD,    /* the head is ready to be taken */
+    CALL_FAILED,  /* err is ready to be taken as the reply */
+    CALL_SENT,    /* the head was taken */
+};
+
+struct broker_call {
+    struct broker_ep *ep;
+    enum call_state state;
+    struct task *task;
+    struct wake *wake;
+    struct broker_call *hnext; /* held on a wake */
+    bool streaming;
+    /* The request, kept while held for a wake. */
+    char llm[BROKER_NAME_MAX];
+    char *path;
+    char *body;
+    size_t body_len;
+    /* The head, once known. */
+    int status;
+    bool sse;
+    const char *ctype;
+    struct buf hbody;
+    struct buf headers;
+    struct broker_error err;
+    /* The event stream after an sse head. */
+    struct buf events;
+    bool ended;
+};
+
+struct wake {
+    char llm[BROKER_NAME_MAX];
+    struct task *task;
+    struct broker_call *held, *held_tail;
+    int nheld;
+    UT_hash_handle hh;
+};
+
+struct tombstone {
+    char id[BROKER_ID_LEN];
+    char sid[BROKER_ID_LEN];
+    int64_t expires;
+    struct tombstone *next; /* oldest first */
+    UT_hash_handle hh;
+};
+
+struct broker {
+    struct broker_config cfg;
+    pthread_mutex_t mu;
+    struct broker_ep *wakes; /* to wake at unlock */
+    struct session *sessions;
+    struct task *tasks;
+    struct wake *wake_by_llm;
+    struct tombstone *tombs, *tomb_head, *tomb_tail;
+    unsigned ntombs;
+    struct broker_stream *streams, *streams_tail; /* open, by next_ping */
+    unsigned nstreams, ncalls;
+    int64_t next_reap;
+    bool stopping;
+};
+
+/* ---- locking and waking ---- */
+
+static void lock(struct broker *b)
+{
+    pthread_mutex_lock(&b->mu);
+}
+
+static void unlock(struct broker *b)
+{
+    struct broker_ep *ep = b->wakes;
+    b->wakes = NULL;
+    pthread_mutex_unlock(&b->mu);
+    while (ep) {
+        struct broker_ep *next = ep->next_wake;
+        ep->next_wake = NULL;
+        ep->wake(ep);
+        ep = next;
+    }
+}
+
+static void unpark(struct broker *b, struct broker_ep *ep)
+{
+    if (!ep || !ep->parked)
+        return;
+    ep->parked = false;
+    ep->next_wake = b->wakes;
+    b->wakes = ep;
+}
+
+static bool park(struct broker_ep *ep)
+{
+    if (!ep->park(ep))
+        return false;
+    ep->parked = true;
+    return true;
+}
+
+/* ---- streams ---- */
+
+static void stream_list_remove(struct broker *b, struct broker_stream *st)
+{
+    if (st->prev)
+        st->prev->next = st->next;
+    else if (b->streams == st)
+        b->streams = st->next;
+    else
+        return; /* not on the list */
+    if (st->next)
+        st->next->prev = st->prev;
+    else
+        b->streams_tail = st->prev;
+    st->prev = st->next = NULL;
+}
+
+static void stream_list_append(struct broker *b, struct broker_stream *st)
+{
+    st->prev = b->streams_tail;
+    st->next = NULL;
+    if (b->streams_tail)
+        b->streams_tail->next = st;
+    else
+        b->streams = st;
+    b->streams_tail = st;
+}
+
+/* Queues bytes on a stream; cuts it off when it is too far behind. */
+static int stream_queue(struct broker *b, struct broker_stream *st, const char *p, size_t n)
+{
+    if (st->broken || st->ending)
+        return -1;
+    if (st->out.len + n > b->cfg.stream_backlog || buf_append(&st->out, p, n) < 0) {
+        st->broken = true;
+        unpark(b, st->ep);
+        return -1;
+    }
+    unpark(b, st->ep);
+    return 0;
+}
+
+static int dispatch(struct broker *b, struct session *s, const char *frame, size_t len)
+{
+    if (!s || !s->stream)
+        return -1;
+    return stream_queue(b, s->stream, frame, len);
+}
+
+static struct session *session_find(struct broker *b, const char *sid)
+{
+    struct session *s;
+    HASH_FIND_STR(b->sessions, sid, s);
+    return s;
+}
+
+static struct session *session_get(struct broker *b, const char *sid, const char *owner,
+                                   int64_t now)
+{
+    struct session *s = session_find(b, sid);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s)
+            return NULL;
+        snprintf(s->id, sizeof s->id, "%s", sid);
+        HASH_ADD_STR(b->sessions, id, s);
+    }
+    snprintf(s->owner, sizeof s->owner, "%s", owner);
+    s->last_seen = now;
+    return s;
+}
+
+/* ---- tasks and calls ---- */
+
+static void tombstone_add(struct broker *b, const struct task *t, int64_t now)
+{
+    struct tombstone *ts;
+    HASH_FIND_STR(b->tombs, t->id, ts);
+    if (ts)
+        return;
+    ts = calloc(1, sizeof *ts);
+    if (!ts)
+        return; /* a late post then gets 404 instead of 410 */
+    memcpy(ts->id, t->id, sizeof ts->id);
+    memcpy(ts->sid, t->session ? t->session->id : "", sizeof ts->sid);
+    ts->expires = now + TOMBSTONE_MS;
+    HASH_ADD_STR(b->tombs, id, ts);
+    if (b->tomb_tail)
+        b->tomb_tail->next = ts;
+    else
+        b->tomb_head = ts;
+    b->tomb_tail = ts;
+    b->ntombs++;
+    if (b->ntombs > TOMBSTONES_MAX) {
+        struct tombstone *old = b->tomb_head;
+        b->tomb_head = old->next;
+        if (!b->tomb_head)
+            b->tomb_tail = NULL;
+        HASH_DEL(b->tombs, old);
+        free(old);
+        b->ntombs--;
+    }
+}
+
+/* Takes a task out of its session and the table, leaves a tombstone. */
+static void task_end(struct broker *b, struct task *t, int64_t now)
+{
+    struct session *s = t->session;
+    if (s) {
+        if (t->sprev)
+            t->sprev->snext = t->snext;
+        else
+            s->tasks = t->snext;
+        if (t->snext)
+            t->snext->sprev = t->sprev;
+        s->inflight--;
+        s->last_seen = now;
+    }
+    if (t->call)
+        t->call->task = NULL;
+    HASH_DEL(b->tasks, t);
+    tombstone_add(b, t, now);
+    free(t);
+}
+
+static struct task *task_new(struct broker *b, struct session *s, enum task_kind kind,
+                             const char *llm, int64_t now, int64_t timeout)
+{
+    struct task *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    id_sequence_hex(t->id);
+    t->kind = kind;
+    t->session = s;
+    snprintf(t->llm, sizeof t->llm, "%s", llm);
+    t->deadline = now + timeout;
+    HASH_ADD_STR(b->tasks, id, t);
+    t->snext = s->tasks;
+    if (s->tasks)
+        s->tasks->sprev = t;
+    s->tasks = t;
+    s->inflight++;
+    return t;
+}
+
+static void send_cancel(struct broker *b, struct task *t)
+{
+    char frame[128];
+    int n = snprintf(frame, sizeof frame, "event: cancel\ndata: {\"taskId\":\"%s\"}\n\n", t->id);
+    dispatch(b, t->session, frame, (size_t)n);
+}
+
+static void set_error(struct broker_error *e, int status, int retry_after, const char *code,
+                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void set_error(struct broker_error *e, int status, int retry_after, const char *code,
+                      const char *fmt, ...)
+{
+    e->status = status;
+    e->retry_after = retry_after;
+    e->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+}
+
+static const char *error_type(int status)
+{
+    if (status == 429)
+        return "rate_limit_error";
+    return status >= 500 ? "server_error" : "invalid_request_error";
+}
+
+/* Appends an error event in OpenAI's shape and ends the caller's stream. */
+static void events_error(struct broker *b, struct broker_call *c, const struct broker_error *e)
+{
+    json_t *o = json_pack("{s:{s:s,s:s,s:s?}}", "error", "message", e->msg, "type",
+                          error_type(e->status), "code", e->code);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    static const char fallback[] =
+        "{\"error\":{\"message\":\"relay failed\",\"type\":\"server_error\",\"code\":null}}";
+    /* The backlog cap must not swallow the last word. */
+    c->events.max += 512 + sizeof fallback + (text ? strlen(text) : 0);
+    sse_encode_event(&c->events, "error", NULL, text ? text : fallback,
+                     text ? strlen(text) : sizeof fallback - 1);
+    free(text);
+    c->ended = true;
+    unpark(b, c->ep);
+}
+
+/* Fails a call: an error reply when nothing was sent yet, else an error
+ * event that ends its stream. */
+static void call_fail(struct broker *b, struct broker_call *c, const struct broker_error *e)
+{
+    if (c->state == CALL_SENT || (c->state == CALL_HEAD && c->sse)) {
+        if (!c->ended)
+            events_error(b, c, e);
+        return;
+    }
+    if (c->state == CALL_HEAD)
+        return; /* a complete answer is already waiting */
+    c->err = *e;
+    c->state = CALL_FAILED;
+    unpark(b, c->ep);
+}
+
+/* Fails a task: its caller (or its wake's callers) get e. */
+static void wake_fail(struct broker *b, struct wake *w, const struct broker_error *e);
+
+static void task_fail(struct broker *b, struct task *t, const struct broker_error *e, bool cancel,
+                      int64_t now)
+{
+    if (cancel)
+        send_cancel(b, t);
+    if (t->kind == TASK_WAKE) {
+        struct wake *w = t->wake;
+        t->wake = NULL;
+        task_end(b, t, now);
+        if (w) {
+            w->task = NULL;
+            wake_fail(b, w, e);
+        }
+        return;
+    }
+    if (t->call)
+        call_fail(b, t->call, e);
+    task_end(b, t, now);
+}
+
+static void session_fail_tasks(struct broker *b, struct session *s, int status, const char *why,
+                               int64_t now)
+{
+    struct broker_error e;
+    set_error(&e, status, status == 503 ? RETRY_OFFLINE : 0, "publisher_error", "%s", why);
+    while (s->tasks)
+        task_fail(b, s->tasks, &e, false, now);
+}
+
+/* Copies body into the frame with CR and LF as spaces: outside strings they
+ * are insignificant whitespace, and valid JSON has none inside. */
+static int append_one_line(struct buf *out, const char *body, size_t len)
+{
+    size_t start = out->len;
+    if (buf_append(out, body, len) < 0)
+        return -1;
+    for (size_t i = start; i < out->len; i++)
+        if (out->data[i] == '\n' || out->data[i] == '\r')
+            out->data[i] = ' ';
+    return 0;
+}
+
+/* Sends c's infer task to session s. 0, or -1 with e filled. */
+static int start_task(struct broker *b, struct broker_call *c, struct session *s, int64_t now,
+                      struct broker_error *e)
+{
+    if (!s || !s->stream) {
+        set_error(e, 503, RETRY_OFFLINE, "publisher_unavailable",
+                  "publisher of '%s' is not connected", c->llm);
+        return -1;
+    }
+    if (c->path && !(s->features & BROKER_FEAT_PATHS)) {
+        set_error(e, 400, 0, "unsupported_route",
+                  "the publisher of '%s' serves only chat completions: its mcplocal does not "
+                  "declare the \"paths\" feature (upgrade mcplocal)",
+                  c->llm);
+        return -1;
+    }
+    if (s->inflight >= b->cfg.max_inflight) {
+        set_error(e, 503, 1, "publisher_busy",
+                  "publisher of '%s' has %d tasks in flight already (the cap)", c->llm,
+                  s->inflight);
+        return -1;
+    }
+    struct task *t = task_new(b, s, TASK_INFER, c->llm, now, b->cfg.infer_timeout_ms);
+    if (!t) {
+        set_error(e, 500, 0, NULL, "out of memory");
+        return -1;
+    }
+    t->streaming = c->streaming;
+    struct buf frame;
+    buf_init(&frame, b->cfg.max_frame);
+    const char *parts[] = {"event: task\nid: ",
+                           t->id,
+                           "\ndata: {\"kind\":\"infer\",\"taskId\":\"",
+                           t->id,
+                           "\",\"llmName\":\"",
+                           c->llm,
+                           c->streaming ? "\",\"streaming\":true" : "\",\"streaming\":false",
+                           c->path ? ",\"path\":\"" : "",
+                           c->path ? c->path : "",
+                           c->path ? "\"" : "",
+                           ",\"body\":"};
+    size_t need = c->body_len + 3;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        need += strlen(parts[i]);
+    int rc = buf_reserve(&frame, need);
+    for (size_t i = 0; rc == 0 && i < sizeof parts / sizeof parts[0]; i++)
+        rc = buf_append_str(&frame, parts[i]);
+    if (rc == 0)
+        rc = append_one_line(&frame, c->body, c->body_len);
+    if (rc == 0)
+        rc = buf_append(&frame, "}\n\n", 3);
+    if (rc == 0)
+        rc = dispatch(b, s, frame.data, frame.len);
+    buf_release(&frame);
+    if (rc < 0) {
+        task_end(b, t, now);
+        set_error(e, 503, RETRY_OFFLINE, "publisher_unavailable",
+                  "publisher of '%s' is not reachable", c->llm);
+        return -1;
+    }
+    t->call = c;
+    c->task = t;
+    c->state = CALL_WAITING;
+    free(c->body); /* the frame has it now */
+    c->body = NULL;
+    c->body_len = 0;
+    return 0;
+}
+
+/* ---- wakes ---- */
+
+static void wake_free(struct broker *b, struct wake *w)
+{
+    HASH_DEL(b->wake_by_llm, w);
+    free(w);
+}
+
+static void wake_fail(struct broker *b, struct wake *w, const struct broker_error *e)
+{
+    struct broker_error held = *e;
+    if (held.status != 503) {
+        held.status = 503;
+        held.retry_after = RETRY_OFFLINE;
+    }
+    if (!held.retry_after)
+        held.retry_after = RETRY_OFFLINE;
+    while (w->held) {
+        struct broker_call *c = w->held;
+        w->held = c->hnext;
+        c->hnext = NULL;
+        c->wake = NULL;
+        call_fail(b, c, &held);
+    }
+    wake_free(b, w);
+}
+
+static void wake_succeeded(struct broker *b, struct wake *w, struct session *s, int64_t now)
+{
+    while (w->held) {
+        struct broker_call *c = w->held;
+        w->held = c->hnext;
+        c->hnext = NULL;
+        c->wake = NULL;
+        struct broker_error e;
+        if (start_task(b, c, s, now, &e) < 0)
+            call_fail(b, c, &e);
+    }
+    wake_free(b, w);
+}
+
+static int hold_for_wake(struct broker *b, struct broker_call *c, struct session *s, int64_t now,
+                         struct broker_error *e)
+{
+    struct wake *w;
+    HASH_FIND_STR(b->wake_by_llm, c->llm, w);
+    if (!w) {
+        if (!s || !s->stream) {
+            set_error(e, 503, RETRY_OFFLINE, "publisher_unavailable",
+                      "publisher of '%s' is not connected", c->llm);
+            return -1;
+        }
+        w = calloc(1, sizeof *w);
+        struct task *t = w ? task_new(b, s, TASK_WAKE, c->llm, now, b->cfg.wake_timeout_ms) : NULL;
+        if (!t) {
+            free(w);
+            set_error(e, 500, 0, NULL, "out of memory");
+            return -1;
+        }
+        char frame[256];
+        int n = snprintf(frame, sizeof frame,
+                         "event: task\nid: %s\ndata: {\"kind\":\"wake\",\"taskId\":\"%s\","
+                         "\"llmName\":\"%s\"}\n\n",
+                         t->id, t->id, c->llm);
+        if (dispatch(b, s, frame, (size_t)n) < 0) {
+            task_end(b, t, now);
+            free(w);
+            set_error(e, 503, RETRY_OFFLINE, "publisher_unavailable",
+                      "publisher of '%s' is not reachable", c->llm);
+            return -1;
+        }
+        snprintf(w->llm, sizeof w->llm, "%s", c->llm);
+        w->task = t;
+        t->wake = w;
+        HASH_ADD_STR(b->wake_by_llm, llm, w);
+    }
+    if (w->nheld >= b->cfg.max_held) {
+        set_error(e, 503, RETRY_OFFLINE, "publisher_unavailable",
+                  "'%s' is waking up and holds too many callers already (%d, the cap)", c->llm,
+                  w->nheld);
+        return -1;
+    }
+    c->state = CALL_HELD;
+    c->wake = w;
+    if (w->held_tail)
+        w->held_tail->hnext = c;
+    else
+        w->held = c;
+    w->held_tail = c;
+    w->nheld++;
+    return 0;
+}
+
+static void wake_unhold(struct wake *w, struct broker_call *c)
+{
+    struct broker_call **pp = &w->held;
+    w->held_tail = NULL;
+    while (*pp) {
+        if (*pp == c) {
+            *pp = c->hnext;
+            w->nheld--;
+            continue;
+        }
+        w->held_tail = *pp;
+        pp = &(*pp)->hnext;
+    }
+    c->hnext = NULL;
+    c->wake = NULL;
+}
+
+/* ---- the public API ---- */
+
+struct broker *broker_new(const struct broker_config *cfg)
+{
+    struct broker *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    b->cfg = *cfg;
+    pthread_mutex_init(&b->mu, NULL);
+    return b;
+}
+
+static void call_free(struct broker_call *c)
+{
+    buf_release(&c->hbody);
+    buf_release(&c->headers);
+    buf_release(&c->events);
+    free(c->path);
+    free(c->body);
+    free(c);
+}
+
+void broker_free(struct broker *b)
+{
+    if (!b)
+        return;
+    struct task *t, *tt;
+    HASH_ITER(hh, b->tasks, t, tt)
+    {
+        HASH_DEL(b->tasks, t);
+        free(t);
+    }
+    struct wake *w, *wt;
+    HASH_ITER(hh, b->wake_by_llm, w, wt)
+    {
+        HASH_DEL(b->wake_by_llm, w);
+        free(w);
+    }
+    struct session *s, *st;
+    HASH_ITER(hh, b->sessions, s, st)
+    {
+        HASH_DEL(b->sessions, s);
+        free(s);
+    }
+    HASH_CLEAR(hh, b->tombs);
+    while (b->tomb_head) {
+        struct tombstone *n = b->tomb_head->next;
+        free(b->tomb_head);
+        b->tomb_head = n;
+    }
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+}
+
+int broker_session_registered(struct broker *b, const char *sid, const char *owner,
+                              unsigned features, int64_t now)
+{
+    lock(b);
+    struct session *s = session_get(b, sid, owner, now);
+    if (s)
+        s->features = features;
+    unlock(b);
+    return s ? 0 : -1;
+}
+
+struct broker_stream *broker_stream_open(struct broker *b, const char *sid, const char *owner,
+                                         const char *token_hash, struct broker_ep *ep, int64_t now)
+{
+    struct broker_stream *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    st->ep = ep;
+    snprintf(st->sid, sizeof st->sid, "%s", sid);
+    snprintf(st->token_hash, sizeof st->token_hash, "%s", token_hash ? token_hash : "");
+    buf_init(&st->out, b->cfg.stream_backlog);
+    st->deactivate = true;
+    lock(b);
+    struct session *s = b->stopping ? NULL : session_get(b, sid, owner, now);
+    if (!s) {
+        unlock(b);
+        buf_release(&st->out);
+        free(st);
+        return NULL;
+    }
+    struct broker_stream *old = s->stream;
+    if (old) {
+        old->session = NULL;
+        old->deactivate = false;
+        old->ending = true;
+        unpark(b, old->ep);
+        session_fail_tasks(b, s, 502, "the publisher opened a new control stream", now);
+    }
+    s->stream = st;
+    st->session = s;
+    char hello[256];
+    int n = snprintf(hello, sizeof hello,
+                     "event: hello\ndata: {\"providerSessionId\":\"%s\","
+                     "\"heartbeatIntervalSeconds\":%lld,\"pingIntervalSeconds\":%lld}\n\n",
+                     sid, (long long)(b->cfg.heartbeat_interval_ms / 1000),
+                     (long long)(b->cfg.ping_interval_ms / 1000));
+    buf_append(&st->out, hello, (size_t)n);
+    st->next_ping = now + b->cfg.ping_interval_ms;
+    stream_list_append(b, st);
+    b->nstreams++;
+    unlock(b);
+    return st;
+}
+
+ssize_t broker_stream_read(struct broker *b, struct broker_stream *st, char *out, size_t max)
+{
+    lock(b);
+    ssize_t n;
+    if (st->broken) {
+        n = BROKER_OVERFLOW;
+    } else if (st->out.len > 0) {
+        size_t k = st->out.len < max ? st->out.len : max;
+        memcpy(out, st->out.data, k);
+        buf_consume(&st->out, k);
+        n = (ssize_t)k;
+    } else if (st->ending) {
+        n = BROKER_END;
+    } else {
+        n = park(st->ep) ? BROKER_PARKED : BROKER_GONE;
+    }
+    unlock(b);
+    return n;
+}
+
+bool broker_stream_closed(struct broker *b, struct broker_stream *st, char sid[BROKER_ID_LEN])
+{
+    lock(b);
+    bool deactivate = st->deactivate;
+    memcpy(sid, st->sid, BROKER_ID_LEN);
+    struct session *s = st->session;
+    if (s && s->stream == st) {
+        s->stream = NULL;
+        session_fail_tasks(b, s, 502, "the publisher disconnected", s->last_seen);
+    }
+    stream_list_remove(b, st);
+    b->nstreams--;
+    unlock(b);
+    buf_release(&st->out);
+    free(st);
+    return deactivate;
+}
+
+bool broker_session_live(struct broker *b, const char *sid)
+{
+    lock(b);
+    struct session *s = session_find(b, sid);
+    bool live = s && s->stream;
+    unlock(b);
+    return live;
+}
+
+/* Ends the session's current stream and fails its tasks (lock held). */
+static void session_cut(struct broker *b, struct session *s, int status, const char *why)
+{
+    struct broker_stream *st = s->stream;
+    if (st) {
+        st->session = NULL;
+        st->ending = true;
+        unpark(b, st->ep);
+        s->stream = NULL;
+    }
+    session_fail_tasks(b, s, status, why, s->last_seen);
+}
+
+void broker_session_expire(struct broker *b, const char *sid, const char *why)
+{
+    lock(b);
+    struct session *s = session_find(b, sid);
+    if (s)
+        session_cut(b, s, 502, why);
+    unlock(b);
+}
+
+int broker_revoke(struct broker *b, const char *token_hash)
+{
+    int n = 0;
+    lock(b);
+    for (struct broker_stream *st = b->streams; st; st = st->next) {
+        if (st->ending || strcmp(st->token_hash, token_hash) != 0)
+            continue;
+        n++;
+        if (st->session)
+            session_cut(b, st->session, 502, "the publisher's token was revoked");
+        st->ending = true;
+        unpark(b, st->ep);
+    }
+    unlock(b);
+    return n;
+}
+
+void broker_kick(struct broker *b, struct broker_ep *ep)
+{
+    lock(b);
+    unpark(b, ep);
+    unlock(b);
+}
+
+int broker_dispatch(struct broker *b, const char *sid, const char *frame, size_t len)
+{
+    lock(b);
+    int rc = dispatch(b, session_find(b, sid), frame, len);
+    unlock(b);
+    return rc;
+}
+
+struct broker_call *broker_call_start(struct broker *b, const struct broker_call_req *rq,
+                                      struct broker_ep *ep, int64_t now, struct broker_error *err)
+{
+    struct broker_call *c = calloc(1, sizeof *c);
+    if (!c) {
+        set_error(err, 500, 0, NULL, "out of memory");
+        return NULL;
+    }
+    c->ep = ep;
+    c->streaming = rq->streaming;
+    snprintf(c->llm, sizeof c->llm, "%s", rq->llm);
+    c->path = rq->path ? strdup(rq->path) : NULL;
+    c->body = malloc(rq->body_len ? rq->body_len : 1);
+    buf_init(&c->hbody, b->cfg.max_result);
+    buf_init(&c->headers, 8192);
+    buf_init(&c->events, b->cfg.caller_backlog);
+    if (!c->body || (rq->path && !c->path)) {
+        call_free(c);
+        set_error(err, 500, 0, NULL, "out of memory");
+        return NULL;
+    }
+    memcpy(c->body, rq->body, rq->body_len);
+    c->body_len = rq->body_len;
+
+    lock(b);
+    int rc;
+    struct session *s = session_find(b, rq->session);
+    if (b->stopping) {
+        set_error(err, 503, RETRY_OFFLINE, "publisher_unavailable", "server shutting down");
+        rc = -1;
+    } else if (!s || !s->stream) {
+        set_error(err, 503, RETRY_OFFLINE, "publisher_unavailable",
+                  "publisher of '%s' is not connected (no control stream)", rq->llm);
+        rc = -1;
+    } else if (rq->hibernating) {
+        rc = hold_for_wake(b, c, s, now, err);
+    } else {
+        rc = start_task(b, c, s, now, err);
+    }
+    if (rc == 0) {
+        b->ncalls++;
+        park(ep);
+    }
+    unlock(b);
+    if (rc < 0) {
+        call_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+int broker_call_head(struct broker *b, struct broker_call *c, struct broker_head *h,
+                     struct broker_error *err)
+{
+    memset(h, 0, sizeof *h);
+    lock(b);
+    int rc;
+    switch (c->state) {
+    case CALL_FAILED:
+        *err = c->err;
+        c->state = CALL_SENT;
+        c->ended = true;
+        rc = -1;
+        break;
+    case CALL_HEAD:
+        h->status = c->status;
+        h->sse = c->sse;
+        h->ctype = c->ctype;
+        h->headers_len = c->headers.len;
+        h->headers = buf_steal(&c->headers);
+        if (!c->sse) {
+            h->len = c->hbody.len;
+            h->body = buf_steal(&c->hbody);
+        }
+        c->state = CALL_SENT;
+        rc = 1;
+        break;
+    case CALL_SENT:
+        set_error(err, 500, 0, NULL, "the answer was already sent");
+        rc = -1;
+        break;
+    default:
+        rc = park(c->ep) ? 0 : BROKER_GONE;
+        break;
+    }
+    unlock(b);
+    return rc;
+}
+
+ssize_t broker_call_read(struct broker *b, struct broker_call *c, char *out, size_t max)
+{
+    lock(b);
+    ssize_t n;
+    if (c->events.len > 0) {
+        size_t k = c->events.len < max ? c->events.len : max;
+        memcpy(out, c->events.data, k);
+        buf_consume(&c->events, k);
+        n = (ssize_t)k;
+    } else if (c->ended) {
+        n = BROKER_END;
+    } else {
+        n = park(c->ep) ? BROKER_PARKED : BROKER_GONE;
+    }
+    unlock(b);
+    return n;
+}
+
+void broker_call_done(struct broker *b, struct broker_call *c)
+{
+    if (!c)
+        return;
+    lock(b);
+    if (c->wake)
+        wake_unhold(c->wake, c);
+    struct task *t = c->task;
+    if (t) {
+        t->call = NULL;
+        c->task = NULL;
+        send_cancel(b, t);
+        task_end(b, t, t->session ? t->session->last_seen : 0);
+    }
+    b->ncalls--;
+    unlock(b);
+    call_free(c);
+}
+
+/* ---- results ---- */
+
+/* The call's stream starts (status 200, events follow). */
+static void call_start_events(struct broker *b, struct broker_call *c)
+{
+    if (c->state == CALL_WAITING) {
+        c->state = CALL_HEAD;
+        c->status = 200;
+        c->sse = true;
+        unpark(b, c->ep);
+    }
+}
+
+/* Appends event bytes for a streaming caller; a caller too far behind is
+ * cut off and the task cancelled. */
+static int call_events(struct broker *b, struct task *t, const char *p, size_t n, int64_t now)
+{
+    struct broker_call *c = t->call;
+    if (!c || c->ended)
+        return 0;
+    call_start_events(b, c);
+    if (buf_append(&c->events, p, n) < 0) {
+        struct broker_error e;
+        set_error(&e, 502, 0, "caller_too_slow", "the caller fell too far behind the stream");
+        task_fail(b, t, &e, true, now);
+        return -1;
+    }
+    unpark(b, c->ep);
+    return 0;
+}
+
+static void call_events_end(struct broker *b, struct broker_call *c)
+{
+    if (!c || c->ended)
+        return;
+    call_start_events(b, c);
+    c->ended = true;
+    unpark(b, c->ep);
+}
+
+static int deliver_final(struct broker *b, struct task *t, const struct broker_piece *p,
+                         int64_t now, struct broker_outcome *out, char *msg, size_t msglen)
+{
+    struct broker_error e;
+    if (p->status < 200 || p->status > 599) {
+        snprintf(msg, msglen, "status must be a final HTTP status (200-599)");
+        set_error(&e, 502, 0, "publisher_error", "the publisher posted an invalid status (%d)",
+                  p->status);
+        task_fail(b, t, &e, false, now);
+        return 400;
+    }
+    if (t->kind == TASK_WAKE) {
+        struct wake *w = t->wake;
+        struct session *s = t->session;
+        t->wake = NULL;
+        task_end(b, t, now);
+        if (!w)
+            return 200;
+        w->task = NULL;
+        if (p->status >= 300) {
+            set_error(&e, 503, RETRY_OFFLINE, "wake_failed",
+                      "wake failed: the publisher answered status %d", p->status);
+            wake_fail(b, w, &e);
+            return 200;
+        }
+        snprintf(out->woke, sizeof out->woke, "%s", w->llm);
+        wake_succeeded(b, w, s, now);
+        return 200;
+    }
+    struct broker_call *c = t->call;
+    if (c && (c->state == CALL_SENT || (c->state == CALL_HEAD && c->sse))) {
+        /* A stream already started: a final answer ends it. */
+        if (p->status >= 400) {
+            set_error(&e, p->status, 0, "backend_error", "the backend failed with status %d",
+                      p->status);
+            call_fail(b, c, &e);
+            task_end(b, t, now);
+            return 200;
+        }
+        struct buf ev;
+        buf_init(&ev, p->len + 64);
+        int erc = sse_encode_event(&ev, NULL, NULL, p->data, p->len);
+        if (erc == 0)
+            erc = call_events(b, t, ev.data, ev.len, now);
+        buf_release(&ev);
+        if (erc == 0)
+            erc = call_events(b, t, "data: [DONE]\n\n", 14, now);
+        if (erc < 0)
+            return 200; /* the task failed and is gone */
+        call_events_end(b, c);
+    } else if (c && c->state == CALL_WAITING) {
+        bool no_body = p->status == 204 || p->status == 304;
+        if ((!no_body && buf_append(&c->hbody, p->data, p->len) < 0) ||
+            buf_append(&c->headers, p->headers ? p->headers : "", p->headers_len) < 0) {
+            set_error(&e, 502, 0, "publisher_error", "the publisher's result is too large");
+            task_fail(b, t, &e, false, now);
+            return 200;
+        }
+        c->status = p->status;
+        c->ctype = p->ctype;
+        c->state = CALL_HEAD;
+        unpark(b, c->ep);
+    }
+    task_end(b, t, now);
+    return 200;
+}
+
+int broker_deliver(struct broker *b, const char *sid, const char *owner, const char *task_id,
+                   const struct broker_piece *p, int64_t now, struct broker_outcome *out, char *msg,
+                   size_t msglen)
+{
+    memset(out, 0, sizeof *out);
+    msg[0] = '\0';
+    lock(b);
+    int rc = 200;
+    struct task *t;
+    HASH_FIND_STR(b->tasks, task_id, t);
+    struct session *s = session_find(b, sid);
+    bool owner_ok = s && strcmp(s->owner, owner) == 0;
+    if (!t || t->session != s || !owner_ok) {
+        struct tombstone *ts = NULL;
+        if (!t)
+            HASH_FIND_STR(b->tombs, task_id, ts);
+        if (ts && owner_ok && strcmp(ts->sid, sid) == 0) {
+            rc = 410;
+            snprintf(msg, msglen, "task already finished, cancelled or timed out");
+        } else {
+            rc = 404;
+            snprintf(msg, msglen, "no such task");
+        }
+        goto out;
+    }
+    if (s)
+        s->last_seen = now;
+    bool stream_piece = p->kind == PIECE_CHUNK || p->kind == PIECE_EVENTS ||
+                        p->kind == PIECE_EVENTS_END || p->kind == PIECE_EVENTS_CUT;
+    if (stream_piece && (t->kind != TASK_INFER || !t->streaming)) {
+        rc = 400;
+        snprintf(msg, msglen, "task is not streaming: post {status, body}");
+        goto out;
+    }
+    struct broker_error e;
+    switch (p->kind) {
+    case PIECE_FINAL:
+        rc = deliver_final(b, t, p, now, out, msg, msglen);
+        break;
+    case PIECE_CHUNK:
+        if (p->len > 0) {
+            struct buf ev;
+            buf_init(&ev, p->len + 64);
+            int erc = sse_encode_event(&ev, NULL, NULL, p->data, p->len);
+            if (erc == 0)
+                erc = call_events(b, t, ev.data, ev.len, now);
+            buf_release(&ev);
+            if (erc < 0)
+                break; /* the task failed */
+        }
+        if (p->done) {
+            if (call_events(b, t, "data: [DONE]\n\n", 14, now) == 0) {
+                call_events_end(b, t->call);
+                task_end(b, t, now);
+            }
+        } else {
+            t->idle_deadline = now + b->cfg.idle_timeout_ms;
+        }
+        break;
+    case PIECE_EVENTS:
+        if (call_events(b, t, p->data, p->len, now) == 0)
+            t->idle_deadline = now + b->cfg.idle_timeout_ms;
+        break;
+    case PIECE_EVENTS_END:
+        call_events_end(b, t->call);
+        task_end(b, t, now);
+        break;
+    case PIECE_EVENTS_CUT:
+        set_error(&e, 502, 0, "publisher_error", "the publisher's stream broke off");
+        task_fail(b, t, &e, false, now);
+        break;
+    case PIECE_ERROR:
+        if (t->kind == TASK_WAKE)
+            set_error(&e, 503, RETRY_OFFLINE, "wake_failed", "wake failed: %.*s",
+                      (int)(p->len > 200 ? 200 : p->len), p->data);
+        else
+            set_error(&e, 502, 0, "publisher_error", "publisher error: %.*s",
+                      (int)(p->len > 200 ? 200 : p->len), p->data);
+        task_fail(b, t, &e, false, now);
+        break;
+    }
+out:
+    unlock(b);
+    return rc;
+}
+
+/* ---- time ---- */
+
+static void reap_sessions(struct broker *b, int64_t now)
+{
+    struct session *s, *tmp;
+    HASH_ITER(hh, b->sessions, s, tmp)
+    {
+        if (s->stream || s->tasks || now - s->last_seen < SESSION_IDLE_MS)
+            continue;
+        HASH_DEL(b->sessions, s);
+        free(s);
+    }
+}
+
+int64_t broker_tick(struct broker *b, int64_t now)
+{
+    int64_t next = INT64_MAX;
+    lock(b);
+    /* Pings: the list is in next_ping order, each moves to the tail. */
+    static const char ping[] = ": ping\n\n";
+    unsigned budget = PINGS_PER_TICK;
+    while (b->streams && b->streams->next_ping <= now && budget > 0) {
+        budget--;
+        struct broker_stream *st = b->streams;
+        stream_list_remove(b, st);
+        if (!st->ending && !st->broken)
+            stream_queue(b, st, ping, sizeof ping - 1);
+        st->next_ping = now + b->cfg.ping_interval_ms;
+        stream_list_append(b, st);
+    }
+    if (b->streams && b->streams->next_ping < next)
+        next = budget == 0 ? now + PING_BATCH_GAP_MS : b->streams->next_ping;
+    struct task *t, *tmp;
+    HASH_ITER(hh, b->tasks, t, tmp)
+    {
+        bool idle = t->idle_deadline && t->idle_deadline <= now;
+        if (t->deadline <= now || idle) {
+            struct broker_error e;
+            if (t->kind == TASK_WAKE)
+                set_error(&e, 503, RETRY_OFFLINE, "wake_failed", "wake timed out");
+            else if (idle)
+                set_error(&e, 504, 0, "timeout", "publisher sent nothing within the idle timeout");
+            else
+                set_error(&e, 504, 0, "timeout", "inference timed out");
+            task_fail(b, t, &e, true, now);
+            continue;
+        }
+        if (t->deadline < next)
+            next = t->deadline;
+        if (t->idle_deadline && t->idle_deadline < next)
+            next = t->idle_deadline;
+    }
+    while (b->tomb_head && b->tomb_head->expires <= now) {
+        struct tombstone *ts = b->tomb_head;
+        b->tomb_head = ts->next;
+        if (!b->tomb_head)
+            b->tomb_tail = NULL;
+        HASH_DEL(b->tombs, ts);
+        free(ts);
+        b->ntombs--;
+    }
+    if (b->tomb_head && b->tomb_head->expires < next)
+        next = b->tomb_head->expires;
+    if (now >= b->next_reap) {
+        reap_sessions(b, now);
+        b->next_reap = now + SESSION_REAP_EVERY_MS;
+    }
+    if (b->next_reap < next)
+        next = b->next_reap;
+    unlock(b);
+    return next;
+}
+
+void broker_shutdown(struct broker *b)
+{
+    lock(b);
+    b->stopping = true;
+    struct broker_error e;
+    set_error(&e, 503, RETRY_OFFLINE, "publisher_unavailable", "server shutting down");
+    struct wake *w, *wt;
+    HASH_ITER(hh, b->wake_by_llm, w, wt)
+    {
+        if (w->task) {
+            w->task->wake = NULL;
+            w->task = NULL;
+        }
+        wake_fail(b, w, &e);
+    }
+    struct task *t, *tt;
+    HASH_ITER(hh, b->tasks, t, tt)
+    {
+        task_fail(b, t, &e, false, 0);
+    }
+    for (struct broker_stream *st = b->streams; st; st = st->next) {
+        st->ending = true;
+        unpark(b, st->ep);
+    }
+    unlock(b);
+}
+
+void broker_stats(struct broker *b, struct broker_stats *out)
+{
+    lock(b);
+    out->sessions = HASH_COUNT(b->sessions);
+    out->streams = b->nstreams;
+    out->tasks = HASH_COUNT(b->tasks);
+    out->calls = b->ncalls;
+    out->wakes = HASH_COUNT(b->wake_by_llm);
+    out->tombstones = b->ntombs;
+    unlock(b);
+}

@@ -1,0 +1,231 @@
+/*
+ * broker.h - the relay's state and its rules: provider sessions and their
+ * control streams' outgoing queues, tasks, the callers waiting on them,
+ * wakes of hibernating Llms, and the tombstones of finished tasks.
+ *
+ * Owns everything above. Does no I/O, reads no clock (time is passed in as
+ * monotonic milliseconds), touches no database and takes no lock but its
+ * own: every function may be called from any thread.
+ *
+ * The I/O side is an endpoint (struct broker_ep) per HTTP response the
+ * broker feeds: a control stream's body, or a waiting caller's answer. A
+ * reader that finds nothing to send parks its endpoint: ep->park runs with
+ * the broker's lock held, so nothing can be queued between "empty" and
+ * "parked". Whoever then makes work for a parked endpoint unparks it and
+ * calls ep->wake once the lock is released. Exactly one party unparks, so
+ * each park is matched by at most one wake, and a parked endpoint stays
+ * valid until that wake has run.
+ *
+ * The seam toward streams is one pair of calls: broker_dispatch() sends a
+ * frame to a session's stream, broker_deliver() hands a piece of a result
+ * to a task. A multi-replica mcpd routes these two between replicas.
+ */
+#ifndef MCPD_BROKER_H
+#define MCPD_BROKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define BROKER_ID_LEN 33 /* session and task ids: 32 hex digits + NUL */
+#define BROKER_OWNER_MAX 128
+#define BROKER_NAME_MAX 101
+#define BROKER_HASH_LEN 65 /* a token's SHA-256 in hex + NUL */
+
+/* Publisher features (the register body's "features"). */
+#define BROKER_FEAT_PATHS 1u    /* "paths": infer tasks for any route */
+#define BROKER_FEAT_STREAMED 2u /* "streamed-results": one streamed result post */
+
+/* An HTTP response fed by the broker; embedded in the HTTP layer's request. */
+struct broker_ep {
+    /* Broker lock held; the reader found nothing to send. Suspend the
+     * response and return true, or return false when the endpoint cannot
+     * wait (its peer is gone, the server stops): the read then reports
+     * BROKER_GONE. Must not call the broker. */
+    bool (*park)(struct broker_ep *ep);
+    /* Lock released; there is something to read: resume the response. */
+    void (*wake)(struct broker_ep *ep);
+    /* The broker's own */
+    bool parked;
+    struct broker_ep *next_wake;
+};
+
+struct broker_config {
+    int64_t infer_timeout_ms;      /* whole inference */
+    int64_t idle_timeout_ms;       /* silence between pieces of a streaming result */
+    int64_t wake_timeout_ms;       /* a wake task */
+    int64_t ping_interval_ms;      /* ": ping" on every stream */
+    int64_t heartbeat_interval_ms; /* told to publishers in hello */
+    int max_inflight;              /* tasks in flight per session */
+    int max_held;                  /* callers held per Llm while it wakes */
+    size_t max_frame;              /* a task frame (the caller's body and envelope) */
+    size_t stream_backlog;         /* bytes a stream may fall behind before it is cut off */
+    size_t caller_backlog;         /* bytes a streaming caller may fall behind */
+    size_t max_result;             /* a final result's body */
+};
+
+/* Read results besides a byte count. */
+enum {
+    BROKER_PARKED = 0,    /* nothing yet; the endpoint is parked */
+    BROKER_END = -1,      /* the body is complete */
+    BROKER_GONE = -2,     /* abort the response */
+    BROKER_OVERFLOW = -3, /* abort: the stream fell too far behind */
+};
+
+/* Why a call could not start, or how it failed: the HTTP status, a
+ * message for the error body and, for 503, Retry-After in seconds. */
+struct broker_error {
+    int status;
+    int retry_after;
+    const char *code; /* OpenAI error code, or NULL */
+    char msg[256];
+};
+
+struct broker;
+struct broker_stream;
+struct broker_call;
+
+/* Returns a new broker, or NULL when out of memory. */
+struct broker *broker_new(const struct broker_config *cfg);
+/* Frees everything; no endpoint may be in use. NULL is a no-op. */
+void broker_free(struct broker *b);
+
+/* ---- sessions and their control streams ---- */
+
+/* A register call succeeded for session sid of owner: remembers its
+ * features for the tasks to come. */
+int broker_session_registered(struct broker *b, const char *sid, const char *owner,
+                              unsigned features, int64_t now);
+
+/* Binds a new control stream to sid and queues its hello; the stream bound
+ * before is ended and its tasks fail. token_hash names the token that
+ * opened it (broker_revoke()). Returns the stream, or NULL when out of
+ * memory. The HTTP layer owns it until broker_stream_closed(). */
+struct broker_stream *broker_stream_open(struct broker *b, const char *sid, const char *owner,
+                                         const char *token_hash, struct broker_ep *ep, int64_t now);
+
+/* The stream's body: copies up to max bytes to out and returns how many,
+ * or BROKER_PARKED, BROKER_END, BROKER_GONE or BROKER_OVERFLOW (the
+ * publisher did not read and its backlog passed the cap). */
+ssize_t broker_stream_read(struct broker *b, struct broker_stream *st, char *out, size_t max);
+
+/* The stream's response is over; st is freed. Returns true, with the
+ * session id in sid, when the session's rows must now go inactive: st was
+ * the session's current stream (or was cut off by broker_revoke() or
+ * broker_session_expire()), not one a newer stream replaced. The tasks of
+ * a current stream fail. */
+bool broker_stream_closed(struct broker *b, struct broker_stream *st, char sid[BROKER_ID_LEN]);
+
+/* Whether sid has a bound stream. */
+bool broker_session_live(struct broker *b, const char *sid);
+
+/* The session's rows were found stale: its stream ends and its tasks fail
+ * with 502 at once. */
+void broker_session_expire(struct broker *b, const char *sid, const char *why);
+
+/* The token was revoked: every stream it opened ends and the tasks sent
+ * down them fail. Returns how many streams were ended. */
+int broker_revoke(struct broker *b, const char *token_hash);
+
+/* The seam: queues frame on the session's stream. 0, or -1 when no stream
+ * is bound or it is too far behind (then it is cut off). */
+int broker_dispatch(struct broker *b, const char *sid, const char *frame, size_t len);
+
+/* The endpoint's peer went away: wakes it if it is parked, so that its
+ * reader runs and notices. */
+void broker_kick(struct broker *b, struct broker_ep *ep);
+
+/* ---- callers ---- */
+
+struct broker_call_req {
+    const char *llm;     /* the Llm's name */
+    const char *session; /* its publisher's session */
+    bool hibernating;    /* wake it first */
+    bool streaming;      /* the caller asked for a stream */
+    const char *path;    /* the route under the provider's URL; NULL: chat completions */
+    const char *body;    /* the caller's JSON body, spliced into the task frame */
+    size_t body_len;
+};
+
+/* Starts a call: sends an infer task (or joins or starts a wake) and parks
+ * ep. Returns the call, owned by the HTTP layer until broker_call_done(),
+ * or NULL with err filled (503 offline or busy, 400 feature missing...). */
+struct broker_call *broker_call_start(struct broker *b, const struct broker_call_req *rq,
+                                      struct broker_ep *ep, int64_t now, struct broker_error *err);
+
+/* How the caller's response starts. */
+struct broker_head {
+    int status;
+    bool sse;   /* an event stream follows through broker_call_read() */
+    char *body; /* !sse: the whole body, the caller frees it */
+    size_t len;
+    char *headers; /* "name\0value\0" pairs to add, len headers_len; caller frees */
+    size_t headers_len;
+    const char *ctype; /* !sse: Content-Type (static) */
+};
+
+/* 1 with h filled, 0 when parked, -1 with err filled (reply with an error),
+ * or BROKER_GONE. */
+int broker_call_head(struct broker *b, struct broker_call *c, struct broker_head *h,
+                     struct broker_error *err);
+
+/* The event stream after an sse head: bytes, or BROKER_PARKED, BROKER_END,
+ * BROKER_GONE. */
+ssize_t broker_call_read(struct broker *b, struct broker_call *c, char *out, size_t max);
+
+/* The caller's request is over; c is freed. A task still running is
+ * cancelled (a cancel frame goes to its publisher). */
+void broker_call_done(struct broker *b, struct broker_call *c);
+
+/* ---- results from publishers ---- */
+
+enum broker_piece_kind {
+    PIECE_FINAL,      /* status, headers, body */
+    PIECE_CHUNK,      /* one event's data (per-chunk posts); done ends the stream */
+    PIECE_ERROR,      /* the publisher reports a failure */
+    PIECE_EVENTS,     /* whole events of a streamed result post, verbatim */
+    PIECE_EVENTS_END, /* the streamed post's body ended cleanly */
+    PIECE_EVENTS_CUT, /* the streamed post broke off */
+};
+
+struct broker_piece {
+    enum broker_piece_kind kind;
+    int status;          /* FINAL */
+    const char *headers; /* FINAL: "name\0value\0" pairs, may be NULL */
+    size_t headers_len;
+    const char *ctype; /* FINAL: static Content-Type of data */
+    const char *data;  /* FINAL body, CHUNK data, EVENTS bytes, ERROR message */
+    size_t len;
+    bool done; /* CHUNK */
+};
+
+/* What the route handler must make durable after a delivery. */
+struct broker_outcome {
+    char woke[BROKER_NAME_MAX]; /* an Llm whose wake succeeded, or "" */
+};
+
+/* Hands a piece to task task_id, posted on session sid by owner. Returns
+ * the status for the publisher: 200, 400 (the piece does not fit the task;
+ * msg says why), 404 (no such task for this session and owner) or 410
+ * (the task is finished, cancelled or timed out). */
+int broker_deliver(struct broker *b, const char *sid, const char *owner, const char *task_id,
+                   const struct broker_piece *p, int64_t now, struct broker_outcome *out, char *msg,
+                   size_t msglen);
+
+/* ---- time and shutdown ---- */
+
+/* Pings due streams, times tasks and wakes out, expires tombstones and
+ * idle session records. Returns the next time it has work (monotonic ms). */
+int64_t broker_tick(struct broker *b, int64_t now);
+
+/* Every waiting caller fails with 503 and every stream ends. */
+void broker_shutdown(struct broker *b);
+
+/* Counts, for logs and tests. */
+struct broker_stats {
+    unsigned sessions, streams, tasks, calls, wakes, tombstones;
+};
+void broker_stats(struct broker *b, struct broker_stats *out);
+
+#endif

@@ -1,0 +1,111 @@
+/*
+ * http.h - libmicrohttpd glue: the daemon, one context per request, the
+ * checks every request passes before its body is read (framing, token,
+ * route, size), replies, and the broker endpoints that suspend and resume
+ * a request.
+ *
+ * Every function here runs on a libmicrohttpd worker, in the callbacks of
+ * the request it is given, unless it says otherwise.
+ */
+#ifndef MCPD_HTTP_H
+#define MCPD_HTTP_H
+
+#include "auth.h"
+#include "broker.h"
+#include "buf.h"
+#include "protocol.h"
+#include "server.h"
+
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uthash.h>
+
+/* The routes. */
+enum route {
+    R_NONE,
+    R_HEALTHZ,
+    R_LIST,
+    R_GET,
+    R_REGISTER,
+    R_STREAM,
+    R_HEARTBEAT,
+    R_RESULT,
+    R_INFER,
+    R_OPENAI_CHAT,
+    R_OPENAI_MODELS,
+};
+
+/* A request path matched against the routes. */
+struct route_match {
+    enum route route;
+    const char *method;       /* the one method the route takes */
+    char param[MCP_NAME_BUF]; /* a name (<= 100 chars) or a task id */
+    bool bad_param;           /* path shape matched but the parameter is malformed */
+};
+
+/* One TCP connection, as the housekeeper watches it. */
+struct conn {
+    uint64_t id;
+    int fd;
+    atomic_bool peer_gone; /* the peer closed its side */
+    struct req *req;       /* the request in progress */
+    UT_hash_handle hh;     /* in server.conns; this and req under watch_mu */
+};
+
+/* One HTTP request (libmicrohttpd's per-request context). */
+struct req {
+    struct broker_ep ep; /* while the broker feeds this request's answer */
+    struct server *srv;
+    struct MHD_Connection *conn;
+    struct conn *cc;
+    enum route route;
+    char param[MCP_NAME_BUF];
+    bool openai;  /* error bodies in OpenAI's shape */
+    bool started; /* the route ran (or the request was refused) */
+    char owner[DB_OWNER_MAX];
+    char token_hash[AUTH_HASH_LEN];
+    struct buf body;
+    /* The relay: a call waiting for its answer. */
+    struct broker_call *call;
+    /* A control stream. */
+    struct broker_stream *stream;
+    /* A streamed result post: events pass through as they arrive. */
+    bool events;
+    bool events_ended;
+    struct buf partial; /* the bytes of an event not yet complete */
+    char session[DB_SESSION_ID_LEN];
+};
+
+/* Starts the daemon on srv->cfg's address; srv->port gets the port bound.
+ * NULL with the reason logged. */
+struct MHD_Daemon *http_start(struct server *srv, unsigned int conn_limit);
+
+/* Matches a path (no query string) against the routes. */
+void http_match_route(const char *url, struct route_match *m);
+
+/* Replies. Each queues a whole response on r's connection. */
+enum MHD_Result http_reply_json(struct req *r, unsigned status, const char *json, size_t len);
+enum MHD_Result http_reply_ok(struct req *r);
+enum MHD_Result http_reply_error(struct req *r, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* An error with a Retry-After (seconds, when > 0) and an OpenAI code. */
+enum MHD_Result http_reply_failure(struct req *r, unsigned status, int retry_after,
+                                   const char *code, const char *msg);
+/* Adds "name\0value\0" pairs to resp. */
+void http_add_headers(struct MHD_Response *resp, const char *pairs, size_t len);
+/* A text/event-stream response whose body reader gets r. */
+struct MHD_Response *http_sse_response(MHD_ContentReaderCallback reader, struct req *r);
+
+/* The request's provider-session header, or NULL. */
+const char *http_session_header(struct req *r);
+
+/* Makes r a broker endpoint (park suspends it, wake resumes it). */
+void http_endpoint_init(struct req *r);
+
+/* The housekeeper's side (its thread): a watched connection's peer went
+ * away; wakes the request waiting on it. */
+void http_peer_gone(struct server *srv, uint64_t conn_id);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * routes.h - the route handlers: each turns a request into database reads
+ * and writes or broker calls, and the outcome into a response.
+ *
+ * They run on a libmicrohttpd worker in the request's callbacks, once the
+ * whole body is in r->body unless said otherwise.
+ */
+#ifndef MCPD_ROUTES_H
+#define MCPD_ROUTES_H
+
+#include "http.h"
+
+/* ---- provider.c: registration, heartbeats, listings ---- */
+enum MHD_Result provider_register(struct req *r);
+enum MHD_Result provider_heartbeat(struct req *r);
+enum MHD_Result provider_list(struct req *r);
+enum MHD_Result provider_get(struct req *r, const char *name);
+enum MHD_Result provider_models(struct req *r);
+
+/* ---- stream.c: control streams ---- */
+enum MHD_Result stream_open(struct req *r);
+/* The stream's request is over (libmicrohttpd's completion callback). */
+void stream_closed(struct req *r);
+
+/* ---- relay.c: inference and results ---- */
+enum MHD_Result relay_infer(struct req *r, const char *name);
+enum MHD_Result relay_openai_chat(struct req *r);
+/* The caller's request was resumed: its answer (or its failure) is ready. */
+enum MHD_Result relay_resume(struct req *r);
+/* The caller's request is over. */
+void relay_done(struct req *r);
+enum MHD_Result relay_result(struct req *r, const char *task_id);
+/* A streamed result post (Content-Type: text/event-stream): begin is
+ * called once the headers are in (it may refuse the post), piece for each
+ * part of the body as it arrives (MHD_NO aborts the post), end once the
+ * body is complete, and done when the request is over. */
+enum MHD_Result relay_events_begin(struct req *r, const char *task_id, bool *replied);
+enum MHD_Result relay_events_piece(struct req *r, const char *data, size_t len);
+enum MHD_Result relay_events_end(struct req *r);
+void relay_events_done(struct req *r);
+
+/* The routing cache: an Llm's kind, status and session, valid while the
+ * database's route generation stands still (db_route_generation()). Any
+ * thread. */
+struct routes *routes_new(void);
+void routes_free(struct routes *rt);
+/* Fills out from the cache or the database: DB_OK, DB_NOT_FOUND, DB_ERROR. */
+int routes_lookup(struct routes *rt, struct db *db, const char *name, struct llm_route *out);
+
+#endif
