@@ -285,11 +285,42 @@ struct framing {
     const char *bad; /* why the request is refused */
 };
 
+#if MHD_VERSION <= 0x00097599
+/* libmicrohttpd 0.9.75 parses the header block in place: a header's name,
+ * the colon (now NUL), optional blanks and the value follow each other in
+ * its read buffer, and the line's CR LF are both overwritten with NUL. Two
+ * things it accepts break that layout, and only that shows them, since it
+ * reports neither: an obs-fold line (0.9.75 glues the continuation onto the
+ * name, in memory of its own, and drops the header's framing meaning) and
+ * a NUL inside a value (the value is cut short there). Bare-LF line ends
+ * fail the check too, which refuses them: a request whose lines end in LF
+ * alone is not one an intermediary frames the same way. Later versions
+ * refuse all three themselves. */
+static bool laid_out_as_received(const char *key, size_t key_size, const char *value,
+                                 size_t value_size)
+{
+    const char *colon = key + key_size;
+    if (value <= colon || value - colon > 4096 || *colon != '\0')
+        return false;
+    for (const char *p = colon + 1; p < value; p++)
+        if (*p != ' ' && *p != '\t')
+            return false;
+    const char *end = value + value_size;
+    return end[0] == '\0' && end[1] == '\0';
+}
+#endif
+
 static enum MHD_Result check_header(void *cls, enum MHD_ValueKind kind, const char *key,
                                     size_t key_size, const char *value, size_t value_size)
 {
     (void)kind;
     struct framing *f = cls;
+#if MHD_VERSION <= 0x00097599
+    if (!laid_out_as_received(key, key_size, value, value_size)) {
+        f->bad = "a folded header line, a NUL in a header, or a line not ended by CR LF";
+        return MHD_NO;
+    }
+#endif
     if (key_size == 0) {
         f->bad = "empty header name";
         return MHD_NO;
