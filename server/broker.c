@@ -964,6 +964,13 @@ static int call_events(struct broker *b, struct task *t, const char *p, size_t n
     return 0;
 }
 
+/* The most bytes sse_encode_event() makes of len bytes of data: each may
+ * end a line, and each line gains "data: " and a newline. */
+static size_t event_room(size_t len)
+{
+    return 8 * len + 8;
+}
+
 static void call_events_end(struct broker *b, struct broker_call *c)
 {
     if (!c || c->ended)
@@ -1013,7 +1020,7 @@ static int deliver_final(struct broker *b, struct task *t, const struct broker_p
             return 200;
         }
         struct buf ev;
-        buf_init(&ev, p->len + 64);
+        buf_init(&ev, event_room(p->len));
         int erc = sse_encode_event(&ev, NULL, NULL, p->data, p->len);
         if (erc == 0)
             erc = call_events(b, t, ev.data, ev.len, now);
@@ -1082,7 +1089,7 @@ int broker_deliver(struct broker *b, const char *sid, const char *owner, const c
     case PIECE_CHUNK:
         if (p->len > 0) {
             struct buf ev;
-            buf_init(&ev, p->len + 64);
+            buf_init(&ev, event_room(p->len));
             int erc = sse_encode_event(&ev, NULL, NULL, p->data, p->len);
             if (erc == 0)
                 erc = call_events(b, t, ev.data, ev.len, now);
