@@ -1,0 +1,1681 @@
+/* The broker's rules with a fake clock and fake endpoints: task frames,
+ * final and streamed results, result routing and tombstones, cancels,
+ * timeouts, wakes, session replacement, revocation, GC, features,
+ * backpressure, park refusal and shutdown. */
+#include "broker.h"
+
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define OWNER "alice"
+#define SID_A "0123456789abcdef0123456789abcdef"
+#define SID_B "fedcba9876543210fedcba9876543210"
+#define SID_C "00000000000000000000000000000003"
+#define HASH_1 "1111111111111111111111111111111111111111111111111111111111111111"
+#define HASH_2 "2222222222222222222222222222222222222222222222222222222222222222"
+#define BODY "{\"model\":\"m\",\"messages\":[]}"
+#define T0 1000000 /* the fake clock's start, monotonic ms */
+
+static const struct broker_config base_cfg = {
+    .infer_timeout_ms = 30000,
+    .idle_timeout_ms = 5000,
+    .wake_timeout_ms = 10000,
+    .ping_interval_ms = 40000,
+    .heartbeat_interval_ms = 20000,
+    .max_inflight = 4,
+    .max_held = 2,
+    .max_frame = 4096,
+    .stream_backlog = 8192,
+    .caller_backlog = 4096,
+    .max_result = 4096,
+};
+
+/* ---- fake endpoints ---- */
+
+struct fake_ep {
+    struct broker_ep ep;
+    int parks; /* park calls, refused or not */
+    int wakes;
+    bool refuse;
+};
+
+static struct fake_ep *fake_of(struct broker_ep *ep)
+{
+    return (struct fake_ep *)((char *)ep - offsetof(struct fake_ep, ep));
+}
+
+static bool fake_park(struct broker_ep *ep)
+{
+    struct fake_ep *f = fake_of(ep);
+    f->parks++;
+    return !f->refuse;
+}
+
+static void fake_wake(struct broker_ep *ep)
+{
+    fake_of(ep)->wakes++;
+}
+
+static void fake_init(struct fake_ep *f)
+{
+    memset(f, 0, sizeof *f);
+    f->ep.park = fake_park;
+    f->ep.wake = fake_wake;
+}
+
+/* ---- fixture ---- */
+
+struct fx {
+    struct broker *b;
+    int64_t now;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    f->b = broker_new(&base_cfg);
+    f->now = T0;
+    *state = f;
+    return f->b ? 0 : -1;
+}
+
+/* Fails the test when it left a stream open or a call not done. */
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    struct broker_stats s;
+    broker_stats(f->b, &s);
+    broker_free(f->b);
+    free(f);
+    return s.streams == 0 && s.calls == 0 ? 0 : -1;
+}
+
+/* ---- publishers: a session with its control stream ---- */
+
+struct pub {
+    struct fake_ep ep;
+    struct broker_stream *st;
+    const char *sid;
+    const char *owner;
+};
+
+/* Reads a control stream until it has nothing more to give: out gets the
+ * bytes, NUL-terminated; returns the last read's verdict. */
+static ssize_t slurp(struct broker *b, struct broker_stream *st, char *out, size_t cap)
+{
+    size_t len = 0;
+    ssize_t n;
+    for (;;) {
+        assert_true(len + 1 < cap);
+        n = broker_stream_read(b, st, out + len, cap - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    out[len] = '\0';
+    return n;
+}
+
+/* The same for a caller's event stream. */
+static ssize_t call_slurp(struct broker *b, struct broker_call *c, char *out, size_t cap)
+{
+    size_t len = 0;
+    ssize_t n;
+    for (;;) {
+        assert_true(len + 1 < cap);
+        n = broker_call_read(b, c, out + len, cap - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    out[len] = '\0';
+    return n;
+}
+
+/* Registers sid, opens its stream and reads the hello, leaving the
+ * stream's endpoint parked. */
+static void pub_open(struct fx *f, struct pub *p, const char *sid, const char *owner,
+                     const char *hash, unsigned features)
+{
+    fake_init(&p->ep);
+    p->sid = sid;
+    p->owner = owner;
+    assert_int_equal(broker_session_registered(f->b, sid, owner, features, f->now), 0);
+    p->st = broker_stream_open(f->b, sid, owner, hash, &p->ep.ep, f->now);
+    assert_non_null(p->st);
+    char text[1024];
+    assert_int_equal(slurp(f->b, p->st, text, sizeof text), BROKER_PARKED);
+    assert_non_null(strstr(text, "event: hello\n"));
+}
+
+static void pub_close(struct fx *f, struct pub *p, bool deactivate)
+{
+    char sid[BROKER_ID_LEN] = "";
+    assert_int_equal(broker_stream_closed(f->b, p->st, sid), deactivate);
+    assert_string_equal(sid, p->sid);
+    p->st = NULL;
+}
+
+/* Everything queued on p's stream since the last read. */
+static char *pub_read(struct fx *f, struct pub *p, ssize_t expect_rc)
+{
+    static char text[16384];
+    assert_int_equal(slurp(f->b, p->st, text, sizeof text), expect_rc);
+    return text;
+}
+
+/* The data of the nth (0-based) frame of event type `event` in text,
+ * parsed, or NULL. */
+static json_t *frame_data(const char *text, const char *event, int nth)
+{
+    char head[64];
+    snprintf(head, sizeof head, "event: %s\n", event);
+    const char *p = text;
+    for (;;) {
+        p = strstr(p, head);
+        if (!p)
+            return NULL;
+        if (nth-- == 0)
+            break;
+        p += strlen(head);
+    }
+    const char *data = strstr(p, "\ndata: ");
+    assert_non_null(data);
+    data += strlen("\ndata: ");
+    const char *end = strstr(data, "\n\n");
+    assert_non_null(end);
+    json_error_t je;
+    json_t *o = json_loadb(data, (size_t)(end - data), 0, &je);
+    assert_non_null(o);
+    return o;
+}
+
+/* The taskId of the nth task frame in text. */
+static void task_id_of(const char *text, int nth, char id[BROKER_ID_LEN])
+{
+    json_t *o = frame_data(text, "task", nth);
+    assert_non_null(o);
+    const char *s = json_string_value(json_object_get(o, "taskId"));
+    assert_non_null(s);
+    assert_int_equal(strlen(s), BROKER_ID_LEN - 1);
+    memcpy(id, s, BROKER_ID_LEN);
+    json_decref(o);
+}
+
+/* How many times needle occurs in text. */
+static int count(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+/* ---- callers ---- */
+
+static struct broker_call_req req(const char *llm, const char *sid)
+{
+    return (struct broker_call_req){
+        .llm = llm, .session = sid, .body = BODY, .body_len = strlen(BODY)};
+}
+
+/* Starts a call that must succeed; its endpoint is parked. */
+static struct broker_call *start(struct fx *f, struct fake_ep *ep, struct broker_call_req rq)
+{
+    fake_init(ep);
+    struct broker_error err = {0};
+    struct broker_call *c = broker_call_start(f->b, &rq, &ep->ep, f->now, &err);
+    assert_non_null(c);
+    assert_int_equal(ep->parks, 1);
+    assert_int_equal(ep->wakes, 0);
+    return c;
+}
+
+/* Starts a call that must be refused with status. */
+static struct broker_error refused(struct fx *f, struct broker_call_req rq, int status)
+{
+    struct fake_ep ep;
+    fake_init(&ep);
+    struct broker_error err = {0};
+    assert_null(broker_call_start(f->b, &rq, &ep.ep, f->now, &err));
+    assert_int_equal(err.status, status);
+    assert_int_equal(ep.parks, 0);
+    return err;
+}
+
+/* Takes a call's failure, which must have status. */
+static struct broker_error failure(struct fx *f, struct broker_call *c, int status)
+{
+    struct broker_head h;
+    struct broker_error err = {0};
+    assert_int_equal(broker_call_head(f->b, c, &h, &err), -1);
+    assert_int_equal(err.status, status);
+    assert_true(err.msg[0] != '\0');
+    return err;
+}
+
+/* Takes an event-stream head. */
+static void sse_head(struct fx *f, struct broker_call *c)
+{
+    struct broker_head h;
+    struct broker_error err = {0};
+    assert_int_equal(broker_call_head(f->b, c, &h, &err), 1);
+    assert_int_equal(h.status, 200);
+    assert_true(h.sse);
+    assert_null(h.body);
+    free(h.headers);
+}
+
+/* Checks that text ends with one error event in OpenAI's shape. */
+static void expect_error_event(const char *text, const char *type, const char *code)
+{
+    const char *ev = strstr(text, "event: error\ndata: ");
+    assert_non_null(ev);
+    json_t *o = frame_data(ev, "error", 0);
+    assert_string_equal(strstr(ev, "\n\n"), "\n\n"); /* nothing after it */
+    json_t *e = json_object_get(o, "error");
+    assert_true(json_is_object(e));
+    assert_int_equal(json_object_size(e), 3);
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    assert_non_null(msg);
+    assert_true(msg[0] != '\0');
+    assert_string_equal(json_string_value(json_object_get(e, "type")), type);
+    if (code)
+        assert_string_equal(json_string_value(json_object_get(e, "code")), code);
+    else
+        assert_true(json_is_null(json_object_get(e, "code")));
+    json_decref(o);
+}
+
+/* ---- results ---- */
+
+static int deliver(struct fx *f, const struct pub *p, const char *task,
+                   const struct broker_piece *pc, struct broker_outcome *out)
+{
+    struct broker_outcome ignored;
+    char msg[256];
+    int rc = broker_deliver(f->b, p->sid, p->owner, task, pc, f->now, out ? out : &ignored, msg,
+                            sizeof msg);
+    if (rc != 200)
+        assert_true(msg[0] != '\0');
+    return rc;
+}
+
+static int final(struct fx *f, const struct pub *p, const char *task, int status, const char *body)
+{
+    struct broker_piece pc = {.kind = PIECE_FINAL,
+                              .status = status,
+                              .ctype = "application/json",
+                              .data = body,
+                              .len = body ? strlen(body) : 0};
+    return deliver(f, p, task, &pc, NULL);
+}
+
+static int chunk(struct fx *f, const struct pub *p, const char *task, const char *data, bool done)
+{
+    struct broker_piece pc = {
+        .kind = PIECE_CHUNK, .data = data, .len = data ? strlen(data) : 0, .done = done};
+    return deliver(f, p, task, &pc, NULL);
+}
+
+static int events(struct fx *f, const struct pub *p, const char *task, enum broker_piece_kind kind,
+                  const char *data)
+{
+    struct broker_piece pc = {.kind = kind, .data = data, .len = data ? strlen(data) : 0};
+    return deliver(f, p, task, &pc, NULL);
+}
+
+/* Starts a call on p and returns the id of the task it sent. */
+static struct broker_call *start_task(struct fx *f, struct pub *p, struct fake_ep *ep,
+                                      struct broker_call_req rq, char id[BROKER_ID_LEN])
+{
+    struct broker_call *c = start(f, ep, rq);
+    task_id_of(pub_read(f, p, BROKER_PARKED), 0, id);
+    return c;
+}
+
+static void assert_no_tasks(struct fx *f)
+{
+    struct broker_stats s;
+    broker_stats(f->b, &s);
+    assert_int_equal(s.tasks, 0);
+    assert_int_equal(s.wakes, 0);
+}
+
+/* ---- streams ---- */
+
+static void test_stream_hello_and_reads(void **state)
+{
+    struct fx *f = *state;
+    struct fake_ep ep;
+    fake_init(&ep);
+    assert_false(broker_session_live(f->b, SID_A));
+    assert_int_equal(broker_session_registered(f->b, SID_A, OWNER, 0, f->now), 0);
+    struct broker_stream *st = broker_stream_open(f->b, SID_A, OWNER, HASH_1, &ep.ep, f->now);
+    assert_non_null(st);
+    assert_true(broker_session_live(f->b, SID_A));
+
+    /* the hello comes first, read here in small pieces */
+    char want[256], got[256];
+    snprintf(want, sizeof want,
+             "event: hello\ndata: {\"providerSessionId\":\"%s\",\"heartbeatIntervalSeconds\":20,"
+             "\"pingIntervalSeconds\":40}\n\n",
+             SID_A);
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = broker_stream_read(f->b, st, got + len, 7);
+        if (n <= 0) {
+            assert_int_equal(n, BROKER_PARKED);
+            break;
+        }
+        assert_true(n <= 7);
+        len += (size_t)n;
+    }
+    got[len] = '\0';
+    assert_string_equal(got, want);
+    assert_int_equal(ep.parks, 1);
+    assert_int_equal(ep.wakes, 0);
+
+    /* a frame for a parked stream wakes it once */
+    static const char frame[] = "event: x\ndata: 1\n\n";
+    assert_int_equal(broker_dispatch(f->b, SID_A, frame, sizeof frame - 1), 0);
+    assert_int_equal(broker_dispatch(f->b, SID_A, frame, sizeof frame - 1), 0);
+    assert_int_equal(ep.wakes, 1);
+    assert_int_equal(slurp(f->b, st, got, sizeof got), BROKER_PARKED);
+    assert_string_equal(got, "event: x\ndata: 1\n\nevent: x\ndata: 1\n\n");
+    assert_int_equal(broker_dispatch(f->b, SID_B, frame, sizeof frame - 1), -1);
+
+    /* a kick wakes a parked endpoint, and only a parked one */
+    broker_kick(f->b, &ep.ep);
+    assert_int_equal(ep.wakes, 2);
+    broker_kick(f->b, &ep.ep);
+    assert_int_equal(ep.wakes, 2);
+
+    char sid[BROKER_ID_LEN];
+    assert_true(broker_stream_closed(f->b, st, sid));
+    assert_string_equal(sid, SID_A);
+    assert_false(broker_session_live(f->b, SID_A));
+}
+
+static void test_ping(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    assert_int_equal(broker_tick(f->b, T0 + 39999), T0 + 40000);
+    assert_string_equal(pub_read(f, &p, BROKER_PARKED), "");
+    assert_int_equal(broker_tick(f->b, T0 + 40000), T0 + 80000);
+    assert_int_equal(p.ep.wakes, 1);
+    assert_string_equal(pub_read(f, &p, BROKER_PARKED), ": ping\n\n");
+    pub_close(f, &p, true);
+}
+
+/* ---- task frames ---- */
+
+static void test_infer_task_frame(void **state)
+{
+    struct fx *f = *state;
+    static const struct {
+        const char *name;
+        unsigned features;
+        bool streaming;
+        const char *path;
+        const char *body;
+        const char *spliced; /* the body as the frame carries it */
+    } cases[] = {
+        {"plain", 0, false, NULL, "{\"model\":\"m\",\n \"messages\":[]}\r\n",
+         "{\"model\":\"m\",  \"messages\":[]}  "},
+        {"streaming", 0, true, NULL, "{\"stream\":true}", "{\"stream\":true}"},
+        {"path", BROKER_FEAT_PATHS, false, "/v1/embeddings", "{\"input\":\n\"x\"}\n",
+         "{\"input\": \"x\"} "},
+        {"streaming path", BROKER_FEAT_PATHS | BROKER_FEAT_STREAMED, true, "/v1/responses",
+         "\r\n{}", "  {}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        print_message("case %s\n", cases[i].name);
+        struct pub p;
+        pub_open(f, &p, SID_A, OWNER, HASH_1, cases[i].features);
+        struct broker_call_req rq = req("llm-a", SID_A);
+        rq.streaming = cases[i].streaming;
+        rq.path = cases[i].path;
+        rq.body = cases[i].body;
+        rq.body_len = strlen(cases[i].body);
+        struct fake_ep ce;
+        struct broker_call *c = start(f, &ce, rq);
+        assert_int_equal(p.ep.wakes, 1); /* the parked stream has work */
+
+        char *text = pub_read(f, &p, BROKER_PARKED);
+        char id[BROKER_ID_LEN];
+        task_id_of(text, 0, id);
+        char want[1024];
+        snprintf(want, sizeof want,
+                 "event: task\nid: %s\ndata: {\"kind\":\"infer\",\"taskId\":\"%s\","
+                 "\"llmName\":\"llm-a\",\"streaming\":%s%s%s%s,\"body\":%s}\n\n",
+                 id, id, cases[i].streaming ? "true" : "false", cases[i].path ? ",\"path\":\"" : "",
+                 cases[i].path ? cases[i].path : "", cases[i].path ? "\"" : "", cases[i].spliced);
+        assert_string_equal(text, want);
+
+        /* and it is JSON whose body is the caller's */
+        json_t *o = frame_data(want, "task", 0);
+        json_t *body = json_loads(cases[i].body, 0, NULL);
+        assert_non_null(body);
+        assert_true(json_equal(json_object_get(o, "body"), body));
+        assert_string_equal(json_string_value(json_object_get(o, "kind")), "infer");
+        assert_int_equal(json_is_true(json_object_get(o, "streaming")), cases[i].streaming);
+        json_decref(body);
+        json_decref(o);
+
+        broker_call_done(f->b, c);
+        pub_close(f, &p, true);
+    }
+    assert_no_tasks(f);
+}
+
+/* ---- final results ---- */
+
+#define HDRS(s) s, sizeof(s) - 1
+
+static void test_final_results(void **state)
+{
+    struct fx *f = *state;
+    static const struct {
+        const char *name;
+        int status;
+        const char *body;
+        const char *headers;
+        size_t headers_len;
+        int publisher; /* broker_deliver's answer */
+        int caller;    /* the caller's status, as a head or a failure */
+        bool has_body;
+    } cases[] = {
+        {"ok", 200, "{\"id\":\"r\"}", HDRS("x-request-id\0r1\0"), 200, 200, true},
+        {"created", 201, "{}", NULL, 0, 200, 201, true},
+        {"no content", 204, "dropped", HDRS("x-a\0b\0"), 200, 204, false},
+        {"not modified", 304, "dropped", HDRS("etag\0\"v1\"\0"), 200, 304, false},
+        {"backend error passes through", 429, "{\"error\":{}}", NULL, 0, 200, 429, true},
+        {"highest status", 599, "x", NULL, 0, 200, 599, true},
+        {"informational", 100, "x", NULL, 0, 400, 502, false},
+        {"just below", 199, "x", NULL, 0, 400, 502, false},
+        {"just above", 600, "x", NULL, 0, 400, 502, false},
+        {"negative", -200, "x", NULL, 0, 400, 502, false},
+    };
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        print_message("case %s\n", cases[i].name);
+        struct fake_ep ce;
+        char id[BROKER_ID_LEN];
+        struct broker_call *c = start_task(f, &p, &ce, req("llm-a", SID_A), id);
+
+        /* not yet: the caller parks again */
+        struct broker_head h;
+        struct broker_error err = {0};
+        assert_int_equal(broker_call_head(f->b, c, &h, &err), 0);
+        assert_int_equal(ce.parks, 2);
+
+        struct broker_piece pc = {.kind = PIECE_FINAL,
+                                  .status = cases[i].status,
+                                  .headers = cases[i].headers,
+                                  .headers_len = cases[i].headers_len,
+                                  .ctype = "application/json",
+                                  .data = cases[i].body,
+                                  .len = strlen(cases[i].body)};
+        assert_int_equal(deliver(f, &p, id, &pc, NULL), cases[i].publisher);
+        assert_int_equal(ce.wakes, 1);
+        /* the task is over: a second post is late, and wakes nobody */
+        assert_int_equal(deliver(f, &p, id, &pc, NULL), 410);
+        assert_int_equal(ce.wakes, 1);
+
+        if (cases[i].publisher != 200) {
+            struct broker_error e = failure(f, c, cases[i].caller);
+            assert_string_equal(e.code, "publisher_error");
+        } else {
+            assert_int_equal(broker_call_head(f->b, c, &h, &err), 1);
+            assert_int_equal(h.status, cases[i].caller);
+            assert_false(h.sse);
+            assert_string_equal(h.ctype, "application/json");
+            assert_non_null(h.body);
+            if (cases[i].has_body) {
+                assert_int_equal(h.len, strlen(cases[i].body));
+                assert_memory_equal(h.body, cases[i].body, h.len);
+            } else {
+                assert_int_equal(h.len, 0);
+            }
+            assert_int_equal(h.headers_len, cases[i].headers_len);
+            if (cases[i].headers_len)
+                assert_memory_equal(h.headers, cases[i].headers, h.headers_len);
+            free(h.body);
+            free(h.headers);
+            /* the head is taken once */
+            assert_int_equal(broker_call_head(f->b, c, &h, &err), -1);
+            assert_int_equal(err.status, 500);
+        }
+        broker_call_done(f->b, c);
+        /* a finished task is not cancelled */
+        assert_string_equal(pub_read(f, &p, BROKER_PARKED), "");
+    }
+    assert_no_tasks(f);
+    pub_close(f, &p, true);
+}
+
+static void test_result_too_large(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    struct fake_ep ce;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ce, req("llm-a", SID_A), id);
+    char *big = malloc(base_cfg.max_result + 2);
+    memset(big, 'x', base_cfg.max_result + 1);
+    big[base_cfg.max_result + 1] = '\0';
+    assert_int_equal(final(f, &p, id, 200, big), 200);
+    free(big);
+    assert_int_equal(ce.wakes, 1);
+    failure(f, c, 502);
+    assert_int_equal(final(f, &p, id, 200, "{}"), 410);
+    broker_call_done(f->b, c);
+    pub_close(f, &p, true);
+}
+
+/* ---- streamed results ---- */
+
+static void test_streaming_chunks(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    struct broker_call_req rq = req("llm-a", SID_A);
+    rq.streaming = true;
+    struct fake_ep ce;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ce, rq, id);
+    struct broker_head h;
+    struct broker_error err = {0};
+    assert_int_equal(broker_call_head(f->b, c, &h, &err), 0);
+
+    /* the first chunk starts the event stream */
+    assert_int_equal(chunk(f, &p, id, "{\"a\":1}", false), 200);
+    assert_int_equal(ce.wakes, 1);
+    assert_int_equal(chunk(f, &p, id, "{\"a\":2}", false), 200);
+    assert_int_equal(ce.wakes, 1);
+    sse_head(f, c);
+    char text[4096];
+    assert_int_equal(call_slurp(f->b, c, text, sizeof text), BROKER_PARKED);
+    assert_string_equal(text, "data: {\"a\":1}\n\ndata: {\"a\":2}\n\n");
+
+    assert_int_equal(chunk(f, &p, id, "{\"a\":3}", false), 200);
+    assert_int_equal(ce.wakes, 2);
+    assert_int_equal(chunk(f, &p, id, NULL, true), 200);
+    assert_int_equal(call_slurp(f->b, c, text, sizeof text), BROKER_END);
+    assert_string_equal(text, "data: {\"a\":3}\n\ndata: [DONE]\n\n");
+    assert_int_equal(broker_call_read(f->b, c, text, sizeof text), BROKER_END);
+
+    assert_int_equal(chunk(f, &p, id, "{\"a\":4}", false), 410);
+    broker_call_done(f->b, c);
+    assert_string_equal(pub_read(f, &p, BROKER_PARKED), ""); /* no cancel */
+    assert_no_tasks(f);
+    pub_close(f, &p, true);
+}
+
+/* A chunk's data may hold line breaks: each line becomes a data line. */
+static void test_chunk_lines(void **state)
+{
+    struct fx *f = *state;
+    static const struct {
+        const char *name;
+        const char *data;
+        bool done;
+        const char *want;
+    } cases[] = {
+        {"one line", "x", false, "data: x\n\n"},
+        {"LF", "a\nb", false, "data: a\ndata: b\n\n"},
+        {"CRLF", "a\r\nb", false, "data: a\ndata: b\n\n"},
+        {"CR", "a\rb", false, "data: a\ndata: b\n\n"},
+        {"last with done", "z", true, "data: z\n\ndata: [DONE]\n\n"},
+        {"many lines", "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n11\n12\n13\n14\n15\n16", false,
+         "data: 1\ndata: 2\ndata: 3\ndata: 4\ndata: 5\ndata: 6\ndata: 7\ndata: 8\ndata: 9\n"
+         "data: 10\ndata: 11\ndata: 12\ndata: 13\ndata: 14\ndata: 15\ndata: 16\n\n"},
+        {"empty lines", "\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n", false,
+         "data: \ndata: \ndata: \ndata: \ndata: \ndata: \ndata: \ndata: \ndata: \ndata: \n"
+         "data: \ndata: \ndata: \ndata: \ndata: \ndata: \ndata: \ndata: \ndata: \ndata: \n\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        print_message("case %s\n", cases[i].name);
+        struct pub p;
+        pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+        struct broker_call_req rq = req("llm-a", SID_A);
+        rq.streaming = true;
+        struct fake_ep ce;
+        char id[BROKER_ID_LEN];
+        struct broker_call *c = start_task(f, &p, &ce, rq, id);
+        assert_int_equal(chunk(f, &p, id, cases[i].data, cases[i].done), 200);
+        assert_int_equal(ce.wakes, 1);
+        sse_head(f, c);
+        char text[4096];
+        assert_int_equal(call_slurp(f->b, c, text, sizeof text),
+                         cases[i].done ? BROKER_END : BROKER_PARKED);
+        assert_string_equal(text, cases[i].want);
+        broker_call_done(f->b, c);
+        pub_close(f, &p, true);
+    }
+    assert_no_tasks(f);
+}
+
+/* A final result posted after a stream started ends the stream. */
+static void test_final_after_stream_started(void **state)
+{
+    struct fx *f = *state;
+    static const struct {
+        const char *name;
+        int status;
+        const char *body;
+        const char *want;       /* the events after "data: first" */
+        const char *error_type; /* or an error event of this type */
+    } cases[] = {
+        {"ok", 200, "{\"x\":1}", "data: {\"x\":1}\n\ndata: [DONE]\n\n", NULL},
+        {"pretty-printed", 200,
+         "{\n \"a\": 1,\n \"b\": 2,\n \"c\": 3,\n \"d\": 4,\n \"e\": 5,\n"
+         " \"f\": 6,\n \"g\": 7,\n \"h\": 8,\n \"i\": 9,\n \"j\": 10\n}",
+         "data: {\ndata:  \"a\": 1,\ndata:  \"b\": 2,\ndata:  \"c\": 3,\ndata:  \"d\": 4,\n"
+         "data:  \"e\": 5,\ndata:  \"f\": 6,\ndata:  \"g\": 7,\ndata:  \"h\": 8,\n"
+         "data:  \"i\": 9,\ndata:  \"j\": 10\ndata: }\n\ndata: [DONE]\n\n",
+         NULL},
+        {"server error", 500, "{}", NULL, "server_error"},
+        {"client error", 404, "{}", NULL, "invalid_request_error"},
+        {"rate limit", 429, "{}", NULL, "rate_limit_error"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        print_message("case %s\n", cases[i].name);
+        struct pub p;
+        pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+        struct broker_call_req rq = req("llm-a", SID_A);
+        rq.streaming = true;
+        struct fake_ep ce;
+        char id[BROKER_ID_LEN];
+        struct broker_call *c = start_task(f, &p, &ce, rq, id);
+        assert_int_equal(chunk(f, &p, id, "first", false), 200);
+        sse_head(f, c);
+        char text[4096];
+        assert_int_equal(call_slurp(f->b, c, text, sizeof text), BROKER_PARKED);
+        assert_string_equal(text, "data: first\n\n");
+
+        assert_int_equal(final(f, &p, id, cases[i].status, cases[i].body), 200);
+        assert_int_equal(ce.wakes, 2);
+        assert_int_equal(call_slurp(f->b, c, text, sizeof text), BROKER_END);
+        if (cases[i].want)
+            assert_string_equal(text, cases[i].want);
+        else
+            expect_error_event(text, cases[i].error_type, "backend_error");
+        assert_int_equal(final(f, &p, id, 200, "{}"), 410);
+        broker_call_done(f->b, c);
+        assert_string_equal(pub_read(f, &p, BROKER_PARKED), "");
+        pub_close(f, &p, true);
+    }
+    assert_no_tasks(f);
+}
+
+static void test_streamed_events(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, BROKER_FEAT_STREAMED);
+    struct broker_call_req rq = req("llm-a", SID_A);
+    rq.streaming = true;
+    struct fake_ep ce;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ce, rq, id);
+
+    static const char ev1[] = "data: {\"a\":1}\n\n";
+    static const char ev2[] = "event: response.delta\nid: 7\ndata: x\ndata: y\n\n: note\n\n";
+    assert_int_equal(events(f, &p, id, PIECE_EVENTS, ev1), 200);
+    assert_int_equal(ce.wakes, 1);
+    sse_head(f, c);
+    assert_int_equal(events(f, &p, id, PIECE_EVENTS, ev2), 200);
+    char text[4096];
+    assert_int_equal(call_slurp(f->b, c, text, sizeof text), BROKER_PARKED);
+    assert_string_equal(text, "data: {\"a\":1}\n\n"
+                              "event: response.delta\nid: 7\ndata: x\ndata: y\n\n: note\n\n");
+    assert_int_equal(events(f, &p, id, PIECE_EVENTS, "data: [DONE]\n\n"), 200);
+    assert_int_equal(events(f, &p, id, PIECE_EVENTS_END, NULL), 200);
+    assert_int_equal(call_slurp(f->b, c, text, sizeof text), BROKER_END);
+    assert_string_equal(text, "data: [DONE]\n\n");
+    assert_int_equal(events(f, &p, id, PIECE_EVENTS, ev1), 410);
+    broker_call_done(f->b, c);
+    assert_string_equal(pub_read(f, &p, BROKER_PARKED), "");
+    assert_no_tasks(f);
+    pub_close(f, &p, true);
+}
+
+static void test_streamed_events_cut(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, BROKER_FEAT_STREAMED);
+    struct broker_call_req rq = req("llm-a", SID_A);
+    rq.streaming = true;
+    struct fake_ep ce;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ce, rq, id);
+    assert_int_equal(events(f, &p, id, PIECE_EVENTS, "data: 1\n\n"), 200);
+    sse_head(f, c);
+    assert_int_equal(events(f, &p, id, PIECE_EVENTS_CUT, NULL), 200);
+    char text[4096];
+    assert_int_equal(call_slurp(f->b, c, text, sizeof text), BROKER_END);
+    assert_int_equal(strncmp(text, "data: 1\n\nevent: error\n", 22), 0);
+    expect_error_event(text, "server_error", "publisher_error");
+    assert_int_equal(events(f, &p, id, PIECE_EVENTS, "data: 2\n\n"), 410);
+    broker_call_done(f->b, c);
+    assert_no_tasks(f);
+    pub_close(f, &p, true);
+}
+
+/* Cut before any event: the caller gets an error reply, not a stream. */
+static void test_streamed_events_cut_before_any(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, BROKER_FEAT_STREAMED);
+    struct broker_call_req rq = req("llm-a", SID_A);
+    rq.streaming = true;
+    struct fake_ep ce;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ce, rq, id);
+    assert_int_equal(events(f, &p, id, PIECE_EVENTS_CUT, NULL), 200);
+    assert_int_equal(ce.wakes, 1);
+    failure(f, c, 502);
+    broker_call_done(f->b, c);
+    pub_close(f, &p, true);
+}
+
+static void test_stream_pieces_need_a_streaming_task(void **state)
+{
+    struct fx *f = *state;
+    static const struct {
+        const char *name;
+        enum broker_piece_kind kind;
+        const char *data;
+        bool done;
+    } cases[] = {
+        {"chunk", PIECE_CHUNK, "{}", false},
+        {"last chunk", PIECE_CHUNK, NULL, true},
+        {"events", PIECE_EVENTS, "data: x\n\n", false},
+        {"events end", PIECE_EVENTS_END, NULL, false},
+        {"events cut", PIECE_EVENTS_CUT, NULL, false},
+    };
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, BROKER_FEAT_STREAMED);
+    struct fake_ep ce;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ce, req("llm-a", SID_A), id);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        print_message("case %s\n", cases[i].name);
+        struct broker_piece pc = {.kind = cases[i].kind,
+                                  .data = cases[i].data,
+                                  .len = cases[i].data ? strlen(cases[i].data) : 0,
+                                  .done = cases[i].done};
+        assert_int_equal(deliver(f, &p, id, &pc, NULL), 400);
+        assert_int_equal(ce.wakes, 0);
+    }
+    /* the task lives on and takes its proper answer */
+    assert_int_equal(final(f, &p, id, 200, "{}"), 200);
+    assert_int_equal(ce.wakes, 1);
+    struct broker_head h;
+    struct broker_error err;
+    assert_int_equal(broker_call_head(f->b, c, &h, &err), 1);
+    assert_int_equal(h.status, 200);
+    free(h.body);
+    free(h.headers);
+    broker_call_done(f->b, c);
+    pub_close(f, &p, true);
+}
+
+static void test_publisher_error_piece(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    struct fake_ep ce;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ce, req("llm-a", SID_A), id);
+    struct broker_piece pc = {.kind = PIECE_ERROR, .data = "backend refused", .len = 15};
+    assert_int_equal(deliver(f, &p, id, &pc, NULL), 200);
+    assert_int_equal(ce.wakes, 1);
+    struct broker_error e = failure(f, c, 502);
+    assert_non_null(strstr(e.msg, "backend refused"));
+    assert_int_equal(deliver(f, &p, id, &pc, NULL), 410);
+    broker_call_done(f->b, c);
+    pub_close(f, &p, true);
+}
+
+/* ---- routing and tombstones ---- */
+
+static void test_result_routing(void **state)
+{
+    struct fx *f = *state;
+    struct pub a, b, m;
+    pub_open(f, &a, SID_A, OWNER, HASH_1, 0);
+    pub_open(f, &b, SID_B, OWNER, HASH_1, 0);     /* the same owner's other session */
+    pub_open(f, &m, SID_C, "mallory", HASH_2, 0); /* another owner */
+    struct fake_ep ce;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &a, &ce, req("llm-a", SID_A), id);
+
+    static const char unknown[] = "ffffffffffffffffffffffffffffffff";
+    const struct {
+        const char *name;
+        const char *sid;
+        const char *owner;
+        const char *task;
+    } strangers[] = {
+        {"other session", SID_B, OWNER, id},
+        {"other owner's session", SID_C, "mallory", id},
+        {"wrong owner for the session", SID_A, "mallory", id},
+        {"unknown session", "99999999999999999999999999999999", OWNER, id},
+        {"unknown task", SID_A, OWNER, unknown},
+    };
+    struct broker_piece pc = {
+        .kind = PIECE_FINAL, .status = 200, .ctype = "application/json", .data = "{}", .len = 2};
+    for (size_t i = 0; i < sizeof strangers / sizeof strangers[0]; i++) {
+        print_message("stranger %s\n", strangers[i].name);
+        struct pub who = {.sid = strangers[i].sid, .owner = strangers[i].owner};
+        assert_int_equal(deliver(f, &who, strangers[i].task, &pc, NULL), 404);
+        assert_int_equal(ce.wakes, 0);
+    }
+
+    /* finished: late posts get 410 from the right session and owner only */
+    assert_int_equal(deliver(f, &a, id, &pc, NULL), 200);
+    assert_int_equal(ce.wakes, 1);
+    broker_call_done(f->b, c);
+    assert_int_equal(deliver(f, &a, id, &pc, NULL), 410);
+    for (size_t i = 0; i < sizeof strangers / sizeof strangers[0]; i++) {
+        print_message("stranger %s on the tombstone\n", strangers[i].name);
+        struct pub who = {.sid = strangers[i].sid, .owner = strangers[i].owner};
+        assert_int_equal(deliver(f, &who, strangers[i].task, &pc, NULL), 404);
+    }
+    struct broker_stats s;
+    broker_stats(f->b, &s);
+    assert_int_equal(s.tombstones, 1);
+
+    /* the tombstone lasts 60 s */
+    f->now = T0 + 59999;
+    broker_tick(f->b, f->now);
+    assert_int_equal(deliver(f, &a, id, &pc, NULL), 410);
+    f->now = T0 + 60000;
+    broker_tick(f->b, f->now);
+    assert_int_equal(deliver(f, &a, id, &pc, NULL), 404);
+    broker_stats(f->b, &s);
+    assert_int_equal(s.tombstones, 0);
+
+    pub_close(f, &a, true);
+    pub_close(f, &b, true);
+    pub_close(f, &m, true);
+}
+
+/* ---- cancel ---- */
+
+static void test_cancel_on_call_done(void **state)
+{
+    struct fx *f = *state;
+    static const struct {
+        const char *name;
+        bool streaming;
+        bool started; /* the stream started before the caller left */
+    } cases[] = {
+        {"waiting", false, false},
+        {"waiting for a stream", true, false},
+        {"mid-stream", true, true},
+    };
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        print_message("case %s\n", cases[i].name);
+        struct broker_call_req rq = req("llm-a", SID_A);
+        rq.streaming = cases[i].streaming;
+        struct fake_ep ce;
+        char id[BROKER_ID_LEN];
+        struct broker_call *c = start_task(f, &p, &ce, rq, id);
+        if (cases[i].started) {
+            assert_int_equal(chunk(f, &p, id, "x", false), 200);
+            sse_head(f, c);
+        }
+        int wakes = p.ep.wakes;
+        broker_call_done(f->b, c);
+        assert_int_equal(p.ep.wakes, wakes + 1);
+        char want[128];
+        snprintf(want, sizeof want, "event: cancel\ndata: {\"taskId\":\"%s\"}\n\n", id);
+        assert_string_equal(pub_read(f, &p, BROKER_PARKED), want);
+        assert_int_equal(final(f, &p, id, 200, "{}"), 410);
+        assert_int_equal(chunk(f, &p, id, "y", false), 410);
+    }
+    assert_no_tasks(f);
+    pub_close(f, &p, true);
+}
+
+/* ---- timeouts ---- */
+
+static void test_infer_timeout(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    struct fake_ep ce;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ce, req("llm-a", SID_A), id);
+
+    /* the task's deadline comes before the next ping and reap */
+    assert_int_equal(broker_tick(f->b, T0), T0 + 30000);
+    assert_int_equal(broker_tick(f->b, T0 + 29999), T0 + 30000);
+    assert_int_equal(ce.wakes, 0);
+    assert_int_equal(broker_tick(f->b, T0 + 30000), T0 + 40000);
+    assert_int_equal(ce.wakes, 1);
+    struct broker_error e = failure(f, c, 504);
+    assert_string_equal(e.code, "timeout");
+
+    char want[128];
+    snprintf(want, sizeof want, "event: cancel\ndata: {\"taskId\":\"%s\"}\n\n", id);
+    assert_string_equal(pub_read(f, &p, BROKER_PARKED), want);
+    f->now = T0 + 30001;
+    assert_int_equal(final(f, &p, id, 200, "{}"), 410);
+    broker_call_done(f->b, c);
+    assert_string_equal(pub_read(f, &p, BROKER_PARKED), "");
+    pub_close(f, &p, true);
+}
+
+static void test_idle_timeout(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    struct broker_call_req rq = req("llm-a", SID_A);
+    rq.streaming = true;
+    struct fake_ep ce;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ce, rq, id);
+
+    f->now = T0 + 1000;
+    assert_int_equal(chunk(f, &p, id, "1", false), 200);
+    sse_head(f, c);
+    assert_int_equal(broker_tick(f->b, f->now), T0 + 6000);
+    f->now = T0 + 5000; /* a piece before the idle deadline re-arms it */
+    assert_int_equal(chunk(f, &p, id, "2", false), 200);
+    assert_int_equal(broker_tick(f->b, T0 + 9999), T0 + 10000);
+    char text[4096];
+    assert_int_equal(call_slurp(f->b, c, text, sizeof text), BROKER_PARKED);
+    assert_string_equal(text, "data: 1\n\ndata: 2\n\n");
+
+    broker_tick(f->b, T0 + 10000);
+    assert_int_equal(call_slurp(f->b, c, text, sizeof text), BROKER_END);
+    expect_error_event(text, "server_error", "timeout");
+    json_t *o = frame_data(text, "error", 0);
+    assert_non_null(
+        strstr(json_string_value(json_object_get(json_object_get(o, "error"), "message")), "idle"));
+    json_decref(o);
+    char want[128];
+    snprintf(want, sizeof want, "event: cancel\ndata: {\"taskId\":\"%s\"}\n\n", id);
+    assert_string_equal(pub_read(f, &p, BROKER_PARKED), want);
+    assert_int_equal(chunk(f, &p, id, "3", false), 410);
+    broker_call_done(f->b, c);
+    pub_close(f, &p, true);
+}
+
+/* A streaming caller that does not read is cut off, and the task too. */
+static void test_caller_backlog(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    struct broker_call_req rq = req("llm-a", SID_A);
+    rq.streaming = true;
+    struct fake_ep ce;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ce, rq, id);
+    char piece[1001];
+    memset(piece, 'x', 1000);
+    piece[1000] = '\0';
+    for (int i = 0; i < 4; i++) /* 4 x 1008 bytes fit in 4096 */
+        assert_int_equal(chunk(f, &p, id, piece, false), 200);
+    assert_string_equal(pub_read(f, &p, BROKER_PARKED), "");
+    assert_int_equal(chunk(f, &p, id, piece, false), 200);
+    char want[128];
+    snprintf(want, sizeof want, "event: cancel\ndata: {\"taskId\":\"%s\"}\n\n", id);
+    assert_string_equal(pub_read(f, &p, BROKER_PARKED), want);
+    assert_int_equal(chunk(f, &p, id, piece, false), 410);
+
+    sse_head(f, c);
+    static char text[8192];
+    assert_int_equal(call_slurp(f->b, c, text, sizeof text), BROKER_END);
+    assert_int_equal(count(text, "data: xxxx"), 4);
+    expect_error_event(text, "server_error", "caller_too_slow");
+    broker_call_done(f->b, c);
+    pub_close(f, &p, true);
+}
+
+/* ---- wakes ---- */
+
+static void test_wake_join_and_success(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    struct broker_call_req rq = req("llm-a", SID_A);
+    rq.hibernating = true;
+    struct fake_ep e1, e2;
+    struct broker_call *c1 = start(f, &e1, rq);
+    rq.streaming = true;
+    struct broker_call *c2 = start(f, &e2, rq);
+
+    char *text = pub_read(f, &p, BROKER_PARKED);
+    char wid[BROKER_ID_LEN], want[512];
+    task_id_of(text, 0, wid);
+    snprintf(want, sizeof want,
+             "event: task\nid: %s\ndata: {\"kind\":\"wake\",\"taskId\":\"%s\","
+             "\"llmName\":\"llm-a\"}\n\n",
+             wid, wid);
+    assert_string_equal(text, want);
+    struct broker_stats s;
+    broker_stats(f->b, &s);
+    assert_int_equal(s.wakes, 1);
+    assert_int_equal(s.tasks, 1);
+    assert_int_equal(s.calls, 2);
+
+    /* held callers park */
+    struct broker_head h;
+    struct broker_error err;
+    assert_int_equal(broker_call_head(f->b, c1, &h, &err), 0);
+
+    /* a wake takes no stream pieces */
+    assert_int_equal(chunk(f, &p, wid, "x", false), 400);
+
+    struct broker_outcome out;
+    struct broker_piece ok = {.kind = PIECE_FINAL, .status = 204, .ctype = "application/json"};
+    assert_int_equal(deliver(f, &p, wid, &ok, &out), 200);
+    assert_string_equal(out.woke, "llm-a");
+    assert_int_equal(e1.wakes, 0);
+    assert_int_equal(e2.wakes, 0);
+
+    /* both callers' infer tasks went out, in the order they came */
+    text = pub_read(f, &p, BROKER_PARKED);
+    assert_int_equal(count(text, "event: task\n"), 2);
+    char id1[BROKER_ID_LEN], id2[BROKER_ID_LEN];
+    task_id_of(text, 0, id1);
+    task_id_of(text, 1, id2);
+    assert_string_not_equal(id1, id2);
+    assert_string_not_equal(id1, wid);
+    json_t *o1 = frame_data(text, "task", 0), *o2 = frame_data(text, "task", 1);
+    assert_string_equal(json_string_value(json_object_get(o1, "kind")), "infer");
+    assert_string_equal(json_string_value(json_object_get(o1, "llmName")), "llm-a");
+    assert_true(json_is_false(json_object_get(o1, "streaming")));
+    assert_true(json_is_true(json_object_get(o2, "streaming")));
+    json_decref(o1);
+    json_decref(o2);
+    broker_stats(f->b, &s);
+    assert_int_equal(s.wakes, 0);
+    assert_int_equal(s.tasks, 2);
+    assert_int_equal(final(f, &p, wid, 200, "{}"), 410);
+
+    assert_int_equal(final(f, &p, id1, 200, "{\"n\":1}"), 200);
+    assert_int_equal(e1.wakes, 1);
+    assert_int_equal(broker_call_head(f->b, c1, &h, &err), 1);
+    assert_int_equal(h.status, 200);
+    assert_memory_equal(h.body, "{\"n\":1}", h.len);
+    free(h.body);
+    free(h.headers);
+    assert_int_equal(chunk(f, &p, id2, "s", true), 200);
+    assert_int_equal(e2.wakes, 1);
+    sse_head(f, c2);
+    char ev[256];
+    assert_int_equal(call_slurp(f->b, c2, ev, sizeof ev), BROKER_END);
+    assert_string_equal(ev, "data: s\n\ndata: [DONE]\n\n");
+
+    broker_call_done(f->b, c1);
+    broker_call_done(f->b, c2);
+    assert_no_tasks(f);
+    pub_close(f, &p, true);
+}
+
+static void test_wake_failures(void **state)
+{
+    struct fx *f = *state;
+    enum how { BY_ERROR, BY_STATUS, BY_TIMEOUT };
+    static const struct {
+        const char *name;
+        enum how how;
+        int status;
+        int publisher; /* broker_deliver's answer */
+    } cases[] = {
+        {"error piece", BY_ERROR, 0, 200},       {"server error", BY_STATUS, 500, 200},
+        {"not found", BY_STATUS, 404, 200},      {"redirect", BY_STATUS, 302, 200},
+        {"invalid status", BY_STATUS, 700, 400}, {"timeout", BY_TIMEOUT, 0, 0},
+    };
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        print_message("case %s\n", cases[i].name);
+        int64_t t = f->now; /* no ping falls due within a wake timeout */
+        struct broker_call_req rq = req("llm-a", SID_A);
+        rq.hibernating = true;
+        struct fake_ep e1, e2;
+        struct broker_call *c1 = start(f, &e1, rq);
+        struct broker_call *c2 = start(f, &e2, rq);
+        char *text = pub_read(f, &p, BROKER_PARKED);
+        assert_int_equal(count(text, "event: task\n"), 1);
+        char wid[BROKER_ID_LEN];
+        task_id_of(text, 0, wid);
+
+        struct broker_outcome out = {.woke = "stale"};
+        if (cases[i].how == BY_ERROR) {
+            struct broker_piece pc = {.kind = PIECE_ERROR, .data = "no gpu", .len = 6};
+            assert_int_equal(deliver(f, &p, wid, &pc, &out), 200);
+        } else if (cases[i].how == BY_STATUS) {
+            struct broker_piece pc = {.kind = PIECE_FINAL, .status = cases[i].status};
+            assert_int_equal(deliver(f, &p, wid, &pc, &out), cases[i].publisher);
+        } else {
+            assert_int_equal(broker_tick(f->b, t + 9999), t + 10000);
+            assert_int_equal(e1.wakes, 0);
+            broker_tick(f->b, t + 10000);
+            out.woke[0] = '\0';
+        }
+        assert_string_equal(out.woke, "");
+        assert_int_equal(e1.wakes, 1);
+        assert_int_equal(e2.wakes, 1);
+        struct broker_error err1 = failure(f, c1, 503);
+        struct broker_error err2 = failure(f, c2, 503);
+        assert_true(err1.retry_after > 0);
+        assert_true(err2.retry_after > 0);
+        assert_no_tasks(f);
+
+        text = pub_read(f, &p, BROKER_PARKED);
+        if (cases[i].how == BY_TIMEOUT) {
+            char want[128];
+            snprintf(want, sizeof want, "event: cancel\ndata: {\"taskId\":\"%s\"}\n\n", wid);
+            assert_string_equal(text, want);
+        } else {
+            assert_string_equal(text, "");
+        }
+        assert_int_equal(final(f, &p, wid, 200, NULL), 410);
+        broker_call_done(f->b, c1);
+        broker_call_done(f->b, c2);
+        assert_string_equal(pub_read(f, &p, BROKER_PARKED), "");
+    }
+    pub_close(f, &p, true);
+}
+
+static void test_wake_held_cap(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    struct broker_call_req rq = req("llm-a", SID_A);
+    rq.hibernating = true;
+    struct fake_ep e1, e2;
+    struct broker_call *c1 = start(f, &e1, rq);
+    struct broker_call *c2 = start(f, &e2, rq);
+    struct broker_error err = refused(f, rq, 503);
+    assert_true(err.retry_after > 0);
+    assert_non_null(strstr(err.msg, "cap"));
+    assert_int_equal(count(pub_read(f, &p, BROKER_PARKED), "event: task\n"), 1);
+
+    /* a held caller that leaves makes room */
+    broker_call_done(f->b, c1);
+    assert_string_equal(pub_read(f, &p, BROKER_PARKED), ""); /* the wake goes on */
+    struct fake_ep e3;
+    struct broker_call *c3 = start(f, &e3, rq);
+    refused(f, rq, 503);
+
+    /* another Llm has its own wake */
+    struct fake_ep e4;
+    struct broker_call *c4 = start(
+        f, &e4,
+        (struct broker_call_req){
+            .llm = "llm-b", .session = SID_A, .hibernating = true, .body = "{}", .body_len = 2});
+    assert_int_equal(count(pub_read(f, &p, BROKER_PARKED), "\"kind\":\"wake\""), 1);
+    struct broker_stats s;
+    broker_stats(f->b, &s);
+    assert_int_equal(s.wakes, 2);
+
+    broker_call_done(f->b, c2);
+    broker_call_done(f->b, c3);
+    broker_call_done(f->b, c4);
+    /* the wakes' tasks end with the stream */
+    pub_close(f, &p, true);
+    assert_no_tasks(f);
+}
+
+/* ---- losing a session ---- */
+
+static void test_session_replacement(void **state)
+{
+    struct fx *f = *state;
+    struct pub old, cur;
+    pub_open(f, &old, SID_A, OWNER, HASH_1, 0);
+    struct fake_ep ce, he;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &old, &ce, req("llm-a", SID_A), id);
+    struct broker_call_req rq = req("llm-b", SID_A);
+    rq.hibernating = true;
+    struct broker_call *held = start(f, &he, rq); /* its wake frame stays unread */
+    assert_int_equal(old.ep.wakes, 2);
+
+    pub_open(f, &cur, SID_A, OWNER, HASH_1, 0);
+    assert_true(broker_session_live(f->b, SID_A));
+    assert_int_equal(ce.wakes, 1);
+    assert_int_equal(he.wakes, 1);
+    struct broker_error e = failure(f, c, 502);
+    assert_string_equal(e.code, "publisher_error");
+    e = failure(f, held, 503);
+    assert_true(e.retry_after > 0);
+    assert_no_tasks(f);
+
+    /* the old stream drains what it had, then ends */
+    char *text = pub_read(f, &old, BROKER_END);
+    assert_non_null(strstr(text, "\"kind\":\"wake\""));
+    assert_int_equal(broker_stream_read(f->b, old.st, text, 16), BROKER_END);
+    assert_int_equal(final(f, &cur, id, 200, "{}"), 410);
+
+    /* closing the replaced stream leaves the session alone */
+    pub_close(f, &old, false);
+    assert_true(broker_session_live(f->b, SID_A));
+    struct fake_ep ce2;
+    struct broker_call *c2 = start_task(f, &cur, &ce2, req("llm-a", SID_A), id);
+    assert_int_equal(ce2.wakes, 0);
+    broker_call_done(f->b, c);
+    broker_call_done(f->b, held);
+    broker_call_done(f->b, c2);
+    pub_close(f, &cur, true);
+    assert_false(broker_session_live(f->b, SID_A));
+}
+
+/* Closing the current stream fails its tasks too. */
+static void test_stream_closed_fails_tasks(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    struct fake_ep ce;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ce, req("llm-a", SID_A), id);
+    pub_close(f, &p, true);
+    assert_int_equal(ce.wakes, 1);
+    failure(f, c, 502);
+    broker_call_done(f->b, c);
+    assert_no_tasks(f);
+    refused(f, req("llm-a", SID_A), 503);
+}
+
+static void test_revoke(void **state)
+{
+    struct fx *f = *state;
+    struct pub p[3];
+    const char *sids[] = {SID_A, SID_B, SID_C};
+    const char *hashes[] = {HASH_1, HASH_1, HASH_2};
+    struct fake_ep ce[3];
+    struct broker_call *c[3];
+    char id[3][BROKER_ID_LEN];
+    for (int i = 0; i < 3; i++) {
+        pub_open(f, &p[i], sids[i], OWNER, hashes[i], 0);
+        c[i] = start_task(f, &p[i], &ce[i], req("llm-a", sids[i]), id[i]);
+    }
+    assert_int_equal(broker_revoke(f->b, "3333"), 0);
+    assert_int_equal(broker_revoke(f->b, HASH_1), 2);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(ce[i].wakes, 1);
+        failure(f, c[i], 502);
+        assert_int_equal(p[i].ep.wakes, 2);
+        assert_string_equal(pub_read(f, &p[i], BROKER_END), "");
+        assert_false(broker_session_live(f->b, sids[i]));
+        assert_int_equal(final(f, &p[i], id[i], 200, "{}"), 410);
+    }
+    /* the other token's stream and task are untouched */
+    assert_int_equal(ce[2].wakes, 0);
+    assert_int_equal(p[2].ep.wakes, 1);
+    assert_true(broker_session_live(f->b, SID_C));
+    assert_string_equal(pub_read(f, &p[2], BROKER_PARKED), "");
+    assert_int_equal(broker_revoke(f->b, HASH_1), 0); /* already ended */
+
+    assert_int_equal(final(f, &p[2], id[2], 200, "{}"), 200);
+    struct broker_head h;
+    struct broker_error err;
+    assert_int_equal(broker_call_head(f->b, c[2], &h, &err), 1);
+    free(h.body);
+    free(h.headers);
+    for (int i = 0; i < 3; i++) {
+        broker_call_done(f->b, c[i]);
+        pub_close(f, &p[i], true); /* revoked streams still deactivate */
+    }
+    assert_no_tasks(f);
+}
+
+static void test_session_expire(void **state)
+{
+    struct fx *f = *state;
+    struct pub p, other;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    pub_open(f, &other, SID_B, OWNER, HASH_1, 0);
+    struct fake_ep ce, he, oe;
+    char id[BROKER_ID_LEN], oid[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ce, req("llm-a", SID_A), id);
+    struct broker_call_req rq = req("llm-z", SID_A);
+    rq.hibernating = true;
+    struct broker_call *held = start(f, &he, rq);
+    pub_read(f, &p, BROKER_PARKED);
+    struct broker_call *oc = start_task(f, &other, &oe, req("llm-b", SID_B), oid);
+
+    broker_session_expire(f->b, SID_A, "heartbeats stopped");
+    assert_int_equal(ce.wakes, 1);
+    struct broker_error e = failure(f, c, 502);
+    assert_non_null(strstr(e.msg, "heartbeats stopped"));
+    assert_int_equal(he.wakes, 1);
+    failure(f, held, 503);
+    assert_false(broker_session_live(f->b, SID_A));
+    assert_string_equal(pub_read(f, &p, BROKER_END), "");
+    assert_int_equal(final(f, &p, id, 200, "{}"), 410);
+    /* another session is untouched */
+    assert_int_equal(oe.wakes, 0);
+    assert_true(broker_session_live(f->b, SID_B));
+    broker_session_expire(f->b, "99999999999999999999999999999999", "none");
+
+    broker_call_done(f->b, c);
+    broker_call_done(f->b, held);
+    broker_call_done(f->b, oc);
+    pub_close(f, &p, true);
+    pub_close(f, &other, true);
+    assert_no_tasks(f);
+}
+
+/* ---- features and caps ---- */
+
+static void test_paths_feature(void **state)
+{
+    struct fx *f = *state;
+    static const struct {
+        const char *name;
+        unsigned features;
+        const char *path;
+        int refused; /* 0: the task goes out */
+    } cases[] = {
+        {"chat without features", 0, NULL, 0},
+        {"path without features", 0, "/v1/embeddings", 400},
+        {"path with streamed-results only", BROKER_FEAT_STREAMED, "/v1/embeddings", 400},
+        {"path with paths", BROKER_FEAT_PATHS, "/v1/embeddings", 0},
+        {"path with both", BROKER_FEAT_PATHS | BROKER_FEAT_STREAMED, "/v1/audio/speech", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        print_message("case %s\n", cases[i].name);
+        struct pub p;
+        pub_open(f, &p, SID_A, OWNER, HASH_1, cases[i].features);
+        struct broker_call_req rq = req("llm-a", SID_A);
+        rq.path = cases[i].path;
+        if (cases[i].refused) {
+            struct broker_error e = refused(f, rq, cases[i].refused);
+            assert_string_equal(e.code, "unsupported_route");
+            assert_non_null(strstr(e.msg, "\"paths\""));
+            assert_string_equal(pub_read(f, &p, BROKER_PARKED), "");
+        } else {
+            struct fake_ep ce;
+            struct broker_call *c = start(f, &ce, rq);
+            json_t *o = frame_data(pub_read(f, &p, BROKER_PARKED), "task", 0);
+            json_t *path = json_object_get(o, "path");
+            if (cases[i].path)
+                assert_string_equal(json_string_value(path), cases[i].path);
+            else
+                assert_null(path);
+            json_decref(o);
+            broker_call_done(f->b, c);
+        }
+        pub_close(f, &p, true);
+    }
+    assert_no_tasks(f);
+}
+
+/* A hibernating Llm is woken first; the feature is checked when its task
+ * would go out. */
+static void test_paths_feature_after_wake(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    struct broker_call_req rq = req("llm-a", SID_A);
+    rq.hibernating = true;
+    rq.path = "/v1/embeddings";
+    struct fake_ep ce;
+    struct broker_call *c = start(f, &ce, rq);
+    char wid[BROKER_ID_LEN];
+    task_id_of(pub_read(f, &p, BROKER_PARKED), 0, wid);
+    assert_int_equal(final(f, &p, wid, 200, NULL), 200);
+    assert_int_equal(ce.wakes, 1);
+    struct broker_error e = failure(f, c, 400);
+    assert_string_equal(e.code, "unsupported_route");
+    assert_string_equal(pub_read(f, &p, BROKER_PARKED), "");
+    broker_call_done(f->b, c);
+    pub_close(f, &p, true);
+    assert_no_tasks(f);
+}
+
+static void test_unavailable_and_busy(void **state)
+{
+    struct fx *f = *state;
+    struct broker_error e = refused(f, req("llm-a", SID_C), 503); /* no such session */
+    assert_string_equal(e.code, "publisher_unavailable");
+    assert_true(e.retry_after > 0);
+    assert_int_equal(broker_session_registered(f->b, SID_B, OWNER, 0, f->now), 0);
+    e = refused(f, req("llm-a", SID_B), 503); /* registered, no stream */
+    assert_true(e.retry_after > 0);
+    struct broker_call_req rq = req("llm-a", SID_B);
+    rq.hibernating = true;
+    refused(f, rq, 503);
+
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    struct fake_ep ce[4];
+    struct broker_call *c[4];
+    for (int i = 0; i < 4; i++)
+        c[i] = start(f, &ce[i], req("llm-a", SID_A));
+    e = refused(f, req("llm-a", SID_A), 503);
+    assert_string_equal(e.code, "publisher_busy");
+    assert_int_equal(e.retry_after, 1);
+    broker_call_done(f->b, c[0]); /* a task ends: room again */
+    struct fake_ep ce5;
+    struct broker_call *c5 = start(f, &ce5, req("llm-a", SID_A));
+    assert_int_equal(count(pub_read(f, &p, BROKER_PARKED), "event: task\n"), 5);
+    for (int i = 1; i < 4; i++)
+        broker_call_done(f->b, c[i]);
+    broker_call_done(f->b, c5);
+    pub_close(f, &p, true);
+    assert_no_tasks(f);
+}
+
+static void test_frame_too_large(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    char *body = malloc(base_cfg.max_frame + 1);
+    memset(body, ' ', base_cfg.max_frame);
+    body[0] = '{';
+    body[base_cfg.max_frame - 1] = '}';
+    body[base_cfg.max_frame] = '\0';
+    struct broker_call_req rq = req("llm-a", SID_A);
+    rq.body = body;
+    rq.body_len = base_cfg.max_frame;
+    refused(f, rq, 503);
+    free(body);
+    assert_string_equal(pub_read(f, &p, BROKER_PARKED), "");
+    assert_no_tasks(f);
+    pub_close(f, &p, true);
+}
+
+/* ---- endpoints that cannot keep up or wait ---- */
+
+static void test_stream_backpressure(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    static char frame[4001];
+    memset(frame, 'x', 4000);
+    assert_int_equal(broker_dispatch(f->b, SID_A, frame, 4000), 0);
+    assert_int_equal(broker_dispatch(f->b, SID_A, frame, 4000), 0);
+    assert_int_equal(p.ep.wakes, 1);
+    /* 8000 bytes wait; 300 more pass the 8192 cap */
+    assert_int_equal(broker_dispatch(f->b, SID_A, frame, 300), -1);
+    char out[64];
+    assert_int_equal(broker_stream_read(f->b, p.st, out, sizeof out), BROKER_OVERFLOW);
+    assert_int_equal(broker_stream_read(f->b, p.st, out, sizeof out), BROKER_OVERFLOW);
+    assert_int_equal(broker_dispatch(f->b, SID_A, "x", 1), -1);
+    struct broker_error e = refused(f, req("llm-a", SID_A), 503);
+    assert_true(e.retry_after > 0);
+    assert_no_tasks(f);
+    pub_close(f, &p, true);
+}
+
+/* Reading as fast as it comes keeps a stream under the cap. */
+static void test_stream_keeping_up(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    static char frame[4001];
+    memset(frame, 'x', 4000);
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(broker_dispatch(f->b, SID_A, frame, 4000), 0);
+        assert_int_equal(strlen(pub_read(f, &p, BROKER_PARKED)), 4000);
+    }
+    pub_close(f, &p, true);
+}
+
+static void test_park_refused(void **state)
+{
+    struct fx *f = *state;
+    struct fake_ep ep;
+    fake_init(&ep);
+    ep.refuse = true;
+    assert_int_equal(broker_session_registered(f->b, SID_A, OWNER, 0, f->now), 0);
+    struct broker_stream *st = broker_stream_open(f->b, SID_A, OWNER, HASH_1, &ep.ep, f->now);
+    char text[1024];
+    assert_int_equal(slurp(f->b, st, text, sizeof text), BROKER_GONE);
+    assert_non_null(strstr(text, "event: hello"));
+    assert_int_equal(ep.parks, 1);
+    assert_int_equal(broker_stream_read(f->b, st, text, sizeof text), BROKER_GONE);
+
+    /* a caller that cannot wait */
+    struct pub p = {.st = st, .sid = SID_A, .owner = OWNER};
+    struct fake_ep ce;
+    fake_init(&ce);
+    ce.refuse = true;
+    struct broker_call_req rq = req("llm-a", SID_A);
+    rq.streaming = true;
+    struct broker_error err = {0};
+    struct broker_call *c = broker_call_start(f->b, &rq, &ce.ep, f->now, &err);
+    assert_non_null(c);
+    assert_int_equal(ep.wakes, 0); /* never parked, never woken */
+    char id[BROKER_ID_LEN];
+    assert_true(slurp(f->b, st, text, sizeof text) == BROKER_GONE);
+    task_id_of(text, 0, id);
+    struct broker_head h;
+    assert_int_equal(broker_call_head(f->b, c, &h, &err), BROKER_GONE);
+    assert_int_equal(chunk(f, &p, id, "x", false), 200);
+    assert_int_equal(ce.wakes, 0);
+    sse_head(f, c);
+    assert_int_equal(call_slurp(f->b, c, text, sizeof text), BROKER_GONE);
+    assert_string_equal(text, "data: x\n\n");
+    broker_call_done(f->b, c);
+    char sid[BROKER_ID_LEN];
+    assert_true(broker_stream_closed(f->b, st, sid));
+}
+
+/* ---- shutdown ---- */
+
+static void test_shutdown(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    struct fake_ep we, se, he;
+    char wid[BROKER_ID_LEN], sid_[BROKER_ID_LEN];
+    struct broker_call *waiting = start_task(f, &p, &we, req("llm-a", SID_A), wid);
+    struct broker_call_req rq = req("llm-a", SID_A);
+    rq.streaming = true;
+    struct broker_call *streaming = start_task(f, &p, &se, rq, sid_);
+    assert_int_equal(chunk(f, &p, sid_, "x", false), 200);
+    sse_head(f, streaming);
+    rq = req("llm-b", SID_A);
+    rq.hibernating = true;
+    struct broker_call *held = start(f, &he, rq);
+    pub_read(f, &p, BROKER_PARKED);
+
+    broker_shutdown(f->b);
+    assert_int_equal(we.wakes, 1);
+    assert_int_equal(he.wakes, 1);
+    struct broker_error e = failure(f, waiting, 503);
+    assert_true(e.retry_after > 0);
+    e = failure(f, held, 503);
+    assert_true(e.retry_after > 0);
+    char text[4096];
+    assert_int_equal(call_slurp(f->b, streaming, text, sizeof text), BROKER_END);
+    expect_error_event(text, "server_error", "publisher_unavailable");
+    assert_string_equal(pub_read(f, &p, BROKER_END), "");
+    assert_no_tasks(f);
+
+    /* nothing new starts */
+    refused(f, req("llm-a", SID_A), 503);
+    struct fake_ep ep2;
+    fake_init(&ep2);
+    assert_null(broker_stream_open(f->b, SID_B, OWNER, HASH_1, &ep2.ep, f->now));
+
+    broker_call_done(f->b, waiting);
+    broker_call_done(f->b, streaming);
+    broker_call_done(f->b, held);
+    pub_close(f, &p, true);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_stream_hello_and_reads),
+        T(test_ping),
+        T(test_infer_task_frame),
+        T(test_final_results),
+        T(test_result_too_large),
+        T(test_streaming_chunks),
+        T(test_chunk_lines),
+        T(test_final_after_stream_started),
+        T(test_streamed_events),
+        T(test_streamed_events_cut),
+        T(test_streamed_events_cut_before_any),
+        T(test_stream_pieces_need_a_streaming_task),
+        T(test_publisher_error_piece),
+        T(test_result_routing),
+        T(test_cancel_on_call_done),
+        T(test_infer_timeout),
+        T(test_idle_timeout),
+        T(test_caller_backlog),
+        T(test_wake_join_and_success),
+        T(test_wake_failures),
+        T(test_wake_held_cap),
+        T(test_session_replacement),
+        T(test_stream_closed_fails_tasks),
+        T(test_revoke),
+        T(test_session_expire),
+        T(test_paths_feature),
+        T(test_paths_feature_after_wake),
+        T(test_unavailable_and_busy),
+        T(test_frame_too_large),
+        T(test_stream_backpressure),
+        T(test_stream_keeping_up),
+        T(test_park_refused),
+        T(test_shutdown),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
