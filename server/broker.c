@@ -127,6 +127,7 @@ struct broker {
     struct broker_stream *streams, *streams_tail; /* open, by next_ping */
     unsigned nstreams, ncalls;
     int64_t next_reap;
+    int64_t now; /* the latest time a caller passed in, for calls that take none */
     bool stopping;
 };
 
@@ -135,6 +136,13 @@ struct broker {
 static void lock(struct broker *b)
 {
     pthread_mutex_lock(&b->mu);
+}
+
+/* Notes the time a caller passed in (lock held). */
+static void seen(struct broker *b, int64_t now)
+{
+    if (now > b->now)
+        b->now = now;
 }
 
 static void unlock(struct broker *b)
@@ -656,6 +664,7 @@ int broker_session_registered(struct broker *b, const char *sid, const char *own
                               unsigned features, int64_t now)
 {
     lock(b);
+    seen(b, now);
     struct session *s = session_get(b, sid, owner, now);
     if (s)
         s->features = features;
@@ -675,6 +684,7 @@ struct broker_stream *broker_stream_open(struct broker *b, const char *sid, cons
     buf_init(&st->out, b->cfg.stream_backlog);
     st->deactivate = true;
     lock(b);
+    seen(b, now);
     struct session *s = b->stopping ? NULL : session_get(b, sid, owner, now);
     if (!s) {
         unlock(b);
@@ -734,7 +744,7 @@ bool broker_stream_closed(struct broker *b, struct broker_stream *st, char sid[B
     struct session *s = st->session;
     if (s && s->stream == st) {
         s->stream = NULL;
-        session_fail_tasks(b, s, 502, "the publisher disconnected", s->last_seen);
+        session_fail_tasks(b, s, 502, "the publisher disconnected", b->now);
     }
     stream_list_remove(b, st);
     b->nstreams--;
@@ -763,7 +773,7 @@ static void session_cut(struct broker *b, struct session *s, int status, const c
         unpark(b, st->ep);
         s->stream = NULL;
     }
-    session_fail_tasks(b, s, status, why, s->last_seen);
+    session_fail_tasks(b, s, status, why, b->now);
 }
 
 void broker_session_expire(struct broker *b, const char *sid, const char *why)
@@ -832,6 +842,7 @@ struct broker_call *broker_call_start(struct broker *b, const struct broker_call
     c->body_len = rq->body_len;
 
     lock(b);
+    seen(b, now);
     int rc;
     struct session *s = session_find(b, rq->session);
     if (b->stopping) {
@@ -926,7 +937,7 @@ void broker_call_done(struct broker *b, struct broker_call *c)
         t->call = NULL;
         c->task = NULL;
         send_cancel(b, t);
-        task_end(b, t, t->session ? t->session->last_seen : 0);
+        task_end(b, t, b->now);
     }
     b->ncalls--;
     unlock(b);
@@ -1054,6 +1065,7 @@ int broker_deliver(struct broker *b, const char *sid, const char *owner, const c
     memset(out, 0, sizeof *out);
     msg[0] = '\0';
     lock(b);
+    seen(b, now);
     int rc = 200;
     struct task *t;
     HASH_FIND_STR(b->tasks, task_id, t);
@@ -1151,6 +1163,7 @@ int64_t broker_tick(struct broker *b, int64_t now)
 {
     int64_t next = INT64_MAX;
     lock(b);
+    seen(b, now);
     /* Pings: the list is in next_ping order, each moves to the tail. */
     static const char ping[] = ": ping\n\n";
     unsigned budget = PINGS_PER_TICK;
@@ -1224,7 +1237,7 @@ void broker_shutdown(struct broker *b)
     struct task *t, *tt;
     HASH_ITER(hh, b->tasks, t, tt)
     {
-        task_fail(b, t, &e, false, 0);
+        task_fail(b, t, &e, false, b->now);
     }
     for (struct broker_stream *st = b->streams; st; st = st->next) {
         st->ending = true;

@@ -27,6 +27,9 @@
 #define REVOKE_EVERY_MS 1000
 #define REVOKE_LOOKBACK_MS (2 * AUTH_CACHE_TTL_MS)
 #define STALE_MAX 1024
+/* A streamed result post whose poster closed is failed this long after. */
+#define CUT_GRACE_MS 100
+#define CUTS_MAX 256
 
 struct housekeeper {
     struct server *srv;
@@ -40,6 +43,12 @@ struct housekeeper {
     /* Sessions a GC batch found stale. */
     char (*stale)[DB_SESSION_ID_LEN];
     unsigned nstale;
+    /* Posters that closed, to look at again. */
+    struct {
+        uint64_t conn_id;
+        int64_t due;
+    } cuts[CUTS_MAX];
+    unsigned ncuts;
 };
 
 struct housekeeper *housekeeper_new(struct server *srv)
@@ -148,15 +157,27 @@ static void *run(void *arg)
             break;
         }
         bool stop = false;
+        now = clock_mono_ms();
         for (int i = 0; i < n; i++) {
-            if (evs[i].data.u64 == STOP_ID)
+            uint64_t id = evs[i].data.u64;
+            if (id == STOP_ID) {
                 stop = true;
-            else
-                http_peer_gone(srv, evs[i].data.u64);
+            } else if (http_peer_gone(srv, id, hk->ncuts == CUTS_MAX)) {
+                hk->cuts[hk->ncuts].conn_id = id;
+                hk->cuts[hk->ncuts].due = now + CUT_GRACE_MS;
+                hk->ncuts++;
+            }
         }
         if (stop)
             break;
-        now = clock_mono_ms();
+        for (unsigned i = 0; i < hk->ncuts;) {
+            if (hk->cuts[i].due > now) {
+                i++;
+                continue;
+            }
+            http_peer_gone(srv, hk->cuts[i].conn_id, true);
+            hk->cuts[i] = hk->cuts[--hk->ncuts];
+        }
         next = broker_tick(srv->broker, now);
         if (now >= hk->next_gc) {
             gc_batch(hk);
@@ -170,6 +191,9 @@ static void *run(void *arg)
         }
         if (hk->next_gc < next)
             next = hk->next_gc;
+        for (unsigned i = 0; i < hk->ncuts; i++)
+            if (hk->cuts[i].due < next)
+                next = hk->cuts[i].due;
     }
     return NULL;
 }

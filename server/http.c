@@ -254,17 +254,28 @@ void http_endpoint_init(struct req *r)
     r->ep.wake = ep_wake;
 }
 
-void http_peer_gone(struct server *srv, uint64_t conn_id)
+bool http_peer_gone(struct server *srv, uint64_t conn_id, bool final)
 {
+    bool again = false;
     pthread_mutex_lock(&srv->watch_mu);
     struct conn *cc;
     HASH_FIND(hh, srv->conns, &conn_id, sizeof conn_id, cc);
     if (cc) {
         atomic_store(&cc->peer_gone, true);
-        if (cc->req)
-            broker_kick(srv->broker, &cc->req->ep); /* nothing unless it is parked */
+        struct req *r = cc->req;
+        if (r && atomic_load(&r->events)) {
+            /* Bytes that came with the close may still be on their way
+             * through libmicrohttpd: give them a moment first. */
+            if (final)
+                relay_events_peer_gone(r);
+            else
+                again = true;
+        } else if (r) {
+            broker_kick(srv->broker, &r->ep); /* nothing unless it is parked */
+        }
     }
     pthread_mutex_unlock(&srv->watch_mu);
+    return again;
 }
 
 /* ---- the checks before the body ---- */
@@ -492,6 +503,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_NO;
         r->srv = srv;
         r->conn = conn;
+        atomic_init(&r->events, false);
+        atomic_init(&r->events_over, false);
         http_endpoint_init(r);
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -510,7 +523,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         if (r->started)
             return MHD_YES; /* a refused request's body, discarded */
-        if (r->events)
+        if (atomic_load(&r->events))
             return relay_events_piece(r, upload_data, n);
         if (buf_append(&r->body, upload_data, n) < 0) {
             /* libmicrohttpd can answer only before the body or after all of
@@ -527,7 +540,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->started)
         return MHD_YES;
     r->started = true;
-    if (r->events)
+    if (atomic_load(&r->events))
         return relay_events_end(r);
     return run_route(r);
 }
@@ -551,7 +564,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         stream_closed(r);
     if (r->call)
         relay_done(r);
-    if (r->events)
+    if (atomic_load(&r->events))
         relay_events_done(r);
     buf_release(&r->body);
     buf_release(&r->partial);

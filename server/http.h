@@ -72,9 +72,9 @@ struct req {
     /* A control stream. */
     struct broker_stream *stream;
     /* A streamed result post: events pass through as they arrive. */
-    bool events;
-    bool events_ended;
-    struct buf partial; /* the bytes of an event not yet complete */
+    atomic_bool events;      /* set once the post is accepted */
+    atomic_bool events_over; /* ended, cut or refused: reported once */
+    struct buf partial;      /* the bytes of an event not yet complete */
     char session[DB_SESSION_ID_LEN];
 };
 
@@ -105,7 +105,9 @@ const char *http_session_header(struct req *r);
 void http_endpoint_init(struct req *r);
 
 /* The housekeeper's side (its thread): a watched connection's peer went
- * away; wakes the request waiting on it. */
-void http_peer_gone(struct server *srv, uint64_t conn_id);
+ * away; wakes the request waiting on it. For a streamed result post it
+ * returns true: call again with final set a little later, once what came
+ * with the close has been read. */
+bool http_peer_gone(struct server *srv, uint64_t conn_id, bool final);
 
 #endif

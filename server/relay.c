@@ -503,7 +503,7 @@ enum MHD_Result relay_events_begin(struct req *r, const char *task_id, bool *rep
     if (status != 200)
         return http_reply_error(r, (unsigned)status, "%s", msg);
     *replied = false;
-    r->events = true;
+    atomic_store(&r->events, true);
     snprintf(r->session, sizeof r->session, "%s", sid);
     buf_init(&r->partial, (size_t)srv->cfg.max_body);
     /* Quiet spells between events are the broker's idle timeout to judge. */
@@ -522,13 +522,19 @@ static int events_deliver(struct req *r, enum broker_piece_kind kind, const char
     return status;
 }
 
+/* Marks the streamed post over; true for the one caller that did. */
+static bool events_finish(struct req *r)
+{
+    return !atomic_exchange(&r->events_over, true);
+}
+
 enum MHD_Result relay_events_piece(struct req *r, const char *data, size_t len)
 {
-    if (r->events_ended)
+    if (atomic_load(&r->events_over))
         return MHD_NO;
     if (buf_append(&r->partial, data, len) < 0) {
-        r->events_ended = true;
-        events_deliver(r, PIECE_EVENTS_CUT, NULL, 0);
+        if (events_finish(r))
+            events_deliver(r, PIECE_EVENTS_CUT, NULL, 0);
         return MHD_NO;
     }
     size_t end = events_end(r->partial.data, r->partial.len);
@@ -538,7 +544,7 @@ enum MHD_Result relay_events_piece(struct req *r, const char *data, size_t len)
     buf_consume(&r->partial, end);
     if (status != 200) {
         /* The caller is gone or the task is over: stop the upload. */
-        r->events_ended = true;
+        atomic_store(&r->events_over, true);
         return MHD_NO;
     }
     return MHD_YES;
@@ -546,14 +552,16 @@ enum MHD_Result relay_events_piece(struct req *r, const char *data, size_t len)
 
 enum MHD_Result relay_events_end(struct req *r)
 {
-    int status = 200;
-    if (r->partial.len > 0) {
-        status = events_deliver(r, PIECE_EVENTS, r->partial.data, r->partial.len);
-        buf_reset(&r->partial);
+    int status = 410;
+    if (events_finish(r)) {
+        status = 200;
+        if (r->partial.len > 0) {
+            status = events_deliver(r, PIECE_EVENTS, r->partial.data, r->partial.len);
+            buf_reset(&r->partial);
+        }
+        if (status == 200)
+            status = events_deliver(r, PIECE_EVENTS_END, NULL, 0);
     }
-    if (status == 200)
-        status = events_deliver(r, PIECE_EVENTS_END, NULL, 0);
-    r->events_ended = true;
     if (status != 200)
         return http_reply_error(r, (unsigned)status, "the task is over");
     return http_reply_ok(r);
@@ -561,8 +569,12 @@ enum MHD_Result relay_events_end(struct req *r)
 
 void relay_events_done(struct req *r)
 {
-    if (!r->events_ended) {
-        r->events_ended = true;
+    if (events_finish(r))
         events_deliver(r, PIECE_EVENTS_CUT, NULL, 0);
-    }
+}
+
+void relay_events_peer_gone(struct req *r)
+{
+    if (events_finish(r))
+        events_deliver(r, PIECE_EVENTS_CUT, NULL, 0);
 }

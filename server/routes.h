@@ -38,6 +38,11 @@ enum MHD_Result relay_events_begin(struct req *r, const char *task_id, bool *rep
 enum MHD_Result relay_events_piece(struct req *r, const char *data, size_t len);
 enum MHD_Result relay_events_end(struct req *r);
 void relay_events_done(struct req *r);
+/* The housekeeper's thread (watch lock held): the poster's side closed
+ * before its body ended. libmicrohttpd 0.9.75 does not notice a close that
+ * arrives with the last bytes of a chunked body until the connection
+ * times out, so the task fails here, at once. */
+void relay_events_peer_gone(struct req *r);
 
 /* The routing cache: an Llm's kind, status and session, valid while the
  * database's route generation stands still (db_route_generation()). Any

@@ -536,6 +536,141 @@ static void test_openai_surface(void **state)
     http_resp_free(&r);
 }
 
+static const char STREAM_BODY[] =
+    "{\"model\":\"llm1\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+
+/* A streamed result post: the publisher's events reach the caller verbatim
+ * (event names and all) as they arrive, and the caller's stream ends with
+ * the post's body. */
+static void test_streamed_result_is_relayed_verbatim(void **state)
+{
+    struct fixture *f = *state;
+    struct fp_script s = {.mode = FP_STREAMED, .chunks = 3, .delay_ms = 300};
+    fake_publisher_set_script(f->fp, &s);
+    struct http_stream *st = infer_stream(f, "/v1/chat/completions", STREAM_BODY);
+    assert_int_equal(http_stream_wait_for(st, "tok0", 1, 5000), 0);
+    /* incremental: the first event is at the caller before the last is sent */
+    assert_true(fake_publisher_events_sent(f->fp) < 3);
+    assert_int_equal(http_stream_wait_done(st, 10000), 0);
+    assert_int_equal(http_stream_status(st), 200);
+    char *body = http_stream_body(st);
+    char want[1024] = "";
+    for (int i = 0; i < 3; i++) {
+        char ev[256];
+        snprintf(ev, sizeof ev,
+                 "event: delta\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+                 "\"tok%d \"}}]}\n\n",
+                 i);
+        strcat(want, ev);
+    }
+    strcat(want, "data: [DONE]\n\n");
+    assert_string_equal(body, want);
+    free(body);
+    http_stream_close(st);
+    for (int i = 0; i < 500 && fake_publisher_last_streamed_status(f->fp) == 0; i++)
+        usleep(10000);
+    assert_int_equal(fake_publisher_last_streamed_status(f->fp), 200);
+}
+
+/* A streamed post that breaks off: the caller's stream ends with an error
+ * event in OpenAI's shape, after the events that came through. */
+static void test_streamed_result_cut_off_ends_with_error(void **state)
+{
+    struct fixture *f = *state;
+    struct fp_script s = {.mode = FP_STREAMED, .chunks = 3, .delay_ms = 20, .cut_after = 2};
+    fake_publisher_set_script(f->fp, &s);
+    struct http_stream *st = infer_stream(f, "/v1/chat/completions", STREAM_BODY);
+    assert_int_equal(http_stream_wait_done(st, 10000), 0);
+    char *body = http_stream_body(st);
+    assert_non_null(strstr(body, "tok1"));
+    assert_null(strstr(body, "[DONE]"));
+    char *err = strstr(body, "event: error\ndata: ");
+    assert_non_null(err);
+    json_t *o = json_loads(err + strlen("event: error\ndata: "), JSON_DISABLE_EOF_CHECK, NULL);
+    assert_true(json_is_string(json_object_get(json_object_get(o, "error"), "message")));
+    assert_string_equal(json_string_value(json_object_get(json_object_get(o, "error"), "type")),
+                        "server_error");
+    json_decref(o);
+    free(body);
+    http_stream_close(st);
+}
+
+/* The backend's answer passes through: status, body byte for byte, and
+ * Retry-After and x-ratelimit-* (other headers stay behind). */
+static void test_backend_status_and_headers_pass_through(void **state)
+{
+    struct fixture *f = *state;
+    static const char err_body[] = "{\"error\": {\"message\": \"slow down\", \"type\": "
+                                   "\"rate_limit_error\", \"code\": \"rate_limit_exceeded\"}}";
+    char raw[512];
+    snprintf(raw, sizeof raw,
+             "{\"status\":429,\"headers\":{\"Retry-After\":\"7\","
+             "\"x-ratelimit-remaining-requests\":\"0\",\"X-Backend-Secret\":\"z\"},"
+             "\"body\":%s}",
+             err_body);
+    struct fp_script s = {.mode = FP_RAW, .raw = raw};
+    fake_publisher_set_script(f->fp, &s);
+    struct http_resp r;
+    infer(f, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &r);
+    assert_int_equal(r.status, 429);
+    assert_string_equal(r.body, err_body);
+    char *v = http_resp_header(&r, "Retry-After");
+    assert_non_null(v);
+    assert_string_equal(v, "7");
+    free(v);
+    v = http_resp_header(&r, "x-ratelimit-remaining-requests");
+    assert_non_null(v);
+    assert_string_equal(v, "0");
+    free(v);
+    assert_null(http_resp_header(&r, "X-Backend-Secret"));
+    http_resp_free(&r);
+
+    /* a body that is not JSON comes as a string, with its Content-Type */
+    s.raw = "{\"status\":200,\"headers\":{\"Content-Type\":\"text/plain\"},\"body\":\"plain "
+            "words\"}";
+    fake_publisher_set_script(f->fp, &s);
+    infer(f, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "plain words");
+    v = http_resp_header(&r, "Content-Type");
+    assert_string_equal(v, "text/plain");
+    free(v);
+    http_resp_free(&r);
+}
+
+/* A publisher cannot make mcpd send invalid HTTP: an informational or
+ * made-up status is a publisher error (502), and 204 goes out without a
+ * body. */
+static void test_publisher_cannot_break_http(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const bad[] = {"100", "101", "103", "99", "600"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char raw[128];
+        snprintf(raw, sizeof raw, "{\"status\":%s,\"body\":{\"x\":1}}", bad[i]);
+        struct fp_script s = {.mode = FP_RAW, .raw = raw};
+        fake_publisher_set_script(f->fp, &s);
+        struct http_resp r;
+        infer(f, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &r);
+        assert_int_equal(r.status, 502);
+        http_resp_free(&r);
+        assert_int_equal(fake_publisher_wait_posts(f->fp, 400, (int)i + 1, 5000), 0);
+    }
+    struct fp_script s = {.mode = FP_RAW, .raw = "{\"status\":204,\"body\":{\"x\":1}}"};
+    fake_publisher_set_script(f->fp, &s);
+    struct http_resp r;
+    infer(f, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &r);
+    assert_int_equal(r.status, 204);
+    assert_int_equal(r.len, 0);
+    http_resp_free(&r);
+    /* and the connection is still in step: the next call works */
+    fake_publisher_set_script(f->fp, &(struct fp_script){.mode = FP_ANSWER});
+    infer(f, "{\"messages\":[{\"role\":\"user\",\"content\":\"after\"}]}", &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "echo: after"));
+    http_resp_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -556,6 +691,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_relays_match_callers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inflight_cap_is_503, setup_small_cap, teardown),
         cmocka_unit_test_setup_teardown(test_openai_surface, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_streamed_result_is_relayed_verbatim, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_streamed_result_cut_off_ends_with_error, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_backend_status_and_headers_pass_through, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_publisher_cannot_break_http, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

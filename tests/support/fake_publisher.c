@@ -46,7 +46,114 @@ struct fake_publisher {
     unsigned int ntasks;
     long post_status[64];
     int post_count[64];
+    int events_sent;
+    long streamed_status;
 };
+
+/* The body of a streamed result post, produced as the transfer reads it. */
+struct streamed {
+    struct fp_task *t;
+    int next; /* the next event to send */
+    int n;
+    char buf[512];
+    size_t len, off;
+};
+
+static void ms_sleep(int ms);
+static void task_delay(struct fp_task *t);
+static int is_cancelled(struct fake_publisher *fp, const char *id);
+
+static size_t streamed_read(char *out, size_t size, size_t nmemb, void *ud)
+{
+    struct streamed *st = ud;
+    struct fp_task *t = st->t;
+    struct fake_publisher *fp = t->fp;
+    if (st->off == st->len) {
+        if (st->next > st->n)
+            return 0; /* the end of the body */
+        if (t->script.cut_after > 0 && st->next == t->script.cut_after)
+            return CURL_READFUNC_ABORT;
+        if (st->next == st->n) {
+            st->len = (size_t)snprintf(st->buf, sizeof st->buf, "data: [DONE]\n\n");
+        } else {
+            task_delay(t);
+            if (is_cancelled(fp, t->id))
+                return CURL_READFUNC_ABORT;
+            st->len = (size_t)snprintf(st->buf, sizeof st->buf,
+                                       "event: delta\ndata: {\"choices\":[{\"index\":0,"
+                                       "\"delta\":{\"content\":\"tok%d \"}}]}\n\n",
+                                       st->next);
+        }
+        st->off = 0;
+        st->next++;
+        pthread_mutex_lock(&fp->mu);
+        fp->events_sent++;
+        pthread_cond_broadcast(&fp->cv);
+        pthread_mutex_unlock(&fp->mu);
+    }
+    size_t k = st->len - st->off;
+    if (k > size * nmemb)
+        k = size * nmemb;
+    memcpy(out, st->buf + st->off, k);
+    st->off += k;
+    return k;
+}
+
+static size_t discard(char *p, size_t size, size_t nmemb, void *ud)
+{
+    (void)p;
+    (void)ud;
+    return size * nmemb;
+}
+
+/* One streamed result post for a streaming task. */
+static void post_streamed(struct fp_task *t)
+{
+    struct fake_publisher *fp = t->fp;
+    char url[512], sess[128];
+    snprintf(url, sizeof url, "%s/api/v1/llms/_provider-task/%s/result", fp->base, t->id);
+    snprintf(sess, sizeof sess, "x-mcpctl-provider-session: %s", fp->session);
+    char auth[300];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", fp->token);
+    struct curl_slist *h = curl_slist_append(NULL, sess);
+    h = curl_slist_append(h, auth);
+    h = curl_slist_append(h, "Content-Type: text/event-stream");
+    h = curl_slist_append(h, "Expect:");
+    struct streamed st = {.t = t, .n = t->script.chunks > 0 ? t->script.chunks : 3};
+    CURL *e = curl_easy_init();
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, streamed_read);
+    curl_easy_setopt(e, CURLOPT_READDATA, &st);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    long status = 0;
+    if (curl_easy_perform(e) == CURLE_OK)
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(e);
+    curl_slist_free_all(h);
+    pthread_mutex_lock(&fp->mu);
+    fp->streamed_status = status ? status : -1;
+    pthread_cond_broadcast(&fp->cv);
+    pthread_mutex_unlock(&fp->mu);
+}
+
+int fake_publisher_events_sent(struct fake_publisher *fp)
+{
+    pthread_mutex_lock(&fp->mu);
+    int n = fp->events_sent;
+    pthread_mutex_unlock(&fp->mu);
+    return n;
+}
+
+long fake_publisher_last_streamed_status(struct fake_publisher *fp)
+{
+    pthread_mutex_lock(&fp->mu);
+    long st = fp->streamed_status;
+    pthread_mutex_unlock(&fp->mu);
+    return st;
+}
 
 static void ms_sleep(int ms)
 {
@@ -122,6 +229,15 @@ static void *task_main(void *arg)
     if (s->mode == FP_ERROR) {
         task_delay(t);
         fake_publisher_post_result(fp, t->id, "{\"error\":\"backend exploded\"}");
+        goto out;
+    }
+    if (s->mode == FP_RAW) {
+        task_delay(t);
+        fake_publisher_post_result(fp, t->id, s->raw ? s->raw : "{}");
+        goto out;
+    }
+    if (s->mode == FP_STREAMED && t->streaming) {
+        post_streamed(t);
         goto out;
     }
     if (s->mode == FP_STATUS) {

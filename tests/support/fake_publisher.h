@@ -16,11 +16,15 @@
 #define TEST_FAKE_PUBLISHER_H
 
 enum fp_mode {
-    FP_ANSWER, /* final {status, body} (or chunks when the task streams) */
-    FP_ERROR,  /* {"error": "backend exploded"} */
-    FP_SILENT, /* never answers */
-    FP_DROP,   /* closes its control stream after drop_after chunks */
-    FP_STATUS, /* final {status: script.status, body: {"error": ...}} */
+    FP_ANSWER,   /* final {status, body} (or chunks when the task streams) */
+    FP_ERROR,    /* {"error": "backend exploded"} */
+    FP_SILENT,   /* never answers */
+    FP_DROP,     /* closes its control stream after drop_after chunks */
+    FP_STATUS,   /* final {status: script.status, body: {"error": ...}} */
+    FP_RAW,      /* posts script.raw as the result, verbatim */
+    FP_STREAMED, /* a streaming task's events in one streamed post (text/event-stream,
+                  * chunked), delay_ms before each; cut_after > 0 breaks the post
+                  * off after that many events */
 };
 
 struct fp_script {
@@ -33,6 +37,8 @@ struct fp_script {
     int wake_delay_ms;
     int jitter_ms;   /* each delay_ms wait gets a random 0..jitter_ms more */
     int echo_chunks; /* streamed chunks carry the echo too */
+    const char *raw; /* FP_RAW: the result body (kept by the caller) */
+    int cut_after;   /* FP_STREAMED */
 };
 
 struct fake_publisher;
@@ -61,6 +67,10 @@ void fake_publisher_drop(struct fake_publisher *fp);
 /* Posts body to the result route of task_id with this publisher's session;
  * returns the HTTP status. */
 long fake_publisher_post_result(struct fake_publisher *fp, const char *task_id, const char *body);
+/* Events sent so far in streamed result posts (FP_STREAMED). */
+int fake_publisher_events_sent(struct fake_publisher *fp);
+/* Status of the last streamed result post (0 until one ended). */
+long fake_publisher_last_streamed_status(struct fake_publisher *fp);
 /* Drops the stream, waits for task threads, frees everything. */
 void fake_publisher_stop(struct fake_publisher *fp);
 
