@@ -196,7 +196,7 @@ static int check_name(struct ctx *c, const char *cmd, const char *name)
 /* Resolves the credentials and makes a client. */
 static int connect_api(struct ctx *c, struct api **out)
 {
-    struct creds_sources src;
+    struct creds_sources src = {0};
     struct creds creds;
     creds_sources_from_env(&src);
     src.flag_url = opt_value(c, OPT_SERVER);
@@ -422,7 +422,7 @@ static int cmd_login(struct ctx *c)
     if (cacert && !*cacert)
         return usage_error(c, "login", "'--cacert' needs a file, got an empty value");
 
-    struct creds_sources src;
+    struct creds_sources src = {0};
     struct creds creds = {0};
     creds_sources_from_env(&src);
     char *path = creds_file_path(&src);

@@ -21,6 +21,7 @@ static const char *nonempty(const char *s)
 
 void creds_sources_from_env(struct creds_sources *s)
 {
+    memset(s, 0, sizeof *s);
     s->env_url = getenv(CREDS_ENV_URL);
     s->env_token = getenv(CREDS_ENV_TOKEN);
     s->env_cacert = getenv(CREDS_ENV_CACERT);

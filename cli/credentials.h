@@ -62,7 +62,8 @@ struct creds {
     char *path;              /* the credentials file path, or NULL when no home is known */
 };
 
-/* Fills s with the environment variables above (borrowed from environ). */
+/* Fills s with the environment variables above (borrowed from environ);
+ * every other field is cleared. */
 void creds_sources_from_env(struct creds_sources *s);
 
 /* Returns a new string with the credentials file path (caller frees), or NULL

@@ -153,6 +153,20 @@ static void test_home_fallback_path(void **state)
     assert_null(creds_file_path(&none));
 }
 
+static void test_sources_from_env(void **state)
+{
+    (void)state;
+    struct creds_sources s;
+    memset(&s, 0xa5, sizeof s); /* what an uninitialised struct may hold */
+    setenv("MCPCTL_CACERT", "/etc/mcp/ca.pem", 1);
+    creds_sources_from_env(&s);
+    unsetenv("MCPCTL_CACERT");
+    assert_string_equal(s.env_cacert, "/etc/mcp/ca.pem");
+    assert_null(s.flag_url);
+    assert_null(s.flag_token);
+    assert_null(s.flag_cacert);
+}
+
 static void test_only_needed_values(void **state)
 {
     (void)state;
@@ -551,6 +565,7 @@ int main(void)
         cmocka_unit_test(test_missing_values_are_usage_errors),
         cmocka_unit_test(test_empty_flags_are_rejected),
         cmocka_unit_test(test_home_fallback_path),
+        cmocka_unit_test(test_sources_from_env),
         cmocka_unit_test(test_only_needed_values),
         cmocka_unit_test(test_normalize_url),
         cmocka_unit_test(test_save_new_file),
