@@ -17,6 +17,8 @@ struct api {
     char *url;
     char *token;
     const char *token_from;
+    char *cafile; /* NULL: the system's CAs only */
+    const char *cafile_from;
     CURL *curl;
 };
 
@@ -52,12 +54,24 @@ struct api *api_new(const char *base_url, const char *token, const char *token_f
     return a;
 }
 
+int api_set_cafile(struct api *a, const char *cafile, const char *from)
+{
+    char *copy = NULL;
+    if (cafile && !(copy = strdup(cafile)))
+        return -1;
+    free(a->cafile);
+    a->cafile = copy;
+    a->cafile_from = cafile ? from : NULL;
+    return 0;
+}
+
 void api_free(struct api *a)
 {
     if (!a)
         return;
     if (a->curl)
         curl_easy_cleanup(a->curl);
+    free(a->cafile);
     free(a->url);
     free(a->token);
     free(a);
@@ -167,10 +181,25 @@ static const char *connect_failure(long os_errno)
     }
 }
 
-int api_transport_error(const struct api *a, int curl_code, long os_errno, bool got_response,
-                        struct cli_error *err)
+/* libcurl's description, fit for a one-line message: control characters
+ * become spaces, long texts are cut; fallback when there is none. */
+static void clean_reason(const char *reason, const char *fallback, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s", reason && *reason ? reason : fallback);
+    size_t n = strlen(out);
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
+        out[--n] = '\0';
+    for (char *p = out; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+}
+
+int api_transport_error(const struct api *a, int curl_code, long os_errno, const char *reason,
+                        bool got_response, struct cli_error *err)
 {
     const char *what;
+    char why[200];
+    char handshake[240];
     switch ((CURLcode)curl_code) {
     case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL:
@@ -198,12 +227,33 @@ int api_transport_error(const struct api *a, int curl_code, long os_errno, bool 
         what = "timed out";
         break;
     case CURLE_SSL_CONNECT_ERROR:
-        what = "TLS handshake failed";
+        if (reason && *reason) {
+            clean_reason(reason, "", why, sizeof why);
+            snprintf(handshake, sizeof handshake, "TLS handshake failed (%s)", why);
+            what = handshake;
+        } else {
+            what = "TLS handshake failed";
+        }
         break;
     case CURLE_PEER_FAILED_VERIFICATION:
+        clean_reason(reason, "the certificate was not accepted", why, sizeof why);
+        if (a->cafile)
+            return cli_error_set(err, CLI_EXIT_UNREACHABLE,
+                                 "cannot verify the TLS certificate of '%s': %s; check that the "
+                                 "CA file '%s' from %s holds the CA that signed mcpd's "
+                                 "certificate",
+                                 a->url, why, a->cafile,
+                                 a->cafile_from ? a->cafile_from : "the credentials file");
+        return cli_error_set(err, CLI_EXIT_UNREACHABLE,
+                             "cannot verify the TLS certificate of '%s': %s; pass --cacert to "
+                             "mcpctl login if the server uses a private CA",
+                             a->url, why);
     case CURLE_SSL_CACERT_BADFILE:
+        clean_reason(reason, "cannot load it", why, sizeof why);
+        return cli_error_set(err, CLI_EXIT_USAGE, "cannot use the CA file '%s' for '%s': %s",
+                             a->cafile ? a->cafile : "(the system's)", a->url, why);
     case CURLE_SSL_CERTPROBLEM:
-        what = "its TLS certificate could not be verified";
+        what = "a TLS certificate problem";
         break;
     case CURLE_WEIRD_SERVER_REPLY:
         what = "the answer is not HTTP (is it mcpd?)";
@@ -364,6 +414,7 @@ static int perform(struct api *a, const char *path, const char *post_body, long 
 {
     int rc = -1;
     char ua[64];
+    char reason[CURL_ERROR_SIZE] = "";
     char *url = make_url(a, path);
     struct curl_slist *hdrs = make_headers(a, post_body != NULL, x->fn != NULL);
     if (!url || !hdrs) {
@@ -384,6 +435,12 @@ static int perform(struct api *a, const char *path, const char *post_body, long 
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, reason);
+    if (a->cafile) {
+        /* CAINFO replaces the default bundle; CAPATH keeps the system's. */
+        curl_easy_setopt(c, CURLOPT_CAINFO, a->cafile);
+        curl_easy_setopt(c, CURLOPT_CAPATH, API_SYSTEM_CA_PATH);
+    }
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
@@ -406,7 +463,7 @@ static int perform(struct api *a, const char *path, const char *post_body, long 
     if (cc != CURLE_OK) {
         long os_errno = 0;
         curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno);
-        api_transport_error(a, (int)cc, os_errno, x->status > 0, err);
+        api_transport_error(a, (int)cc, os_errno, reason, x->status > 0, err);
         goto out;
     }
     long status = 0;
@@ -418,6 +475,8 @@ static int perform(struct api *a, const char *path, const char *post_body, long 
     }
     rc = 0;
 out:
+    /* The buffer is about to go: libcurl must not write to it later. */
+    curl_easy_setopt(a->curl, CURLOPT_ERRORBUFFER, NULL);
     curl_slist_free_all(hdrs);
     free(url);
     return rc;

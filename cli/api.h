@@ -6,7 +6,8 @@
  * struct cli_error whose class tells the exit code and whose message says
  * what went wrong and what to do, in plain words:
  *
- *   cannot connect, connection lost, no answer    CLI_EXIT_UNREACHABLE
+ *   cannot connect, connection lost, no answer,   CLI_EXIT_UNREACHABLE
+ *   a TLS certificate that cannot be verified
  *   401, 403                                      CLI_EXIT_AUTH
  *   404                                           CLI_EXIT_NOT_FOUND
  *   503 (with "retry in N s" from Retry-After)    CLI_EXIT_UNAVAILABLE
@@ -33,7 +34,8 @@
 #define API_SSE_LINE_MAX (1u * 1024 * 1024)
 #define API_SSE_EVENT_MAX (8u * 1024 * 1024)
 #define API_CONNECT_TIMEOUT_MS 10000L
-#define API_REQUEST_TIMEOUT_MS 60000L /* GETs; inference has no overall limit */
+#define API_REQUEST_TIMEOUT_MS 60000L       /* GETs; inference has no overall limit */
+#define API_SYSTEM_CA_PATH "/etc/ssl/certs" /* the system's CAs, kept beside a CA file */
 
 struct api;
 
@@ -42,6 +44,11 @@ struct api;
  * string, may be NULL). Both strings are copied. NULL when out of memory.
  * libcurl must have been initialised (curl_global_init) by the program. */
 struct api *api_new(const char *base_url, const char *token, const char *token_from);
+/* Makes every https:// call trust the CA certificates in cafile (PEM) in
+ * addition to the system's (API_SYSTEM_CA_PATH). from names where cafile
+ * came from, for messages (static string, may be NULL). cafile is copied;
+ * NULL goes back to the system's CAs only. 0, or -1 when out of memory. */
+int api_set_cafile(struct api *a, const char *cafile, const char *from);
 /* Frees the client and closes its connections. NULL is a no-op. */
 void api_free(struct api *a);
 
@@ -74,11 +81,12 @@ int api_status_error(const struct api *a, long status, const char *body, size_t 
                      long retry_after_s, const char *llm_name, struct cli_error *err);
 
 /* The error for a request that got no complete answer: curl_code is the
- * libcurl result, os_errno the socket error (0 when unknown), and
- * got_response is true when the answer had started. Always returns -1.
- * Exposed for tests. */
-int api_transport_error(const struct api *a, int curl_code, long os_errno, bool got_response,
-                        struct cli_error *err);
+ * libcurl result, os_errno the socket error (0 when unknown), reason
+ * libcurl's own description (may be NULL; quoted only for TLS failures,
+ * where it says what was wrong with the certificate), and got_response is
+ * true when the answer had started. Always returns -1. Exposed for tests. */
+int api_transport_error(const struct api *a, int curl_code, long os_errno, const char *reason,
+                        bool got_response, struct cli_error *err);
 
 /* The "error" text of an error body: {"error": "..."} or the OpenAI shape
  * {"error": {"message": "..."}}, copied into out (control characters become

@@ -27,6 +27,7 @@ enum opt_id {
     OPT_TEMPERATURE,
     OPT_MAX_TOKENS,
     OPT_NO_VERIFY,
+    OPT_CACERT,
 };
 
 #define GLOBAL_OPTS                                                                                \
@@ -46,7 +47,11 @@ static const struct cli_opt chat_opts_spec[] = {
     {"temperature", 0, true, OPT_TEMPERATURE},
     {"max-tokens", 0, true, OPT_MAX_TOKENS},
 };
-static const struct cli_opt login_opts[] = {GLOBAL_OPTS, {"no-verify", 0, false, OPT_NO_VERIFY}};
+static const struct cli_opt login_opts[] = {
+    GLOBAL_OPTS,
+    {"no-verify", 0, false, OPT_NO_VERIFY},
+    {"cacert", 0, true, OPT_CACERT},
+};
 static const struct cli_opt plain_opts[] = {GLOBAL_OPTS};
 
 /* What every command gets. */
@@ -76,6 +81,7 @@ static const char usage_main[] =
     "  describe llm NAME                    show every field of one Llm\n"
     "  chat-llm NAME [-m MESSAGE] ...       chat with an Llm\n"
     "  login --server URL --token TOKEN     save the server and token for later commands\n"
+    "        [--cacert FILE]                (and the CA that signed mcpd's certificate)\n"
     "  help [COMMAND]                       show the help of a command\n"
     "  version                              show mcpctl's version\n"
     "\n"
@@ -86,7 +92,9 @@ static const char usage_main[] =
     "  --version       show mcpctl's version\n"
     "\n"
     "The credentials file is $MCPCTL_HOME/credentials, else ~/.mcpctl/credentials\n"
-    "(JSON: {\"mcpdUrl\": \"...\", \"token\": \"...\"}), shared with mcplocal.\n"
+    "(JSON: {\"mcpdUrl\": \"...\", \"token\": \"...\", \"caFile\": \"...\"}), shared with\n"
+    "mcplocal. For https:// servers, the CA in $MCPCTL_CACERT, else the file's\n"
+    "caFile, is trusted besides the system's CAs.\n"
     "\n"
     "Exit codes:\n"
     "  0  success\n"
@@ -135,7 +143,7 @@ static const char usage_chat[] =
     "  --max-tokens N         longest answer, in tokens\n";
 
 static const char usage_login[] =
-    "Usage: mcpctl login --server URL --token TOKEN [--no-verify]\n"
+    "Usage: mcpctl login --server URL --token TOKEN [--cacert FILE] [--no-verify]\n"
     "\n"
     "Checks that mcpd at URL accepts TOKEN, then saves both in the credentials\n"
     "file ($MCPCTL_HOME/credentials, else ~/.mcpctl/credentials) with mode 0600,\n"
@@ -144,6 +152,9 @@ static const char usage_login[] =
     "Options:\n"
     "  --server URL    mcpd's URL, e.g. https://mcpd.example\n"
     "  --token TOKEN   an API token from 'mcpd token create'\n"
+    "  --cacert FILE   the CA (PEM) that signed mcpd's TLS certificate, when it is\n"
+    "                  a private one: checked, then saved as caFile (absolute\n"
+    "                  path) and trusted besides the system's CAs from now on\n"
     "  --no-verify     save without contacting mcpd\n";
 
 static const char usage_help[] = "Usage: mcpctl help [COMMAND]\n";
@@ -185,7 +196,7 @@ static int check_name(struct ctx *c, const char *cmd, const char *name)
 /* Resolves the credentials and makes a client. */
 static int connect_api(struct ctx *c, struct api **out)
 {
-    struct creds_sources src;
+    struct creds_sources src = {0};
     struct creds creds;
     creds_sources_from_env(&src);
     src.flag_url = opt_value(c, OPT_SERVER);
@@ -194,7 +205,7 @@ static int connect_api(struct ctx *c, struct api **out)
     int rc = creds_resolve(&src, true, true, &creds, c->err);
     if (rc == 0) {
         *out = api_new(creds.url, creds.token, creds.token_from);
-        if (!*out)
+        if (!*out || api_set_cafile(*out, creds.cafile, creds.cafile_from) < 0)
             rc = cli_error_set(c->err, CLI_EXIT_ERROR, "out of memory");
     }
     creds_release(&creds);
@@ -401,16 +412,21 @@ out:
 static int cmd_login(struct ctx *c)
 {
     if (c->args->npos > 0)
-        return usage_error(c, "login", "login takes no arguments, only --server and --token");
+        return usage_error(c, "login",
+                           "login takes no arguments, only --server, --token and --cacert");
     const char *url_in = opt_value(c, OPT_SERVER);
     const char *token = opt_value(c, OPT_TOKEN);
+    const char *cacert = cli_args_get(c->args, OPT_CACERT);
     if (!url_in || !*url_in || !token || !*token)
         return usage_error(c, "login", "login needs both --server URL and --token TOKEN");
+    if (cacert && !*cacert)
+        return usage_error(c, "login", "'--cacert' needs a file, got an empty value");
 
-    struct creds_sources src;
+    struct creds_sources src = {0};
+    struct creds creds = {0};
     creds_sources_from_env(&src);
     char *path = creds_file_path(&src);
-    char *url = NULL;
+    char *cafile = NULL;
     struct api *a = NULL;
     json_t *list = NULL;
     int rc = -1;
@@ -419,29 +435,40 @@ static int cmd_login(struct ctx *c)
                       "cannot tell where to save the credentials: set MCPCTL_HOME or HOME");
         goto out;
     }
-    if (creds_normalize_url(url_in, &url, c->err) < 0)
+    /* The file keeps the CA's absolute path: later commands run from
+     * anywhere. It is checked whatever the URL, as it is being saved. */
+    if (cacert && (creds_absolute_path(cacert, &cafile, c->err) < 0 ||
+                   creds_check_cafile(cafile, "--cacert", c->err) < 0))
         goto out;
-    if (!creds_token_valid(token)) {
-        usage_error(c, "login", "the token contains spaces or control characters");
+    /* The URL and token are the flags; the CA for the check is --cacert,
+     * else MCPCTL_CACERT, else the caFile the file keeps. */
+    src.flag_url = url_in;
+    src.flag_token = token;
+    src.flag_cacert = cafile;
+    if (creds_resolve(&src, true, true, &creds, c->err) < 0)
         goto out;
-    }
     if (!cli_args_has(c->args, OPT_NO_VERIFY)) {
-        a = api_new(url, token, "--token");
-        if (!a) {
+        a = api_new(creds.url, creds.token, "--token");
+        if (!a || api_set_cafile(a, creds.cafile, creds.cafile_from) < 0) {
             cli_error_set(c->err, CLI_EXIT_ERROR, "out of memory");
             goto out;
         }
         if (api_list_llms(a, &list, c->err) < 0)
             goto out;
     }
-    if (creds_save(path, url, token, c->err) < 0)
+    if (creds_save(path, creds.url, creds.token, cafile, c->err) < 0)
         goto out;
-    fprintf(c->out, "saved the credentials for %s in %s\n", url, path);
+    if (cafile)
+        fprintf(c->out, "saved the credentials for %s in %s, trusting the CA in %s\n", creds.url,
+                path, cafile);
+    else
+        fprintf(c->out, "saved the credentials for %s in %s\n", creds.url, path);
     rc = 0;
 out:
     json_decref(list);
     api_free(a);
-    free(url);
+    creds_release(&creds);
+    free(cafile);
     free(path);
     return rc;
 }

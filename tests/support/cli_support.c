@@ -47,7 +47,7 @@ int cli_t_run(const char *home, const char *const env[], const char *stdin_data,
     snprintf(home_kv, sizeof home_kv, "MCPCTL_HOME=%s", home ? home : "");
     /* Defaults first, each only when env does not set it: the child's
      * getenv() would see the first of two entries. */
-    const char *defaults[] = {home_kv, "MCPCTL_URL=", "MCPCTL_TOKEN="};
+    const char *defaults[] = {home_kv, "MCPCTL_URL=", "MCPCTL_TOKEN=", "MCPCTL_CACERT="};
     for (size_t d = 0; d < sizeof defaults / sizeof defaults[0]; d++) {
         size_t klen = strchr(defaults[d], '=') - defaults[d] + 1;
         bool overridden = false;

@@ -22,7 +22,7 @@ struct cli_t_result {
 
 /* Runs MCPCTL_BIN with args (NULL-terminated, without argv[0]). The
  * environment is the test's own with MCPCTL_HOME=home and MCPCTL_URL,
- * MCPCTL_TOKEN emptied (unset for mcpctl), then env (NULL-terminated "K=V"
+ * MCPCTL_TOKEN, MCPCTL_CACERT emptied (unset for mcpctl), then env (NULL-terminated "K=V"
  * list, may be NULL) on top. stdin_data may be NULL. Returns r->code. */
 int cli_t_run(const char *home, const char *const env[], const char *stdin_data,
               const char *const args[], struct cli_t_result *r);

@@ -110,7 +110,7 @@ static void test_transport_errors(void **state)
     for (size_t i = 0; i < sizeof transport_cases / sizeof transport_cases[0]; i++) {
         struct cli_error err = {0};
         assert_int_equal(api_transport_error(a, transport_cases[i].curl_code,
-                                             transport_cases[i].os_errno,
+                                             transport_cases[i].os_errno, NULL,
                                              transport_cases[i].got_response, &err),
                          -1);
         check(&err, transport_cases[i].code, transport_cases[i].needle);
@@ -118,6 +118,59 @@ static void test_transport_errors(void **state)
         assert_null(strstr(err.msg, "curl"));
         assert_null(strstr(err.msg, "CURLE"));
     }
+}
+
+/* TLS failures quote libcurl's reason (what was wrong with the certificate)
+ * and name the URL and, when one is set, the CA file and where it came
+ * from. */
+static void test_tls_errors(void **state)
+{
+    (void)state;
+    const char *reason = "SSL certificate problem: unable to get local issuer certificate\n";
+    struct api *t = api_new("https://127.0.0.1:8443", "tok", "MCPCTL_TOKEN");
+    assert_non_null(t);
+    struct cli_error err = {0};
+    assert_int_equal(api_transport_error(t, CURLE_PEER_FAILED_VERIFICATION, 0, reason, false, &err),
+                     -1);
+    check(&err, CLI_EXIT_UNREACHABLE,
+          "cannot verify the TLS certificate of 'https://127.0.0.1:8443': SSL certificate "
+          "problem: unable to get local issuer certificate; pass --cacert to mcpctl login if the "
+          "server uses a private CA");
+
+    assert_int_equal(api_set_cafile(t, "/etc/mcp/ca.pem", "MCPCTL_CACERT"), 0);
+    assert_int_equal(api_transport_error(t, CURLE_PEER_FAILED_VERIFICATION, 0, reason, false, &err),
+                     -1);
+    check(&err, CLI_EXIT_UNREACHABLE,
+          "check that the CA file '/etc/mcp/ca.pem' from MCPCTL_CACERT holds the CA that "
+          "signed mcpd's certificate");
+    assert_null(strstr(err.msg, "pass --cacert"));
+
+    /* No reason from libcurl: still one plain line. */
+    assert_int_equal(api_transport_error(t, CURLE_PEER_FAILED_VERIFICATION, 0, "", false, &err),
+                     -1);
+    check(&err, CLI_EXIT_UNREACHABLE, "': the certificate was not accepted; check that");
+
+    assert_int_equal(api_transport_error(t, CURLE_SSL_CACERT_BADFILE, 0,
+                                         "error setting certificate file", false, &err),
+                     -1);
+    check(&err, CLI_EXIT_USAGE,
+          "cannot use the CA file '/etc/mcp/ca.pem' for "
+          "'https://127.0.0.1:8443': error setting certificate file");
+
+    assert_int_equal(api_transport_error(t, CURLE_SSL_CONNECT_ERROR, 0,
+                                         "error:0A00010B:SSL routines::wrong version number", false,
+                                         &err),
+                     -1);
+    check(&err, CLI_EXIT_UNREACHABLE,
+          "TLS handshake failed (error:0A00010B:SSL routines::wrong version number); check the "
+          "server URL");
+
+    /* Back to the system's CAs only. */
+    assert_int_equal(api_set_cafile(t, NULL, NULL), 0);
+    assert_int_equal(api_transport_error(t, CURLE_PEER_FAILED_VERIFICATION, 0, reason, false, &err),
+                     -1);
+    check(&err, CLI_EXIT_UNREACHABLE, "pass --cacert to mcpctl login");
+    api_free(t);
 }
 
 static void test_error_reason(void **state)
@@ -149,6 +202,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_errors),
         cmocka_unit_test(test_transport_errors),
+        cmocka_unit_test(test_tls_errors),
         cmocka_unit_test(test_error_reason),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
