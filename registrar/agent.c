@@ -156,12 +156,8 @@ static const char *const *mcpd_headers(const struct agent *a, struct mcpd_header
     return h->list;
 }
 
-/* pipeline: the request may share a connection with others (transport.h);
- * only for final result posts, which mcpd answers at once and which are
- * harmless to send twice (the second gets 410). */
 static int mcpd_request(struct agent *a, const char *method, const char *path, bool with_session,
-                        bool pipeline, const char *body, http_done_fn done, void *ud,
-                        struct http_req **out)
+                        const char *body, http_done_fn done, void *ud, struct http_req **out)
 {
     struct mcpd_headers h;
     char *url = mcpd_url(a, path);
@@ -176,7 +172,6 @@ static int mcpd_request(struct agent *a, const char *method, const char *path, b
         .max_body = MCPD_MAX_BODY,
         .timeout_ms = MCPD_TIMEOUT_MS,
         .connect_timeout_ms = MCPD_CONNECT_TIMEOUT_MS,
-        .pipeline = pipeline,
         .on_done = done,
         .ud = ud,
     };
@@ -270,8 +265,6 @@ static void on_post_done(struct http_req *r, void *ud)
         return;
     }
     if (status == 410 || status == 404) {
-        /* Also what a final result sent twice gets (a pipelined post is
-         * sent again after a lost connection): the task is over either way. */
         log_info("task %s (%s): mcpd answered %ld to a result, the caller is gone or the result "
                  "arrived already; abandoning it",
                  t->id, t->llm, status);
@@ -298,7 +291,7 @@ static void send_next(struct task *t)
     char path[sizeof MCP_ROUTE_TASK_PREFIX + TASK_ID_MAX + 16];
     snprintf(path, sizeof path, "%s%s/result", MCP_ROUTE_TASK_PREFIX, t->id);
     t->post_final = p->final;
-    int rc = mcpd_request(a, "POST", path, true, p->final, p->body, on_post_done, t, &t->post);
+    int rc = mcpd_request(a, "POST", path, true, p->body, on_post_done, t, &t->post);
     free(p->body);
     free(p);
     if (rc < 0) {
@@ -624,7 +617,7 @@ static void send_heartbeat(struct agent *a)
 {
     if (a->hb || !a->session[0])
         return;
-    if (mcpd_request(a, "POST", MCP_ROUTE_HEARTBEAT, true, false, "{}", on_hb_done, a, &a->hb) < 0)
+    if (mcpd_request(a, "POST", MCP_ROUTE_HEARTBEAT, true, "{}", on_hb_done, a, &a->hb) < 0)
         log_error("cannot send a heartbeat: out of memory");
 }
 
@@ -862,8 +855,7 @@ static void do_register(struct agent *a)
         goto oom;
     if (!a->updating)
         a->state = ST_REGISTERING;
-    if (mcpd_request(a, "POST", MCP_ROUTE_REGISTER, false, false, body, on_register_done, a,
-                     &a->reg) < 0)
+    if (mcpd_request(a, "POST", MCP_ROUTE_REGISTER, false, body, on_register_done, a, &a->reg) < 0)
         goto oom;
     free(body);
     free(ps);
