@@ -39,6 +39,9 @@
  * (so they can be posted chunk by chunk instead). */
 #define STREAM_REPLAY_MAX (1024 * 1024)
 #define STALL_PINGS 3
+/* How long the stall timer waits, once the limit has passed, for bytes
+ * already received to be read (after the process was stopped, say). */
+#define STALL_RECHECK_MS 50
 
 enum state {
     ST_IDLE,
@@ -132,6 +135,7 @@ struct agent {
     struct sse_parser sse;
     char stream_fail[256];
     int64_t hb_ms, ping_ms, last_rx;
+    bool stall_recheck; /* the stall timer gives the loop one more round */
     struct pub *pubs;
     size_t n_pubs, checks_pending;
     struct config *pub_cfg;
@@ -1113,7 +1117,8 @@ static void on_stall_timer(struct loop *l, void *ud)
         return;
     }
     /* Bytes that arrived while this process could not run (stopped,
-     * suspended, starved) are data too: the loop reads them next. */
+     * suspended, starved) are data too: look at the socket, and give the
+     * loop one more round to read what is there before judging. */
     int fd = a->stream ? http_req_socket(a->stream) : -1;
     int pending = 0;
     if (fd >= 0 && ioctl(fd, FIONREAD, &pending) == 0 && pending > 0) {
@@ -1121,6 +1126,11 @@ static void on_stall_timer(struct loop *l, void *ud)
                   (long long)idle, pending);
         a->last_rx = loop_now(l);
         loop_timer_start(l, &a->stall_t, limit);
+        return;
+    }
+    if (!a->stall_recheck) {
+        a->stall_recheck = true;
+        loop_timer_start(l, &a->stall_t, STALL_RECHECK_MS);
         return;
     }
     char why[128];
@@ -1143,6 +1153,7 @@ static void on_hello(struct agent *a, const char *data, size_t len)
              (double)a->hb_ms / 1000.0);
     loop_timer_start(a->loop, &a->hb_t, a->hb_ms);
     loop_timer_start(a->loop, &a->healthy_t, a->o.healthy_ms);
+    a->stall_recheck = false;
     loop_timer_start(a->loop, &a->stall_t, STALL_PINGS * a->ping_ms);
 }
 
@@ -1167,6 +1178,7 @@ static int on_stream_data(struct http_req *r, const char *data, size_t len, void
     (void)r;
     struct agent *a = ud;
     a->last_rx = loop_now(a->loop);
+    a->stall_recheck = false;
     int rc = sse_parser_feed(&a->sse, data, len);
     if (rc == SSE_ERR_LINE_TOO_LONG || rc == SSE_ERR_EVENT_TOO_LARGE) {
         snprintf(a->stream_fail, sizeof a->stream_fail, "mcpd sent a frame over the %d MiB cap",
@@ -1236,6 +1248,7 @@ static void open_stream(struct agent *a)
         return;
     }
     a->last_rx = loop_now(a->loop);
+    a->stall_recheck = false;
     loop_timer_start(a->loop, &a->stall_t, STALL_PINGS * a->ping_ms);
 }
 
@@ -1502,7 +1515,7 @@ static void go(struct agent *a, bool config_missing)
 {
     if (!a->have_creds) {
         log_warn("no credentials at '%s' (expected {\"mcpdUrl\": \"https://...\", \"token\": "
-                 "\"...\"}); idle until SIGHUP",
+                 "\"...\"}); idle until the file appears or SIGHUP",
                  a->creds_path);
         a->state = ST_IDLE;
         return;

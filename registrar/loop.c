@@ -628,6 +628,12 @@ int loop_run_once(struct loop *l, int max_wait_ms)
         timeout = 0;
 
     int n = epoll_wait(l->epfd, l->ev, LOOP_MAX_EVENTS, (int)timeout);
+    if (n < 0 && errno == EINTR) {
+        /* A stop signal and SIGCONT interrupt epoll_wait() even without a
+         * handler: take what became ready meanwhile before timers run, so
+         * a timer does not judge a peer whose bytes are still unread. */
+        n = epoll_wait(l->epfd, l->ev, LOOP_MAX_EVENTS, 0);
+    }
     if (n < 0) {
         if (errno != EINTR)
             return -1;
