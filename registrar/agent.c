@@ -1,6 +1,7 @@
 #include "agent.h"
 
 #include "backoff.h"
+#include "buf.h"
 #include "child.h"
 #include "config.h"
 #include "credentials.h"
@@ -18,6 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #define STREAM_MAX_LINE (8 * 1024 * 1024)
 #define STREAM_MAX_EVENT (8 * 1024 * 1024)
@@ -27,7 +31,17 @@
 /* Per-task result queue: pause the backend above HIGH, resume at LOW. */
 #define QUEUE_HIGH 64
 #define QUEUE_LOW 16
+/* Streamed result: bytes waiting for mcpd above which the backend is
+ * paused, and below which it is resumed. */
+#define STREAM_OUT_HIGH (256 * 1024)
+#define STREAM_OUT_LOW (64 * 1024)
+/* Bytes of a streamed result kept while mcpd might still refuse the form
+ * (so they can be posted chunk by chunk instead). */
+#define STREAM_REPLAY_MAX (1024 * 1024)
 #define STALL_PINGS 3
+/* How long the stall timer waits, once the limit has passed, for bytes
+ * already received to be read (after the process was stopped, say). */
+#define STALL_RECHECK_MS 50
 
 enum state {
     ST_IDLE,
@@ -40,6 +54,13 @@ enum state {
     ST_DONE,
 };
 
+/* How a streaming task's events reach mcpd. */
+enum relay {
+    RELAY_NONE,   /* no event yet */
+    RELAY_STREAM, /* one streamed request: the events verbatim */
+    RELAY_CHUNKS, /* one {"chunk"} post per event, in order */
+};
+
 struct post {
     char *body;
     bool final;
@@ -49,6 +70,7 @@ struct post {
 struct task {
     struct agent *a;
     struct task *prev, *next;
+    uint64_t serial; /* tells a task from a later one at the same address */
     char id[TASK_ID_MAX + 1];
     char llm[MCP_NAME_MAX + 1];
     enum task_kind kind;
@@ -57,12 +79,27 @@ struct task {
     const struct provider_cfg *p;
     struct openai_call *call;
     struct wake_run *wake;
+    enum relay relay;
+    bool paused; /* the backend is paused: mcpd takes results too slowly */
+    bool failing;
+    /* RELAY_CHUNKS and final results: posts one at a time, in order. */
     struct post *qhead, *qtail;
     size_t queued;
     struct http_req *post; /* the one result post in flight */
     bool post_final;
     bool final_queued;
-    bool paused;
+    struct sse_parser *sse; /* RELAY_CHUNKS: the backend's events */
+    uint64_t events;
+    /* RELAY_STREAM: the streamed result post and its bytes. */
+    struct http_req *spost;
+    struct buf out;    /* whole events not yet handed to libcurl */
+    struct buf hold;   /* the start of an event whose end has not arrived */
+    struct buf replay; /* every byte handed over, while replay_ok */
+    bool replay_ok;
+    bool out_end;    /* the body ends once out (then tail) is drained */
+    char *tail;      /* how the body ends: an error event, or a blank line */
+    size_t tail_off; /* bytes of tail handed over */
+    char *end_error; /* the backend failed (or we stopped) with this */
     int64_t started;
 };
 
@@ -77,6 +114,7 @@ struct agent {
     struct loop *loop;
     struct agent_opts o;
     struct wake_opts wake_o;
+    char *home;
     char *config_path;
     char *creds_path;
     char *session_path;
@@ -87,6 +125,8 @@ struct agent {
     enum state state;
     bool updating; /* re-registering in place while the stream stays up */
     bool sent_session;
+    bool token_rejected; /* mcpd answered 401; said once until it takes the token again */
+    bool chunks_only;    /* this mcpd refused a streamed result: post chunks */
     struct backoff bo;
     struct loop_timer retry_t, hb_t, healthy_t, stall_t, grace_t;
     struct http_req *reg;
@@ -95,12 +135,16 @@ struct agent {
     struct sse_parser sse;
     char stream_fail[256];
     int64_t hb_ms, ping_ms, last_rx;
+    bool stall_recheck; /* the stall timer gives the loop one more round */
     struct pub *pubs;
     size_t n_pubs, checks_pending;
     struct config *pub_cfg;
     struct task *tasks;
     size_t n_tasks;
+    uint64_t task_serial;
     struct spawner *spawner;
+    int inotify_fd; /* watches the home directory for a new credentials file */
+    struct loop_fd inotify_w;
 };
 
 void agent_opts_defaults(struct agent_opts *o)
@@ -141,12 +185,12 @@ struct mcpd_headers {
 };
 
 static const char *const *mcpd_headers(const struct agent *a, struct mcpd_headers *h,
-                                       bool with_session, const char *accept)
+                                       bool with_session, const char *accept, const char *ctype)
 {
     size_t n = 0;
     snprintf(h->auth, sizeof h->auth, "Authorization: Bearer %s", a->creds.token);
     h->list[n++] = h->auth;
-    h->list[n++] = "Content-Type: application/json";
+    h->list[n++] = ctype ? ctype : "Content-Type: application/json";
     h->list[n++] = accept ? accept : "Accept: application/json";
     if (with_session) {
         snprintf(h->session, sizeof h->session, "%s: %s", MCP_HEADER_SESSION, a->session);
@@ -156,12 +200,8 @@ static const char *const *mcpd_headers(const struct agent *a, struct mcpd_header
     return h->list;
 }
 
-/* pipeline: the request may share a connection with others (transport.h);
- * only for final result posts, which mcpd answers at once and which are
- * harmless to send twice (the second gets 410). */
 static int mcpd_request(struct agent *a, const char *method, const char *path, bool with_session,
-                        bool pipeline, const char *body, http_done_fn done, void *ud,
-                        struct http_req **out)
+                        const char *body, http_done_fn done, void *ud, struct http_req **out)
 {
     struct mcpd_headers h;
     char *url = mcpd_url(a, path);
@@ -170,13 +210,13 @@ static int mcpd_request(struct agent *a, const char *method, const char *path, b
     struct http_req_opts o = {
         .method = method,
         .url = url,
-        .headers = mcpd_headers(a, &h, with_session, NULL),
+        .headers = mcpd_headers(a, &h, with_session, NULL, NULL),
         .body = body,
         .body_len = body ? strlen(body) : 0,
         .max_body = MCPD_MAX_BODY,
         .timeout_ms = MCPD_TIMEOUT_MS,
         .connect_timeout_ms = MCPD_CONNECT_TIMEOUT_MS,
-        .pipeline = pipeline,
+        .ca_file = a->creds.ca_file,
         .on_done = done,
         .ud = ud,
     };
@@ -185,10 +225,22 @@ static int mcpd_request(struct agent *a, const char *method, const char *path, b
     return rc;
 }
 
-/* A short description of why a request to mcpd did not succeed. */
-static void describe_failure(struct http_req *r, char *out, size_t outlen)
+/* A short description of why a request to mcpd did not succeed. TLS
+ * failures name mcpd's URL and the CAs tried. */
+static void describe_failure(const struct agent *a, struct http_req *r, char *out, size_t outlen)
 {
     long status = http_req_status(r);
+    if (status == 0 && http_req_tls_failed(r)) {
+        const char *d = http_req_error_detail(r);
+        if (a->creds.ca_file)
+            snprintf(out, outlen,
+                     "TLS with '%s' failed (trusting caFile '%s' and the system's CAs): %s",
+                     a->creds.mcpd_url, a->creds.ca_file, d ? d : "unknown error");
+        else
+            snprintf(out, outlen, "TLS with '%s' failed (trusting the system's CAs): %s",
+                     a->creds.mcpd_url, d ? d : "unknown error");
+        return;
+    }
     if (status == 0) {
         snprintf(out, outlen, "%s",
                  http_req_error_detail(r) ? http_req_error_detail(r) : "no response");
@@ -201,10 +253,20 @@ static void describe_failure(struct http_req *r, char *out, size_t outlen)
     snprintf(out, outlen, "mcpd answered %ld%s%s", status, msg[0] ? ": " : "", msg);
 }
 
+/* True for a task still in the list (t may be a freed pointer). */
+static bool task_alive(const struct agent *a, const struct task *t, uint64_t serial)
+{
+    for (const struct task *x = a->tasks; x; x = x->next)
+        if (x == t && x->serial == serial)
+            return true;
+    return false;
+}
+
 /* ---- tasks ---------------------------------------------------------- */
 
 static void check_stop_done(struct agent *a);
 static void send_heartbeat(struct agent *a);
+static void token_rejected(struct agent *a, const char *what);
 
 static void drop_queue(struct task *t)
 {
@@ -231,9 +293,27 @@ static void task_free(struct task *t)
     openai_call_free(t->call);
     wake_free(t->wake);
     http_req_free(t->post);
+    http_req_free(t->spost);
     drop_queue(t);
+    buf_release(&t->out);
+    buf_release(&t->hold);
+    buf_release(&t->replay);
+    free(t->tail);
+    free(t->end_error);
+    if (t->sse) {
+        sse_parser_release(t->sse);
+        free(t->sse);
+    }
     config_unref(t->cfg);
     free(t);
+}
+
+/* Frees t and lets a stopping agent finish. */
+static void task_end(struct task *t)
+{
+    struct agent *a = t->a;
+    task_free(t);
+    check_stop_done(a);
 }
 
 static struct task *task_find(struct agent *a, const char *id)
@@ -244,12 +324,36 @@ static struct task *task_find(struct agent *a, const char *id)
     return NULL;
 }
 
+static void result_path(const struct task *t, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s%s/result", MCP_ROUTE_TASK_PREFIX, t->id);
+}
+
+/* A result post mcpd did not take: says why, once. Returns true when the
+ * task is over for mcpd (the caller is gone), false for a failure. */
+static void post_refused(struct task *t, struct http_req *r, const char *what)
+{
+    struct agent *a = t->a;
+    long status = http_req_status(r);
+    if (status == 410 || status == 404) {
+        log_info("task %s (%s): mcpd answered %ld to %s, the caller is gone; abandoning it", t->id,
+                 t->llm, status, what);
+    } else if (status == 401) {
+        log_warn("task %s (%s): mcpd refused %s with 401; abandoning it", t->id, t->llm, what);
+        token_rejected(a, "a result post");
+    } else {
+        char why[512];
+        describe_failure(a, r, why, sizeof why);
+        log_warn("task %s (%s): %s failed: %s; abandoning it", t->id, t->llm, what, why);
+    }
+}
+
 static void send_next(struct task *t);
+static void chunks_take(struct task *t, const char *data, size_t len);
 
 static void on_post_done(struct http_req *r, void *ud)
 {
     struct task *t = ud;
-    struct agent *a = t->a;
     long status = http_req_status(r);
     bool final = t->post_final;
     t->post = NULL;
@@ -257,9 +361,8 @@ static void on_post_done(struct http_req *r, void *ud)
         http_req_free(r);
         if (final) {
             log_debug("task %s (%s): done in %lld ms", t->id, t->llm,
-                      (long long)(loop_now(a->loop) - t->started));
-            task_free(t);
-            check_stop_done(a);
+                      (long long)(loop_now(t->a->loop) - t->started));
+            task_end(t);
             return;
         }
         if (t->paused && t->queued <= QUEUE_LOW) {
@@ -269,20 +372,9 @@ static void on_post_done(struct http_req *r, void *ud)
         send_next(t);
         return;
     }
-    if (status == 410 || status == 404) {
-        /* Also what a final result sent twice gets (a pipelined post is
-         * sent again after a lost connection): the task is over either way. */
-        log_info("task %s (%s): mcpd answered %ld to a result, the caller is gone or the result "
-                 "arrived already; abandoning it",
-                 t->id, t->llm, status);
-    } else {
-        char why[512];
-        describe_failure(r, why, sizeof why);
-        log_warn("task %s (%s): result post failed: %s; abandoning it", t->id, t->llm, why);
-    }
+    post_refused(t, r, "a result post");
     http_req_free(r);
-    task_free(t);
-    check_stop_done(a);
+    task_end(t);
 }
 
 static void send_next(struct task *t)
@@ -296,15 +388,14 @@ static void send_next(struct task *t)
         t->qtail = NULL;
     t->queued--;
     char path[sizeof MCP_ROUTE_TASK_PREFIX + TASK_ID_MAX + 16];
-    snprintf(path, sizeof path, "%s%s/result", MCP_ROUTE_TASK_PREFIX, t->id);
+    result_path(t, path, sizeof path);
     t->post_final = p->final;
-    int rc = mcpd_request(a, "POST", path, true, p->final, p->body, on_post_done, t, &t->post);
+    int rc = mcpd_request(a, "POST", path, true, p->body, on_post_done, t, &t->post);
     free(p->body);
     free(p);
     if (rc < 0) {
         log_error("task %s (%s): cannot post a result: out of memory", t->id, t->llm);
-        task_free(t);
-        check_stop_done(a);
+        task_end(t);
     }
 }
 
@@ -317,18 +408,14 @@ static void task_post(struct task *t, char *body, bool final)
     }
     if (!body) {
         log_error("task %s (%s): out of memory building a result", t->id, t->llm);
-        struct agent *a = t->a;
-        task_free(t);
-        check_stop_done(a);
+        task_end(t);
         return;
     }
     struct post *p = calloc(1, sizeof *p);
     if (!p) {
         free(body);
-        struct agent *a = t->a;
         log_error("task %s (%s): out of memory queueing a result", t->id, t->llm);
-        task_free(t);
-        check_stop_done(a);
+        task_end(t);
         return;
     }
     p->body = body;
@@ -348,15 +435,327 @@ static void task_post(struct task *t, char *body, bool final)
     send_next(t);
 }
 
-static void task_fail(struct task *t, const char *msg)
+/* ---- streamed results ----------------------------------------------- */
+
+/* Length of the leading part of b that ends with a complete event (a blank
+ * line), 0 when there is none. */
+static size_t complete_events(const char *b, size_t n)
 {
-    task_post(t, wire_result_error(msg), true);
+    for (size_t i = n; i >= 2; i--) {
+        char c = b[i - 1], p = b[i - 2];
+        if ((c == '\n' && (p == '\n' || (p == '\r' && i >= 3 && b[i - 3] == '\n'))) ||
+            (c == '\r' && p == '\r'))
+            return i;
+    }
+    return 0;
 }
 
-static void on_chunk(void *ud, const char *data, size_t len)
+static void stream_finish(struct task *t, const char *msg, const char *code);
+
+static void stream_kick(struct task *t)
+{
+    if (t->spost)
+        http_req_resume_send(t->spost);
+}
+
+/* Bytes of the backend's event stream for the streamed post: whole events
+ * go out, a trailing partial event waits for its end. */
+static void stream_take(struct task *t, const char *data, size_t len)
+{
+    int rc = 0;
+    if (t->hold.len == 0) {
+        size_t whole = complete_events(data, len);
+        rc = buf_append(&t->out, data, whole);
+        if (rc == 0 && whole < len)
+            rc = buf_append(&t->hold, data + whole, len - whole);
+    } else {
+        rc = buf_append(&t->hold, data, len);
+        size_t whole = complete_events(t->hold.data, t->hold.len);
+        if (rc == 0 && whole > 0) {
+            rc = buf_append(&t->out, t->hold.data, whole);
+            buf_consume(&t->hold, whole);
+        }
+    }
+    if (rc < 0) {
+        /* The caps are far above the pause threshold: only a single event
+         * over STREAM_MAX_EVENT gets here. */
+        log_warn("task %s (%s): backend sent an event over the %d MiB cap", t->id, t->llm,
+                 STREAM_MAX_EVENT / (1024 * 1024));
+        openai_call_free(t->call);
+        t->call = NULL;
+        stream_finish(t, "backend sent an oversized stream event", "backend_error");
+        return;
+    }
+    if (t->out.len >= STREAM_OUT_HIGH && !t->paused && t->call) {
+        t->paused = true;
+        openai_call_pause(t->call);
+    }
+    stream_kick(t);
+}
+
+/* Ends the streamed body after the events already taken: with an error
+ * event when msg is set (a partial event is dropped), else with the last
+ * partial event completed. The ending goes in tail, apart from the
+ * backend's bytes, so a fallback to chunks can tell them apart. */
+static void stream_finish(struct task *t, const char *msg, const char *code)
+{
+    if (t->out_end)
+        return;
+    t->out_end = true;
+    if (msg) {
+        t->end_error = strdup(msg);
+        t->tail = wire_sse_error(msg, code);
+    } else {
+        if (t->hold.len > 0) {
+            if (buf_append(&t->out, t->hold.data, t->hold.len) < 0)
+                log_error("task %s (%s): out of memory ending the stream", t->id, t->llm);
+            buf_reset(&t->hold);
+            t->tail = strdup("\n\n");
+        }
+    }
+    if ((msg && (!t->end_error || !t->tail)))
+        log_error("task %s (%s): out of memory ending the stream", t->id, t->llm);
+    stream_kick(t);
+}
+
+static ssize_t stream_read(struct http_req *r, char *buf, size_t max, void *ud)
+{
+    (void)r;
+    struct task *t = ud;
+    if (t->out.len == 0) {
+        if (!t->out_end)
+            return HTTP_READ_PAUSE;
+        size_t left = t->tail ? strlen(t->tail) - t->tail_off : 0;
+        size_t n = left < max ? left : max;
+        memcpy(buf, t->tail ? t->tail + t->tail_off : "", n);
+        t->tail_off += n;
+        return (ssize_t)n;
+    }
+    size_t n = t->out.len < max ? t->out.len : max;
+    memcpy(buf, t->out.data, n);
+    if (t->replay_ok && buf_append(&t->replay, t->out.data, n) < 0) {
+        t->replay_ok = false;
+        buf_release(&t->replay);
+        buf_init(&t->replay, 0);
+    }
+    buf_consume(&t->out, n);
+    if (t->paused && t->out.len <= STREAM_OUT_LOW) {
+        t->paused = false;
+        openai_call_resume(t->call);
+    }
+    return (ssize_t)n;
+}
+
+/* RELAY_CHUNKS after the backend's answer ended in streamed mode: the last
+ * post. */
+static void backend_finish(struct task *t)
+{
+    if (t->end_error) {
+        task_post(t, wire_result_error(t->end_error), true);
+        return;
+    }
+    if (t->sse) {
+        uint64_t id = t->serial;
+        struct agent *a = t->a;
+        sse_parser_feed(t->sse, "\n\n", 2);
+        if (!task_alive(a, t, id))
+            return;
+    }
+    task_post(t, wire_result_done(), true);
+}
+
+/* mcpd did not take the streamed form: post the stream chunk by chunk,
+ * from its first event, as the first version did. */
+static void fall_back_to_chunks(struct task *t)
+{
+    t->relay = RELAY_CHUNKS;
+    struct buf replay = t->replay, out = t->out, hold = t->hold;
+    buf_init(&t->replay, 0);
+    buf_init(&t->out, 0);
+    buf_init(&t->hold, STREAM_MAX_EVENT);
+    if (t->paused) {
+        t->paused = false;
+        openai_call_resume(t->call);
+    }
+    struct agent *a = t->a;
+    uint64_t id = t->serial;
+    if (replay.len)
+        chunks_take(t, replay.data, replay.len);
+    if (out.len && task_alive(a, t, id))
+        chunks_take(t, out.data, out.len);
+    if (hold.len && task_alive(a, t, id))
+        chunks_take(t, hold.data, hold.len);
+    if (task_alive(a, t, id) && t->out_end && !t->final_queued)
+        backend_finish(t);
+    buf_release(&replay);
+    buf_release(&out);
+    buf_release(&hold);
+}
+
+static void on_stream_post_done(struct http_req *r, void *ud)
 {
     struct task *t = ud;
-    task_post(t, wire_result_chunk(data, len), false);
+    struct agent *a = t->a;
+    long status = http_req_status(r);
+    t->spost = NULL;
+    if (http_req_ok(r) && status >= 200 && status < 300 && t->out_end) {
+        http_req_free(r);
+        log_debug("task %s (%s): streamed in %lld ms", t->id, t->llm,
+                  (long long)(loop_now(a->loop) - t->started));
+        task_end(t);
+        return;
+    }
+    /* Refused before mcpd relayed anything: nothing sent at all, or an
+     * mcpd without streamed results refusing the form (400 or 415) while
+     * every byte sent is still at hand. */
+    bool refused_form = http_req_ok(r) && (status == 400 || status == 415) && t->replay_ok;
+    if (http_req_nothing_sent(r) || refused_form) {
+        char why[512];
+        describe_failure(a, r, why, sizeof why);
+        if (status == 401 || status == 404 || status == 410) {
+            post_refused(t, r, "the streamed result");
+            http_req_free(r);
+            task_end(t);
+            return;
+        }
+        if (refused_form) {
+            if (!a->chunks_only)
+                log_info("mcpd does not take streamed results (%s); posting chunk by chunk", why);
+            a->chunks_only = true;
+        } else {
+            log_info("task %s (%s): streamed result failed before any byte was sent (%s); "
+                     "posting chunk by chunk",
+                     t->id, t->llm, why);
+        }
+        http_req_free(r);
+        fall_back_to_chunks(t);
+        return;
+    }
+    post_refused(t, r, "the streamed result");
+    http_req_free(r);
+    task_end(t);
+}
+
+static int start_stream_post(struct task *t)
+{
+    struct agent *a = t->a;
+    struct mcpd_headers h;
+    char path[sizeof MCP_ROUTE_TASK_PREFIX + TASK_ID_MAX + 16];
+    result_path(t, path, sizeof path);
+    char *url = mcpd_url(a, path);
+    if (!url)
+        return -1;
+    const char *const *hl = mcpd_headers(a, &h, true, NULL, "Content-Type: text/event-stream");
+    struct http_req_opts o = {
+        .method = "POST",
+        .url = url,
+        .headers = hl,
+        .on_read = stream_read,
+        .max_body = MCPD_MAX_BODY,
+        .connect_timeout_ms = MCPD_CONNECT_TIMEOUT_MS,
+        .ca_file = a->creds.ca_file,
+        .on_done = on_stream_post_done,
+        .ud = t,
+    };
+    int rc = http_req_start(a->loop, &o, &t->spost);
+    free(url);
+    return rc;
+}
+
+/* ---- per-chunk results ---------------------------------------------- */
+
+static int on_chunk_event(void *ud, const struct sse_event *ev)
+{
+    struct task *t = ud;
+    if (t->final_queued)
+        return 1;
+    if (strcmp(ev->event, "error") == 0) {
+        char msg[300], err[400];
+        wire_backend_error(ev->data, ev->data_len, msg, sizeof msg);
+        snprintf(err, sizeof err, "backend stream error: %s", msg);
+        log_warn("task %s (%s) failed: %s", t->id, t->llm, err);
+        openai_call_free(t->call);
+        t->call = NULL;
+        task_post(t, wire_result_error(err), true);
+        return 1;
+    }
+    if (ev->data_len == 6 && memcmp(ev->data, "[DONE]", 6) == 0) {
+        openai_call_free(t->call);
+        t->call = NULL;
+        task_post(t, wire_result_done(), true);
+        return 1;
+    }
+    if (ev->data_len == 0)
+        return 0;
+    t->events++;
+    task_post(t, wire_result_chunk(ev->data, ev->data_len), false);
+    return 0;
+}
+
+/* Feeds event-stream bytes to the task's parser; may end the task. */
+static void chunks_take(struct task *t, const char *data, size_t len)
+{
+    if (!t->sse) {
+        t->sse = malloc(sizeof *t->sse);
+        if (!t->sse) {
+            log_error("task %s (%s): out of memory", t->id, t->llm);
+            task_end(t);
+            return;
+        }
+        sse_parser_init(t->sse, STREAM_MAX_EVENT, STREAM_MAX_EVENT, on_chunk_event, NULL, t);
+    }
+    if (t->final_queued)
+        return;
+    uint64_t id = t->serial;
+    struct agent *a = t->a;
+    int rc = sse_parser_feed(t->sse, data, len);
+    /* The task may be gone (out of memory paths free it). */
+    if (!task_alive(a, t, id))
+        return;
+    if ((rc == SSE_ERR_LINE_TOO_LONG || rc == SSE_ERR_EVENT_TOO_LARGE) && !t->final_queued) {
+        openai_call_free(t->call);
+        t->call = NULL;
+        task_post(t, wire_result_error("backend sent an oversized stream event"), true);
+    }
+}
+
+/* ---- the backend's answer ------------------------------------------- */
+
+static void on_backend_start(void *ud, long status)
+{
+    (void)status;
+    struct task *t = ud;
+    struct agent *a = t->a;
+    if (a->chunks_only || a->state == ST_STOPPING) {
+        t->relay = RELAY_CHUNKS;
+        return;
+    }
+    t->relay = RELAY_STREAM;
+    t->replay_ok = true;
+    if (start_stream_post(t) < 0) {
+        log_error("task %s (%s): cannot start the streamed result: out of memory", t->id, t->llm);
+        t->relay = RELAY_CHUNKS;
+    }
+}
+
+static void on_backend_bytes(void *ud, const char *data, size_t len)
+{
+    struct task *t = ud;
+    if (t->relay == RELAY_STREAM)
+        stream_take(t, data, len);
+    else
+        chunks_take(t, data, len);
+}
+
+/* Ends a task that failed: an {"error"} post, or the error event that ends
+ * its streamed result. */
+static void task_fail(struct task *t, const char *msg, const char *code)
+{
+    if (t->relay == RELAY_STREAM && t->spost) {
+        stream_finish(t, msg, code);
+        return;
+    }
+    task_post(t, wire_result_error(msg), true);
 }
 
 static void on_infer_done(void *ud, const struct openai_result *r)
@@ -365,23 +764,26 @@ static void on_infer_done(void *ud, const struct openai_result *r)
     openai_call_free(t->call);
     t->call = NULL;
     switch (r->outcome) {
-    case OPENAI_BODY: {
-        char *body = wire_result_status(r->status, r->body, r->body_len);
-        if (!body) {
-            log_warn("task %s (%s): backend answered %ld with a body that is not JSON", t->id,
-                     t->llm, r->status);
-            task_fail(t, "backend returned a body that is not JSON");
-            return;
-        }
+    case OPENAI_RESPONSE: {
+        if (r->status < 200 || r->status >= 300)
+            log_info("task %s (%s): backend answered %ld", t->id, t->llm, r->status);
+        char *body = wire_result_response(r->status, r->header_names, r->header_values,
+                                          r->n_headers, r->body, r->body_len);
         task_post(t, body, true);
         return;
     }
     case OPENAI_STREAMED:
-        task_post(t, wire_result_done(), true);
+        if (t->relay == RELAY_STREAM) {
+            stream_finish(t, NULL, NULL);
+            return;
+        }
+        /* A last event the backend did not end with a blank line is
+         * flushed first. */
+        backend_finish(t);
         return;
     case OPENAI_FAILED:
         log_warn("task %s (%s) failed: %s", t->id, t->llm, r->detail ? r->detail : r->error);
-        task_fail(t, r->error);
+        task_fail(t, r->error, "backend_error");
         return;
     }
 }
@@ -404,7 +806,7 @@ static void on_wake_done(void *ud, bool ok, int64_t ms, const char *error, const
         return;
     }
     log_warn("wake '%s' failed after %lld ms: %s", t->llm, (long long)ms, detail ? detail : error);
-    task_fail(t, error);
+    task_fail(t, error, NULL);
 }
 
 static struct task *task_new(struct agent *a, const char *id)
@@ -413,8 +815,12 @@ static struct task *task_new(struct agent *a, const char *id)
     if (!t)
         return NULL;
     t->a = a;
+    t->serial = ++a->task_serial;
     snprintf(t->id, sizeof t->id, "%s", id);
     t->started = loop_now(a->loop);
+    buf_init(&t->out, STREAM_MAX_EVENT + STREAM_OUT_HIGH);
+    buf_init(&t->hold, STREAM_MAX_EVENT);
+    buf_init(&t->replay, STREAM_REPLAY_MAX);
     t->next = a->tasks;
     if (a->tasks)
         a->tasks->prev = t;
@@ -448,11 +854,11 @@ static void handle_task(struct agent *a, const char *data, size_t len)
     t->streaming = f.streaming;
     if (rc < 0) {
         log_warn("task %s: %s", t->id, err);
-        task_fail(t, err);
+        task_fail(t, err, NULL);
         goto out;
     }
     if (a->state == ST_STOPPING) {
-        task_fail(t, "publisher shutting down");
+        task_fail(t, "publisher shutting down", NULL);
         goto out;
     }
     t->cfg = config_ref(a->cfg);
@@ -460,31 +866,38 @@ static void handle_task(struct agent *a, const char *data, size_t len)
     if (!t->p || !t->p->publish) {
         log_warn("task %s: '%s' is not published here", t->id, f.llm);
         snprintf(err, sizeof err, "llm '%s' is not published by this publisher", f.llm);
-        task_fail(t, err);
+        task_fail(t, err, NULL);
         goto out;
     }
     if (f.kind == TASK_WAKE) {
         if (t->p->wake.type == WAKE_NONE) {
             log_warn("task %s: wake for '%s', which has no wake recipe", t->id, f.llm);
-            task_fail(t, "no wake recipe is configured for this llm");
+            task_fail(t, "no wake recipe is configured for this llm", NULL);
             goto out;
         }
         log_info("waking '%s' (task %s)", f.llm, t->id);
         t->wake = wake_start(a->loop, a->spawner, t->p, &a->wake_o, on_wake_poll, on_wake_done, t);
         if (!t->wake)
-            task_fail(t, "out of memory");
+            task_fail(t, "out of memory", NULL);
         goto out;
     }
-    char *req = wire_task_upstream(&f, t->p->model, NULL);
+    size_t req_len = 0;
+    char *req = wire_task_upstream(&f, t->p->model, &req_len);
     if (!req) {
-        task_fail(t, "out of memory");
+        task_fail(t, "out of memory", NULL);
         goto out;
     }
-    log_debug("task %s: infer on '%s'%s", t->id, f.llm, f.streaming ? " (streaming)" : "");
-    t->call = openai_infer(a->loop, t->p, req, f.streaming, on_chunk, on_infer_done, t);
+    log_debug("task %s: infer on '%s' at %s%s", t->id, f.llm, f.path,
+              f.streaming ? " (streaming)" : "");
+    static const struct openai_stream_fns fns = {
+        .on_start = on_backend_start,
+        .on_bytes = on_backend_bytes,
+    };
+    t->call =
+        openai_infer(a->loop, t->p, f.path, req, req_len, f.streaming, &fns, on_infer_done, t);
     free(req);
     if (!t->call)
-        task_fail(t, "cannot start the backend request");
+        task_fail(t, "cannot start the backend request", NULL);
 out:
     wire_task_release(&f);
 }
@@ -502,8 +915,7 @@ static void handle_cancel(struct agent *a, const char *data, size_t len)
         return;
     }
     log_info("task %s (%s): cancelled by mcpd", t->id, t->llm);
-    task_free(t);
-    check_stop_done(a);
+    task_end(t);
 }
 
 static void abort_tasks(struct agent *a, const char *why)
@@ -515,6 +927,33 @@ static void abort_tasks(struct agent *a, const char *why)
         struct task *next = t->next;
         task_free(t);
         t = next;
+    }
+}
+
+/* Fails every task still waiting for its backend or wake with msg (tasks
+ * whose answer is complete keep going out). */
+static void fail_tasks(struct agent *a, const char *msg, const char *code)
+{
+    for (struct task *t = a->tasks; t; t = t->next) {
+        openai_call_free(t->call);
+        t->call = NULL;
+        wake_free(t->wake);
+        t->wake = NULL;
+        if (t->final_queued || t->out_end)
+            continue; /* its answer is complete: let it go out */
+        if (t->relay != RELAY_STREAM)
+            drop_queue(t);
+        t->failing = true;
+    }
+    /* task_post() may free a task (out of memory): restart the walk. */
+    for (;;) {
+        struct task *t = a->tasks;
+        while (t && !t->failing)
+            t = t->next;
+        if (!t)
+            break;
+        t->failing = false;
+        task_fail(t, msg, code);
     }
 }
 
@@ -534,8 +973,9 @@ static void free_checks(struct agent *a)
     a->pub_cfg = NULL;
 }
 
-/* Closes everything connection-related; tasks are abandoned. */
-static void drop_connection(struct agent *a, const char *why)
+/* Closes everything connection-related; tasks are abandoned unless
+ * keep_tasks (they then finish their last posts on their own). */
+static void drop_connection_ex(struct agent *a, const char *why, bool keep_tasks)
 {
     loop_timer_stop(a->loop, &a->retry_t);
     loop_timer_stop(a->loop, &a->hb_t);
@@ -549,7 +989,13 @@ static void drop_connection(struct agent *a, const char *why)
     http_req_free(a->hb);
     a->hb = NULL;
     a->updating = false;
-    abort_tasks(a, why);
+    if (!keep_tasks)
+        abort_tasks(a, why);
+}
+
+static void drop_connection(struct agent *a, const char *why)
+{
+    drop_connection_ex(a, why, false);
 }
 
 static void schedule_retry(struct agent *a)
@@ -574,6 +1020,27 @@ static void connection_lost(struct agent *a, const char *why)
     else if (a->state == ST_STREAMING)
         log_warn("cannot open the stream: %s", why);
     drop_connection(a, "the stream is down");
+    schedule_retry(a);
+}
+
+/* mcpd answered 401 to what: said once, in plain words, until mcpd takes
+ * a token again. While connected, the tasks in flight are failed (their
+ * error posts go out where mcpd still takes them), the stream is closed
+ * and the normal backoff applies; new credentials (SIGHUP, or the file
+ * changing) are used on the next attempt. */
+static void token_rejected(struct agent *a, const char *what)
+{
+    if (!a->token_rejected)
+        log_error("token rejected by mcpd: run mcpctl login (%s answered 401; the token is "
+                  "read from '%s')",
+                  what, a->creds_path);
+    else
+        log_debug("%s answered 401", what);
+    a->token_rejected = true;
+    if (a->state != ST_UP && a->state != ST_STREAMING)
+        return;
+    fail_tasks(a, "the publisher's token was rejected by mcpd", "publisher_error");
+    drop_connection_ex(a, "token rejected", true);
     schedule_retry(a);
 }
 
@@ -614,8 +1081,13 @@ static void on_hb_done(struct http_req *r, void *ud)
         connection_lost(a, "mcpd forgot the session");
         return;
     }
+    if (status == 401) {
+        http_req_free(r);
+        token_rejected(a, "a heartbeat");
+        return;
+    }
     char why[512];
-    describe_failure(r, why, sizeof why);
+    describe_failure(a, r, why, sizeof why);
     http_req_free(r);
     log_warn("heartbeat failed: %s", why);
 }
@@ -624,7 +1096,7 @@ static void send_heartbeat(struct agent *a)
 {
     if (a->hb || !a->session[0])
         return;
-    if (mcpd_request(a, "POST", MCP_ROUTE_HEARTBEAT, true, false, "{}", on_hb_done, a, &a->hb) < 0)
+    if (mcpd_request(a, "POST", MCP_ROUTE_HEARTBEAT, true, "{}", on_hb_done, a, &a->hb) < 0)
         log_error("cannot send a heartbeat: out of memory");
 }
 
@@ -642,6 +1114,23 @@ static void on_stall_timer(struct loop *l, void *ud)
     int64_t idle = loop_now(l) - a->last_rx;
     if (idle < limit) {
         loop_timer_start(l, &a->stall_t, limit - idle);
+        return;
+    }
+    /* Bytes that arrived while this process could not run (stopped,
+     * suspended, starved) are data too: look at the socket, and give the
+     * loop one more round to read what is there before judging. */
+    int fd = a->stream ? http_req_socket(a->stream) : -1;
+    int pending = 0;
+    if (fd >= 0 && ioctl(fd, FIONREAD, &pending) == 0 && pending > 0) {
+        log_debug("stream quiet for %lld ms but %d bytes are waiting; reading them",
+                  (long long)idle, pending);
+        a->last_rx = loop_now(l);
+        loop_timer_start(l, &a->stall_t, limit);
+        return;
+    }
+    if (!a->stall_recheck) {
+        a->stall_recheck = true;
+        loop_timer_start(l, &a->stall_t, STALL_RECHECK_MS);
         return;
     }
     char why[128];
@@ -664,6 +1153,7 @@ static void on_hello(struct agent *a, const char *data, size_t len)
              (double)a->hb_ms / 1000.0);
     loop_timer_start(a->loop, &a->hb_t, a->hb_ms);
     loop_timer_start(a->loop, &a->healthy_t, a->o.healthy_ms);
+    a->stall_recheck = false;
     loop_timer_start(a->loop, &a->stall_t, STALL_PINGS * a->ping_ms);
 }
 
@@ -688,6 +1178,7 @@ static int on_stream_data(struct http_req *r, const char *data, size_t len, void
     (void)r;
     struct agent *a = ud;
     a->last_rx = loop_now(a->loop);
+    a->stall_recheck = false;
     int rc = sse_parser_feed(&a->sse, data, len);
     if (rc == SSE_ERR_LINE_TOO_LONG || rc == SSE_ERR_EVENT_TOO_LARGE) {
         snprintf(a->stream_fail, sizeof a->stream_fail, "mcpd sent a frame over the %d MiB cap",
@@ -705,15 +1196,20 @@ static void on_stream_done(struct http_req *r, void *ud)
     if (a->stream_fail[0])
         snprintf(why, sizeof why, "%s", a->stream_fail);
     else if (status != 0 && status != 200)
-        describe_failure(r, why, sizeof why);
+        describe_failure(a, r, why, sizeof why);
     else if (!http_req_ok(r) && status == 200)
         snprintf(why, sizeof why, "connection lost (%s)", http_req_error_detail(r));
     else if (!http_req_ok(r))
-        snprintf(why, sizeof why, "%s", http_req_error_detail(r));
+        describe_failure(a, r, why, sizeof why);
     else
         snprintf(why, sizeof why, "mcpd closed the stream");
     http_req_free(r);
     a->stream = NULL;
+    if (status == 401 && a->state != ST_STOPPING) {
+        token_rejected(a, "the control stream");
+        if (a->state == ST_BACKOFF)
+            return;
+    }
     connection_lost(a, why);
 }
 
@@ -728,15 +1224,17 @@ static void open_stream(struct agent *a)
     }
     sse_parser_reset(&a->sse);
     a->stream_fail[0] = '\0';
-    long low_speed_s = (long)((STALL_PINGS * a->ping_ms + 999) / 1000);
     struct http_req_opts o = {
         .method = "GET",
         .url = url,
-        .headers = mcpd_headers(a, &h, true, "Accept: text/event-stream"),
+        .headers = mcpd_headers(a, &h, true, "Accept: text/event-stream", NULL),
         .max_body = MCPD_MAX_BODY,
         .connect_timeout_ms = MCPD_CONNECT_TIMEOUT_MS,
-        .low_speed_time_s = low_speed_s > 0 ? low_speed_s : 1,
+        /* No libcurl low-speed limit: it cannot see bytes waiting in the
+         * socket after this process was stopped, and would drop a healthy
+         * stream; the stall timer (which can) and TCP keepalive cover it. */
         .keepalive = true,
+        .ca_file = a->creds.ca_file,
         .on_data = on_stream_data,
         .on_done = on_stream_done,
         .ud = a,
@@ -750,6 +1248,7 @@ static void open_stream(struct agent *a)
         return;
     }
     a->last_rx = loop_now(a->loop);
+    a->stall_recheck = false;
     loop_timer_start(a->loop, &a->stall_t, STALL_PINGS * a->ping_ms);
 }
 
@@ -798,6 +1297,10 @@ static void on_register_done(struct http_req *r, void *ud)
         }
         json_decref(j);
         http_req_free(r);
+        if (a->token_rejected)
+            log_info("mcpd takes the token again");
+        a->token_rejected = false;
+        a->chunks_only = false;
         const char **statuses = calloc(a->n_pubs ? a->n_pubs : 1, sizeof *statuses);
         if (statuses) {
             statuses_of(a, statuses);
@@ -827,9 +1330,13 @@ static void on_register_done(struct http_req *r, void *ud)
         return;
     }
     char why[600];
-    describe_failure(r, why, sizeof why);
+    describe_failure(a, r, why, sizeof why);
     http_req_free(r);
-    if (status == 401 || status == 403)
+    if (status == 401) {
+        token_rejected(a, "register");
+        if (a->state == ST_BACKOFF)
+            return; /* it was up: already reconnecting */
+    } else if (status == 403)
         log_error("register failed: %s (check the token in '%s')", why, a->creds_path);
     else if (status == 409)
         log_error("register failed: %s (a provider name is taken on mcpd)", why);
@@ -862,8 +1369,7 @@ static void do_register(struct agent *a)
         goto oom;
     if (!a->updating)
         a->state = ST_REGISTERING;
-    if (mcpd_request(a, "POST", MCP_ROUTE_REGISTER, false, false, body, on_register_done, a,
-                     &a->reg) < 0)
+    if (mcpd_request(a, "POST", MCP_ROUTE_REGISTER, false, body, on_register_done, a, &a->reg) < 0)
         goto oom;
     free(body);
     free(ps);
@@ -1009,7 +1515,7 @@ static void go(struct agent *a, bool config_missing)
 {
     if (!a->have_creds) {
         log_warn("no credentials at '%s' (expected {\"mcpdUrl\": \"https://...\", \"token\": "
-                 "\"...\"}); idle until SIGHUP",
+                 "\"...\"}); idle until the file appears or SIGHUP",
                  a->creds_path);
         a->state = ST_IDLE;
         return;
@@ -1045,11 +1551,10 @@ int agent_start(struct agent *a)
     return 0;
 }
 
-void agent_reload(struct agent *a)
+/* Re-reads both files and applies what changed (SIGHUP, or a new
+ * credentials file). */
+static void reload(struct agent *a)
 {
-    if (a->state == ST_STOPPING || a->state == ST_DONE)
-        return;
-    log_info("SIGHUP: re-reading '%s' and '%s'", a->config_path, a->creds_path);
     struct loaded l;
     if (load_files(a, &l) < 0) {
         log_error("keeping the running configuration");
@@ -1080,6 +1585,70 @@ void agent_reload(struct agent *a)
     drop_connection(a, "reloading");
     a->state = ST_IDLE;
     go(a, missing);
+}
+
+void agent_reload(struct agent *a)
+{
+    if (a->state == ST_STOPPING || a->state == ST_DONE)
+        return;
+    log_info("SIGHUP: re-reading '%s' and '%s'", a->config_path, a->creds_path);
+    reload(a);
+}
+
+/* The home directory changed: a credentials file written (closed after
+ * writing, or renamed into place) that differs from the running one is
+ * applied as SIGHUP would. */
+static void on_home_event(struct loop *l, int fd, short revents, void *ud)
+{
+    (void)l;
+    (void)revents;
+    struct agent *a = ud;
+    char ev[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    bool creds = false;
+    for (;;) {
+        ssize_t n = read(fd, ev, sizeof ev);
+        if (n <= 0)
+            break;
+        for (char *p = ev; p < ev + n;) {
+            const struct inotify_event *e = (const struct inotify_event *)p;
+            if (e->len > 0 && strcmp(e->name, "credentials") == 0)
+                creds = true;
+            p += sizeof *e + e->len;
+        }
+    }
+    if (!creds || a->state == ST_STOPPING || a->state == ST_DONE)
+        return;
+    struct credentials c;
+    bool insecure = false;
+    char err[1024];
+    int rc = credentials_load(a->creds_path, &c, &insecure, err, sizeof err);
+    if (rc == CONFIG_ERR_MISSING)
+        return;
+    if (rc != 0) {
+        log_error("%s; keeping the running credentials", err);
+        return;
+    }
+    bool same = a->have_creds && credentials_equal(&c, &a->creds);
+    credentials_release(&c);
+    if (same)
+        return;
+    log_info("'%s' changed; re-reading the files", a->creds_path);
+    reload(a);
+}
+
+static void watch_home(struct agent *a)
+{
+    a->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (a->inotify_fd < 0)
+        return;
+    if (inotify_add_watch(a->inotify_fd, a->home, IN_CLOSE_WRITE | IN_MOVED_TO) < 0 ||
+        loop_fd_add(a->loop, &a->inotify_w, a->inotify_fd, CURL_WAIT_POLLIN, on_home_event, a) <
+            0) {
+        log_debug("cannot watch '%s' for new credentials: %s; SIGHUP re-reads them", a->home,
+                  strerror(errno));
+        close(a->inotify_fd);
+        a->inotify_fd = -1;
+    }
 }
 
 /* ---- shutdown ------------------------------------------------------- */
@@ -1130,24 +1699,7 @@ void agent_shutdown(struct agent *a)
         finish_stop(a);
         return;
     }
-    for (struct task *t = a->tasks; t; t = t->next) {
-        openai_call_free(t->call);
-        t->call = NULL;
-        wake_free(t->wake);
-        t->wake = NULL;
-        if (t->final_queued)
-            continue; /* its answer is ready: let it go out */
-        drop_queue(t);
-    }
-    /* task_post() may free a task (out of memory), so walk by id. */
-    for (;;) {
-        struct task *t = a->tasks;
-        while (t && t->final_queued)
-            t = t->next;
-        if (!t)
-            break;
-        task_fail(t, "publisher shutting down");
-    }
+    fail_tasks(a, "publisher shutting down", "publisher_shutdown");
     loop_timer_start(a->loop, &a->grace_t, a->o.shutdown_grace_ms);
     check_stop_done(a);
 }
@@ -1172,11 +1724,13 @@ struct agent *agent_new(struct loop *l, const struct agent_opts *o)
         return NULL;
     a->loop = l;
     a->o = *o;
+    a->inotify_fd = -1;
+    a->home = strdup(o->home);
     a->config_path = join_path(o->home, "config.json");
     a->creds_path = join_path(o->home, "credentials");
     a->session_path = join_path(o->home, "provider-session");
     a->spawner = spawner_new(l, on_child_line, a);
-    if (!a->config_path || !a->creds_path || !a->session_path || !a->spawner) {
+    if (!a->home || !a->config_path || !a->creds_path || !a->session_path || !a->spawner) {
         agent_free(a);
         return NULL;
     }
@@ -1197,6 +1751,7 @@ struct agent *agent_new(struct loop *l, const struct agent_opts *o)
     loop_timer_init(&a->stall_t, on_stall_timer, a);
     loop_timer_init(&a->grace_t, on_grace, a);
     a->state = ST_IDLE;
+    watch_home(a);
     return a;
 }
 
@@ -1208,10 +1763,15 @@ void agent_free(struct agent *a)
         drop_connection(a, "exiting");
         loop_timer_stop(a->loop, &a->grace_t);
     }
+    if (a->inotify_fd >= 0) {
+        loop_fd_remove(a->loop, &a->inotify_w);
+        close(a->inotify_fd);
+    }
     spawner_free(a->spawner);
     sse_parser_release(&a->sse);
     config_unref(a->cfg);
     credentials_release(&a->creds);
+    free(a->home);
     free(a->config_path);
     free(a->creds_path);
     free(a->session_path);

@@ -54,6 +54,44 @@ static int get_string(const char *path, const char *text, size_t len, json_t *ro
     return 0;
 }
 
+/* "caFile": optional; a path (spaces allowed), relative ones taken from the
+ * credentials file's directory. */
+static int get_ca_file(const char *path, const char *text, size_t len, json_t *root, char **out,
+                       char *err, size_t errlen)
+{
+    json_t *j = json_object_get(root, "caFile");
+    if (!j || json_is_null(j))
+        return 0;
+    const char *s = json_string_value(j);
+    if (!s || json_string_length(j) == 0 || strlen(s) != json_string_length(j)) {
+        jsonloc_error(err, errlen, "credentials", path, text, len, "caFile",
+                      "must be the path of a PEM file");
+        return -1;
+    }
+    for (const char *c = s; *c; c++) {
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+            jsonloc_error(err, errlen, "credentials", path, text, len, "caFile",
+                          "must not contain control characters");
+            return -1;
+        }
+    }
+    if (strlen(s) > CREDENTIALS_MAX_FIELD) {
+        jsonloc_error(err, errlen, "credentials", path, text, len, "caFile",
+                      "longer than %d characters", CREDENTIALS_MAX_FIELD);
+        return -1;
+    }
+    const char *slash = s[0] == '/' ? NULL : strrchr(path, '/');
+    size_t dir = slash ? (size_t)(slash - path) + 1 : 0;
+    size_t n = dir + strlen(s) + 1;
+    *out = malloc(n);
+    if (!*out) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    snprintf(*out, n, "%.*s%s", (int)dir, path, s);
+    return 0;
+}
+
 int credentials_parse(const char *text, size_t len, const char *path, struct credentials *out,
                       char *err, size_t errlen)
 {
@@ -72,7 +110,8 @@ int credentials_parse(const char *text, size_t len, const char *path, struct cre
         goto out;
     }
     if (get_string(path, text, len, root, "mcpdUrl", &out->mcpd_url, err, errlen) < 0 ||
-        get_string(path, text, len, root, "token", &out->token, err, errlen) < 0)
+        get_string(path, text, len, root, "token", &out->token, err, errlen) < 0 ||
+        get_ca_file(path, text, len, root, &out->ca_file, err, errlen) < 0)
         goto out;
     if (strncmp(out->mcpd_url, "http://", 7) != 0 && strncmp(out->mcpd_url, "https://", 8) != 0) {
         jsonloc_error(err, errlen, "credentials", path, text, len, "mcpdUrl",
@@ -120,13 +159,19 @@ void credentials_release(struct credentials *c)
 {
     free(c->mcpd_url);
     free(c->token);
+    free(c->ca_file);
     c->mcpd_url = NULL;
     c->token = NULL;
+    c->ca_file = NULL;
 }
 
 bool credentials_equal(const struct credentials *a, const struct credentials *b)
 {
     if (!a->mcpd_url || !b->mcpd_url || !a->token || !b->token)
+        return false;
+    if ((a->ca_file == NULL) != (b->ca_file == NULL))
+        return false;
+    if (a->ca_file && strcmp(a->ca_file, b->ca_file) != 0)
         return false;
     return strcmp(a->mcpd_url, b->mcpd_url) == 0 && strcmp(a->token, b->token) == 0;
 }

@@ -17,6 +17,7 @@
 struct credentials {
     char *mcpd_url; /* without a trailing slash */
     char *token;
+    char *ca_file; /* "caFile": a PEM file of CAs trusted besides the system's, or NULL */
 };
 
 /* Parses credentials text; path is used in messages. Returns 0 (release
@@ -28,7 +29,7 @@ int credentials_parse(const char *text, size_t len, const char *path, struct cre
 int credentials_load(const char *path, struct credentials *out, bool *insecure, char *err,
                      size_t errlen);
 void credentials_release(struct credentials *c);
-/* True when both are set and equal (NULL-safe). */
+/* True when both are set and equal, caFile included (NULL-safe). */
 bool credentials_equal(const struct credentials *a, const struct credentials *b);
 
 /* True for 1..SESSION_ID_MAX visible ASCII characters (it travels in a

@@ -1,7 +1,6 @@
 #include "loop.h"
 
 #include "clock.h"
-#include "httpc.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -80,7 +79,6 @@ struct loop {
     struct loop_hook *hooks;      /* armed end-of-iteration hooks */
     CURL *spare[LOOP_SPARE_EASY]; /* reset easy handles for reuse */
     size_t nspare;
-    struct httpc *httpc; /* made on first use */
 };
 
 static void forget_in_batch(struct loop *l, const void *p)
@@ -250,7 +248,6 @@ void loop_free(struct loop *l)
     if (!l)
         return;
     free_deferred(l);
-    httpc_free(l->httpc);
     while (l->nspare > 0)
         curl_easy_cleanup(l->spare[--l->nspare]);
     /* libcurl may still report sockets going away while it cleans up. */
@@ -356,13 +353,6 @@ int loop_fd_modify(struct loop *l, struct loop_fd *w, short events)
         return -1;
     w->events = events;
     return 0;
-}
-
-struct httpc *loop_httpc(struct loop *l)
-{
-    if (!l->httpc)
-        l->httpc = httpc_new(l);
-    return l->httpc;
 }
 
 static int push_deferred(struct loop *l, struct deferred *d)
@@ -638,6 +628,12 @@ int loop_run_once(struct loop *l, int max_wait_ms)
         timeout = 0;
 
     int n = epoll_wait(l->epfd, l->ev, LOOP_MAX_EVENTS, (int)timeout);
+    if (n < 0 && errno == EINTR) {
+        /* A stop signal and SIGCONT interrupt epoll_wait() even without a
+         * handler: take what became ready meanwhile before timers run, so
+         * a timer does not judge a peer whose bytes are still unread. */
+        n = epoll_wait(l->epfd, l->ev, LOOP_MAX_EVENTS, 0);
+    }
     if (n < 0) {
         if (errno != EINTR)
             return -1;

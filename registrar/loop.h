@@ -4,9 +4,7 @@
  *
  * Everything mcplocal does concurrently (the control stream, heartbeats,
  * result posts, upstream calls, wake recipes and their child processes) is a
- * transfer, a timer or a watched descriptor on one struct loop. Plain
- * http:// calls to a literal address are not libcurl transfers: httpc.c
- * runs them on watched descriptors and timers (see transport.h).
+ * transfer, a timer or a watched descriptor on one struct loop.
  *
  * Transfers run through libcurl's socket interface
  * (curl_multi_socket_action()): libcurl tells the loop which sockets to watch
@@ -33,7 +31,6 @@
 struct loop;
 struct loop_timer;
 struct loop_fd;
-struct httpc;
 
 typedef void (*loop_timer_fn)(struct loop *l, void *ud);
 /* revents holds CURL_WAIT_POLLIN / CURL_WAIT_POLLOUT / CURL_WAIT_POLLPRI. */
@@ -137,10 +134,6 @@ bool loop_busy(const struct loop *l);
  * watchers, deferred calls, due timers and armed hooks. Returns 0, or -1 when libcurl
  * failed in a way the loop cannot recover from. */
 int loop_run_once(struct loop *l, int max_wait_ms);
-
-/* The loop's own HTTP/1.1 client (httpc.h), made on first use and freed
- * with the loop; NULL when out of memory. */
-struct httpc *loop_httpc(struct loop *l);
 
 /* Wakes a loop_run_once() that is waiting (safe from other threads). */
 void loop_wakeup(struct loop *l);

@@ -1,6 +1,6 @@
 #include "provider_openai.h"
 
-#include "sse.h"
+#include "buf.h"
 #include "transport.h"
 #include "wire.h"
 
@@ -16,17 +16,21 @@
 
 enum call_mode { MODE_INFER, MODE_CHECK };
 
+/* What a streaming request's 2xx body turned out to be. */
+enum sniff { SNIFF_PENDING, SNIFF_SSE, SNIFF_BODY };
+
 struct openai_call {
     struct loop *loop;
     enum call_mode mode;
     struct http_req *req;
     bool streaming;
-    bool not_sse; /* streaming was asked for but the backend sent something else */
+    enum sniff sniff;
+    bool too_large;
     bool reported;
     bool dead;
     int64_t timeout_ms;
-    struct sse_parser sse;
-    openai_chunk_fn on_chunk;
+    struct buf body; /* a streaming request's 2xx body until it is known not to be SSE */
+    struct openai_stream_fns fns;
     openai_done_fn on_done;
     openai_check_fn on_check;
     void *ud;
@@ -36,7 +40,7 @@ struct openai_call {
 static void call_destroy(struct openai_call *c)
 {
     http_req_free(c->req);
-    sse_parser_release(&c->sse);
+    buf_release(&c->body);
     free(c->auth);
     free(c);
 }
@@ -52,8 +56,8 @@ void openai_call_free(struct openai_call *c)
     if (!c || c->dead)
         return;
     c->dead = true;
-    /* Inside a libcurl callback the parser or the request may still be on
-     * the stack: finish freeing once libcurl has returned. */
+    /* Inside a libcurl callback the request may still be on the stack:
+     * finish freeing once libcurl has returned. */
     if (loop_busy(c->loop)) {
         if (loop_defer(c->loop, destroy_deferred, c) < 0)
             c->reported = true; /* out of memory: leak c rather than free it in use */
@@ -72,102 +76,161 @@ static void report(struct openai_call *c, const struct openai_result *r)
     c->on_done(c->ud, r);
 }
 
-static void report_failed(struct openai_call *c, const char *error, const char *detail)
+static void report_failed(struct openai_call *c, bool mid_stream, const char *error,
+                          const char *detail)
 {
-    struct openai_result r = {.outcome = OPENAI_FAILED, .error = error, .detail = detail};
+    struct openai_result r = {
+        .outcome = OPENAI_FAILED, .mid_stream = mid_stream, .error = error, .detail = detail};
     report(c, &r);
 }
 
-static int on_sse_event(void *ud, const struct sse_event *ev)
+/* Decides from the first bytes (and, when they say nothing, the
+ * Content-Type) whether a 2xx answer to a streaming request is an event
+ * stream. ended: no more bytes will come. */
+static enum sniff sniff_body(const char *ct, const char *b, size_t n, bool ended)
 {
-    struct openai_call *c = ud;
-    if (c->reported || c->dead)
-        return 1;
-    if (strcmp(ev->event, "error") == 0) {
-        char msg[300], err[400];
-        wire_backend_error(ev->data, ev->data_len, msg, sizeof msg);
-        snprintf(err, sizeof err, "backend stream error: %s", msg);
-        report_failed(c, err, err);
-        return 1;
+    bool labelled = ct && strcasestr(ct, "text/event-stream");
+    size_t i = 0;
+    if (n >= 3 && memcmp(b, "\xEF\xBB\xBF", 3) == 0)
+        i = 3;
+    while (i < n && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n'))
+        i++;
+    if (i == n)
+        return ended ? (labelled ? SNIFF_SSE : SNIFF_BODY) : SNIFF_PENDING;
+    if (b[i] == ':')
+        return SNIFF_SSE;
+    if (b[i] == '{' || b[i] == '[')
+        return SNIFF_BODY; /* one JSON answer, whatever the label */
+    static const char *const fields[] = {"data:", "event:", "id:", "retry:"};
+    bool maybe = false;
+    for (size_t k = 0; k < sizeof fields / sizeof fields[0]; k++) {
+        size_t fl = strlen(fields[k]);
+        size_t have = n - i < fl ? n - i : fl;
+        if (memcmp(b + i, fields[k], have) != 0)
+            continue;
+        if (have == fl)
+            return SNIFF_SSE;
+        maybe = true;
     }
-    if (ev->data_len == 6 && memcmp(ev->data, "[DONE]", 6) == 0) {
-        struct openai_result r = {.outcome = OPENAI_STREAMED, .status = 200};
-        report(c, &r);
-        return 1;
-    }
-    c->on_chunk(c->ud, ev->data, ev->data_len);
-    return c->dead ? 1 : 0;
+    if (maybe && !ended)
+        return SNIFF_PENDING;
+    return labelled ? SNIFF_SSE : SNIFF_BODY;
 }
 
-static int on_data(struct http_req *req, const char *data, size_t len, void *ud)
+/* The event stream is known: announce it and hand over what was held. */
+static int start_stream(struct openai_call *c, long status)
 {
-    (void)req;
-    struct openai_call *c = ud;
+    c->sniff = SNIFF_SSE;
+    c->fns.on_start(c->ud, status);
     if (c->dead || c->reported)
         return 1;
-    if (!c->streaming)
-        return 0; /* not used: non-streaming calls collect the body */
-    if (!c->not_sse) {
-        const char *ct = http_req_content_type(c->req);
-        if (!ct || !strcasestr(ct, "text/event-stream"))
-            c->not_sse = true;
-    }
-    if (c->not_sse)
-        return 0; /* ignored; reported as an error at the end */
-    int rc = sse_parser_feed(&c->sse, data, len);
-    if (rc == SSE_ERR_LINE_TOO_LONG || rc == SSE_ERR_EVENT_TOO_LARGE) {
-        report_failed(c, "backend sent an oversized stream event",
-                      "backend sent an oversized stream event");
-        return 1;
+    if (c->body.len > 0) {
+        c->fns.on_bytes(c->ud, c->body.data, c->body.len);
+        buf_reset(&c->body);
     }
     return (c->dead || c->reported) ? 1 : 0;
 }
 
+static int on_data(struct http_req *req, const char *data, size_t len, void *ud)
+{
+    struct openai_call *c = ud;
+    if (c->dead || c->reported)
+        return 1;
+    if (c->sniff == SNIFF_SSE) {
+        c->fns.on_bytes(c->ud, data, len);
+        return (c->dead || c->reported) ? 1 : 0;
+    }
+    if (buf_append(&c->body, data, len) < 0) {
+        c->too_large = true;
+        return 1;
+    }
+    if (c->sniff == SNIFF_BODY)
+        return 0;
+    c->sniff = sniff_body(http_req_content_type(req), c->body.data, c->body.len, false);
+    if (c->sniff == SNIFF_SSE)
+        return start_stream(c, http_req_status(req));
+    return 0;
+}
+
+struct passing {
+    const char *names[OPENAI_MAX_HEADERS];
+    const char *values[OPENAI_MAX_HEADERS];
+    size_t n;
+};
+
+static void collect_header(void *ud, const char *name, const char *value)
+{
+    struct passing *p = ud;
+    if (p->n < OPENAI_MAX_HEADERS && wire_header_passes(name)) {
+        p->names[p->n] = name;
+        p->values[p->n] = value;
+        p->n++;
+    }
+}
+
+static void report_response(struct openai_call *c, struct http_req *req, const char *body,
+                            size_t len)
+{
+    struct passing h = {.n = 0};
+    http_req_each_header(req, collect_header, &h);
+    struct openai_result r = {
+        .outcome = OPENAI_RESPONSE,
+        .status = http_req_status(req),
+        .body = body,
+        .body_len = len,
+        .header_names = h.names,
+        .header_values = h.values,
+        .n_headers = h.n,
+    };
+    report(c, &r);
+}
+
 static void infer_finish(struct openai_call *c, struct http_req *req)
 {
-    char err[512], detail[1024], msg[300];
+    char err[512], detail[1024];
     long status = http_req_status(req);
     bool ok = http_req_ok(req);
-    size_t len = 0;
-    const char *body = http_req_body(req, &len);
-    if (status > 0 && (status < 200 || status >= 300)) {
-        wire_backend_error(body, len, msg, sizeof msg);
-        snprintf(err, sizeof err, "backend answered %ld: %s", status, msg);
-        report_failed(c, err, err);
-        return;
-    }
     if (status == 0) {
         snprintf(err, sizeof err, "backend unreachable: %s", http_req_error(req));
         snprintf(detail, sizeof detail, "backend unreachable: %s", http_req_error_detail(req));
-        report_failed(c, err, detail);
+        report_failed(c, false, err, detail);
+        return;
+    }
+    bool sse = c->sniff == SNIFF_SSE;
+    if (c->too_large || (!ok && strcmp(http_req_error(req), "response too large") == 0)) {
+        snprintf(err, sizeof err, "backend answer larger than %d MiB",
+                 OPENAI_MAX_BODY / (1024 * 1024));
+        report_failed(c, false, err, err);
         return;
     }
     if (!ok) {
-        snprintf(err, sizeof err, "backend %s broke: %s", c->streaming ? "stream" : "response",
+        snprintf(err, sizeof err, "backend %s broke: %s", sse ? "stream" : "response",
                  http_req_error(req));
-        snprintf(detail, sizeof detail, "backend %s broke: %s",
-                 c->streaming ? "stream" : "response", http_req_error_detail(req));
-        report_failed(c, err, detail);
+        snprintf(detail, sizeof detail, "backend %s broke: %s", sse ? "stream" : "response",
+                 http_req_error_detail(req));
+        report_failed(c, sse, err, detail);
         return;
     }
-    if (!c->streaming) {
-        struct openai_result r = {
-            .outcome = OPENAI_BODY, .status = status, .body = body, .body_len = len};
+    if (sse) {
+        struct openai_result r = {.outcome = OPENAI_STREAMED, .status = status};
         report(c, &r);
         return;
     }
-    if (c->not_sse) {
-        const char *ct = http_req_content_type(req);
-        snprintf(err, sizeof err, "backend did not stream (Content-Type %s)", ct ? ct : "none");
-        report_failed(c, err, err);
+    /* A streaming request whose 2xx body is still undecided at its end. */
+    if (c->streaming && status >= 200 && status < 300) {
+        if (sniff_body(http_req_content_type(req), c->body.data, c->body.len, true) == SNIFF_SSE) {
+            if (start_stream(c, status) != 0)
+                return;
+            struct openai_result r = {.outcome = OPENAI_STREAMED, .status = status};
+            report(c, &r);
+            return;
+        }
+        report_response(c, req, c->body.data ? c->body.data : "", c->body.len);
         return;
     }
-    /* Flush a last event the backend did not end with a blank line; a clean
-     * close then counts as the end of the stream. */
-    if (sse_parser_feed(&c->sse, "\n\n", 2) != 0 || c->dead || c->reported)
-        return;
-    struct openai_result r = {.outcome = OPENAI_STREAMED, .status = status};
-    report(c, &r);
+    size_t len = 0;
+    const char *body = http_req_body(req, &len);
+    report_response(c, req, body, len);
 }
 
 static void infer_done(struct http_req *req, void *ud)
@@ -185,7 +248,7 @@ static struct openai_call *call_new(struct loop *l, const struct provider_cfg *p
     if (!c)
         return NULL;
     c->loop = l;
-    sse_parser_init(&c->sse, OPENAI_MAX_EVENT, OPENAI_MAX_EVENT, on_sse_event, NULL, c);
+    buf_init(&c->body, OPENAI_MAX_BODY);
     const char *key = p->api_key_env ? getenv(p->api_key_env) : NULL;
     if (key && *key) {
         size_t n = strlen(key) + sizeof "Authorization: Bearer ";
@@ -219,16 +282,20 @@ static struct openai_call *call_start(struct openai_call *c, const struct provid
     return c;
 }
 
-struct openai_call *openai_infer(struct loop *l, const struct provider_cfg *p, const char *request,
-                                 bool streaming, openai_chunk_fn on_chunk, openai_done_fn on_done,
+struct openai_call *openai_infer(struct loop *l, const struct provider_cfg *p, const char *path,
+                                 const char *request, size_t len, bool streaming,
+                                 const struct openai_stream_fns *stream, openai_done_fn on_done,
                                  void *ud)
 {
+    if (streaming && (!stream || !stream->on_start || !stream->on_bytes))
+        return NULL;
     struct openai_call *c = call_new(l, p);
     if (!c)
         return NULL;
     c->mode = MODE_INFER;
     c->streaming = streaming;
-    c->on_chunk = on_chunk;
+    if (stream)
+        c->fns = *stream;
     c->on_done = on_done;
     c->ud = ud;
     const char *headers[4];
@@ -242,7 +309,7 @@ struct openai_call *openai_infer(struct loop *l, const struct provider_cfg *p, c
         .method = "POST",
         .headers = headers,
         .body = request,
-        .body_len = strlen(request),
+        .body_len = len,
         .max_body = OPENAI_MAX_BODY,
         .connect_timeout_ms = CONNECT_TIMEOUT_MS,
         .low_speed_time_s = UPSTREAM_IDLE_S,
@@ -250,7 +317,7 @@ struct openai_call *openai_infer(struct loop *l, const struct provider_cfg *p, c
         .on_done = infer_done,
         .ud = c,
     };
-    return call_start(c, p, "/chat/completions", &o);
+    return call_start(c, p, path, &o);
 }
 
 static void check_done(struct http_req *req, void *ud)

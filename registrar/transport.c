@@ -1,25 +1,26 @@
 /*
- * transport.c - http_req on one of two engines: httpc.c for plain http:// to
- * a literal address with no proxy (the relay's upstream calls and result
- * posts), libcurl for everything else. httpc.h states the rule. Both hand
- * body bytes to take_body(), so collecting, caps and on_data behave alike.
+ * transport.c - http_req on libcurl: one easy handle per request (taken from
+ * the loop's free list), added to the loop's multi handle. Response headers
+ * stay with the easy handle until the request is freed and are read back
+ * through libcurl's header API; nothing here parses HTTP.
  */
 #include "transport.h"
 
 #include "buf.h"
-#include "httpc.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+
+/* The system's CA directory, kept when a caFile is added. */
+#define SYSTEM_CA_PATH "/etc/ssl/certs"
 
 struct http_req {
     struct loop *loop;
-    bool native;      /* runs on httpc, not libcurl */
     bool free_queued; /* freed while busy: a deferred free is queued */
-    struct httpc_req hc;
     CURL *easy;
     struct curl_slist *headers;
     struct buf body;
@@ -30,8 +31,12 @@ struct http_req {
     bool too_large;
     bool dead;         /* freed while libcurl was busy: free pending */
     bool pause_wanted; /* the next write returns CURL_WRITEFUNC_PAUSE */
-    bool paused;
+    bool recv_paused;
+    bool send_paused; /* on_read answered HTTP_READ_PAUSE */
+    uint64_t sent;
+    struct loop_hook resume_hook; /* resume sending once libcurl has returned */
     http_data_fn on_data;
+    http_read_fn on_read;
     http_done_fn on_done;
     void *ud;
     char errbuf[CURL_ERROR_SIZE];
@@ -45,19 +50,6 @@ static void note_status(struct http_req *r)
     r->status_known = true;
 }
 
-/* Body bytes from either engine: to on_data for a 2xx with a streaming
- * owner, else into the capped body. Returns 0, or -1 to abort. */
-static int take_body(struct http_req *r, long status, const char *data, size_t n)
-{
-    if (r->on_data && status >= 200 && status < 300)
-        return r->on_data(r, data, n, r->ud) != 0 ? -1 : 0;
-    if (buf_append(&r->body, data, n) < 0) {
-        r->too_large = true;
-        return -1;
-    }
-    return 0;
-}
-
 static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     struct http_req *r = ud;
@@ -65,36 +57,33 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
     if (r->dead)
         return 0;
     if (r->pause_wanted) {
-        r->paused = true;
+        r->recv_paused = true;
         return CURL_WRITEFUNC_PAUSE;
     }
     note_status(r);
-    return take_body(r, r->status, ptr, n) < 0 ? 0 : n;
-}
-
-static int native_body(void *ud, const char *data, size_t n)
-{
-    struct http_req *r = ud;
-    if (r->dead || take_body(r, httpc_req_status(&r->hc), data, n) < 0)
-        return 1;
-    return r->dead ? 1 : 0;
-}
-
-static void free_now(struct http_req *r);
-
-static void native_done(void *ud)
-{
-    struct http_req *r = ud;
-    if (r->dead) {
-        /* Freed inside a callback: the queued free finishes the job, or,
-         * when none could be queued (out of memory), this does. */
-        if (!r->free_queued)
-            free_now(r);
-        return;
+    if (r->on_data && r->status >= 200 && r->status < 300)
+        return r->on_data(r, ptr, n, r->ud) != 0 || r->dead ? 0 : n;
+    if (buf_append(&r->body, ptr, n) < 0) {
+        r->too_large = true;
+        return 0;
     }
-    r->finished = true;
-    r->status = httpc_req_status(&r->hc);
-    r->on_done(r, r->ud);
+    return n;
+}
+
+static size_t on_read_cb(char *buf, size_t size, size_t nitems, void *ud)
+{
+    struct http_req *r = ud;
+    if (r->dead)
+        return CURL_READFUNC_ABORT;
+    ssize_t n = r->on_read(r, buf, size * nitems, r->ud);
+    if (r->dead || n == HTTP_READ_ABORT)
+        return CURL_READFUNC_ABORT;
+    if (n == HTTP_READ_PAUSE) {
+        r->send_paused = true;
+        return CURL_READFUNC_PAUSE;
+    }
+    r->sent += (uint64_t)n;
+    return (size_t)n;
 }
 
 /* TCP_KEEPCNT has no libcurl option in 7.88; set it on the socket. */
@@ -108,6 +97,8 @@ static int on_sockopt(void *ud, curl_socket_t fd, curlsocktype purpose)
     return CURL_SOCKOPT_OK;
 }
 
+static void free_now(struct http_req *r);
+
 static void on_done(struct loop *l, CURL *easy, CURLcode rc, void *ud)
 {
     (void)l;
@@ -116,7 +107,8 @@ static void on_done(struct loop *l, CURL *easy, CURLcode rc, void *ud)
     if (r->dead) {
         /* Freed inside a callback when no deferral could be queued (out of
          * memory): the owner is gone, finish the job here. */
-        free_now(r);
+        if (!r->free_queued)
+            free_now(r);
         return;
     }
     r->finished = true;
@@ -128,8 +120,7 @@ static void on_done(struct loop *l, CURL *easy, CURLcode rc, void *ud)
 
 static void free_now(struct http_req *r)
 {
-    if (r->native)
-        httpc_req_release(&r->hc);
+    loop_hook_cancel(r->loop, &r->resume_hook);
     if (r->easy)
         loop_remove_easy(r->loop, r->easy, true);
     curl_slist_free_all(r->headers);
@@ -149,16 +140,28 @@ void http_req_free(struct http_req *r)
         return;
     if (loop_busy(r->loop)) {
         r->dead = true;
+        loop_hook_cancel(r->loop, &r->resume_hook);
         if (loop_defer(r->loop, free_deferred, r) == 0) {
             r->free_queued = true;
             return;
         }
-        /* Out of memory: the write callback sees dead and aborts the
-         * transfer, and on_done frees the request when it ends. */
+        /* Out of memory: the callbacks see dead and abort the transfer,
+         * and on_done frees the request when it ends. */
         return;
     }
     free_now(r);
 }
+
+static int add_header(struct http_req *r, const char *line)
+{
+    struct curl_slist *h = curl_slist_append(r->headers, line);
+    if (!h)
+        return -1;
+    r->headers = h;
+    return 0;
+}
+
+static void resume_now(struct loop *l, void *ud);
 
 int http_req_start(struct loop *l, const struct http_req_opts *o, struct http_req **out)
 {
@@ -168,33 +171,22 @@ int http_req_start(struct loop *l, const struct http_req_opts *o, struct http_re
         return -1;
     r->loop = l;
     r->on_data = o->on_data;
+    r->on_read = o->on_read;
     r->on_done = o->on_done;
     r->ud = o->ud;
+    loop_hook_init(&r->resume_hook, resume_now, r);
     buf_init(&r->body, o->max_body ? o->max_body : 64 * 1024);
-    struct httpc *hc = loop_httpc(l);
-    if (!hc)
-        goto fail;
-    int native = httpc_req_start(hc, &r->hc, o, native_body, native_done, r);
-    if (native < 0)
-        goto fail;
-    if (native == 0) {
-        r->native = true;
-        *out = r;
-        return 0;
-    }
     r->easy = loop_easy_get(l);
     if (!r->easy)
         goto fail;
-    for (size_t i = 0; o->headers && o->headers[i]; i++) {
-        struct curl_slist *h = curl_slist_append(r->headers, o->headers[i]);
-        if (!h)
+    for (size_t i = 0; o->headers && o->headers[i]; i++)
+        if (add_header(r, o->headers[i]) < 0)
             goto fail;
-        r->headers = h;
-    }
-    struct curl_slist *h = curl_slist_append(r->headers, "Expect:");
-    if (!h)
+    /* Never wait for a 100 Continue: mcpd and the backends answer at once. */
+    if (add_header(r, "Expect:") < 0)
         goto fail;
-    r->headers = h;
+    if (o->on_read && add_header(r, "Transfer-Encoding: chunked") < 0)
+        goto fail;
 
     CURL *e = r->easy;
     curl_easy_setopt(e, CURLOPT_URL, o->url);
@@ -212,7 +204,14 @@ int http_req_start(struct loop *l, const struct http_req_opts *o, struct http_re
     } else {
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, o->method);
     }
-    if (o->body) {
+    if (o->on_read) {
+        /* No size: with Transfer-Encoding: chunked, libcurl frames each
+         * piece on_read hands over as a chunk. */
+        curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read_cb);
+        curl_easy_setopt(e, CURLOPT_READDATA, r);
+        if (strcmp(o->method, "POST") != 0)
+            curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+    } else if (o->body) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
         if (curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, o->body) != CURLE_OK)
             goto fail;
@@ -234,6 +233,11 @@ int http_req_start(struct loop *l, const struct http_req_opts *o, struct http_re
         curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 10L);
         curl_easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
     }
+    if (o->ca_file) {
+        if (curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file) != CURLE_OK ||
+            curl_easy_setopt(e, CURLOPT_CAPATH, SYSTEM_CA_PATH) != CURLE_OK)
+            goto fail;
+    }
     if (loop_add_easy(l, e, on_done, r) < 0)
         goto fail;
     *out = r;
@@ -249,16 +253,16 @@ fail:
 
 bool http_req_ok(const struct http_req *r)
 {
-    if (r->native)
-        return r->finished && httpc_req_ok(&r->hc);
     return r->finished && r->rc == CURLE_OK;
 }
 
 long http_req_status(const struct http_req *r)
 {
-    if (r->native)
-        return httpc_req_status(&r->hc);
-    return r->status;
+    if (r->status_known)
+        return r->status;
+    long status = 0;
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    return status;
 }
 
 const char *http_req_body(const struct http_req *r, size_t *len)
@@ -270,12 +274,28 @@ const char *http_req_body(const struct http_req *r, size_t *len)
 
 const char *http_req_content_type(const struct http_req *r)
 {
-    if (r->native)
-        return httpc_req_content_type(&r->hc);
     char *ct = NULL;
     if (curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK)
         return NULL;
     return ct;
+}
+
+const char *http_req_header(const struct http_req *r, const char *name)
+{
+    struct curl_header *h = NULL;
+    if (curl_easy_header(r->easy, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK || !h)
+        return NULL;
+    if (h->amount > 1 &&
+        curl_easy_header(r->easy, name, h->amount - 1, CURLH_HEADER, -1, &h) != CURLHE_OK)
+        return NULL;
+    return h->value;
+}
+
+void http_req_each_header(const struct http_req *r, http_header_fn fn, void *ud)
+{
+    struct curl_header *h = NULL;
+    while ((h = curl_easy_nextheader(r->easy, CURLH_HEADER, -1, h)) != NULL)
+        fn(ud, h->name, h->value);
 }
 
 const char *http_req_error(const struct http_req *r)
@@ -284,8 +304,6 @@ const char *http_req_error(const struct http_req *r)
         return NULL;
     if (r->too_large)
         return "response too large";
-    if (r->native)
-        return httpc_req_error(&r->hc);
     return curl_easy_strerror(r->rc);
 }
 
@@ -295,39 +313,92 @@ const char *http_req_error_detail(const struct http_req *r)
         return NULL;
     if (r->too_large)
         return "response too large";
-    if (r->native)
-        return httpc_req_error_detail(&r->hc);
     return r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->rc);
 }
 
 bool http_req_timed_out(const struct http_req *r)
 {
-    if (r->native)
-        return r->finished && httpc_req_timed_out(&r->hc);
     return r->finished && r->rc == CURLE_OPERATION_TIMEDOUT;
+}
+
+bool http_req_tls_failed(const struct http_req *r)
+{
+    if (!r->finished)
+        return false;
+    switch (r->rc) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+        return true;
+    default:
+        return false;
+    }
+}
+
+uint64_t http_req_sent(const struct http_req *r)
+{
+    return r->sent;
+}
+
+bool http_req_nothing_sent(const struct http_req *r)
+{
+    return r->sent == 0;
+}
+
+/* The pause mask that keeps whatever else is paused. */
+static int pause_mask(const struct http_req *r)
+{
+    return (r->recv_paused ? CURLPAUSE_RECV : 0) | (r->send_paused ? CURLPAUSE_SEND : 0);
 }
 
 void http_req_pause(struct http_req *r)
 {
-    if (r->native) {
-        httpc_req_pause(&r->hc);
-        return;
-    }
     r->pause_wanted = true;
 }
 
 void http_req_resume(struct http_req *r)
 {
-    if (r->native) {
-        if (!r->dead)
-            httpc_req_resume(&r->hc);
+    r->pause_wanted = false;
+    if (!r->recv_paused || r->finished || r->dead)
+        return;
+    r->recv_paused = false;
+    loop_busy_enter(r->loop);
+    curl_easy_pause(r->easy, pause_mask(r));
+    loop_busy_leave(r->loop);
+}
+
+static void resume_now(struct loop *l, void *ud)
+{
+    (void)l;
+    struct http_req *r = ud;
+    if (!r->send_paused || r->finished || r->dead)
+        return;
+    r->send_paused = false;
+    loop_busy_enter(r->loop);
+    curl_easy_pause(r->easy, pause_mask(r));
+    loop_busy_leave(r->loop);
+}
+
+void http_req_resume_send(struct http_req *r)
+{
+    if (!r->send_paused || r->finished || r->dead)
+        return;
+    if (loop_busy(r->loop)) {
+        loop_hook_arm(r->loop, &r->resume_hook);
         return;
     }
-    r->pause_wanted = false;
-    if (!r->paused || r->finished || r->dead)
-        return;
-    r->paused = false;
-    loop_busy_enter(r->loop);
-    curl_easy_pause(r->easy, CURLPAUSE_CONT);
-    loop_busy_leave(r->loop);
+    resume_now(r->loop, r);
+}
+
+int http_req_socket(const struct http_req *r)
+{
+    curl_socket_t fd = CURL_SOCKET_BAD;
+    if (curl_easy_getinfo(r->easy, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK)
+        return -1;
+    return fd == CURL_SOCKET_BAD ? -1 : (int)fd;
 }

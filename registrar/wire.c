@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static int64_t seconds_ms(json_t *j, int64_t dflt)
 {
@@ -98,6 +99,15 @@ static int parse_task_tree(const char *data, size_t len, struct task_frame *out,
     snprintf(out->llm, sizeof out->llm, "%s", llm);
     out->streaming = json_is_true(json_object_get(root, "streaming"));
     if (out->kind == TASK_INFER) {
+        json_t *path = json_object_get(root, "path");
+        if (path && !json_is_null(path)) {
+            const char *ps = json_string_value(path);
+            if (!ps || strlen(ps) != json_string_length(path) || !wire_task_path_valid(ps)) {
+                snprintf(err, errlen, "task frame with an invalid path");
+                goto out;
+            }
+            snprintf(out->path, sizeof out->path, "%s", ps);
+        }
         json_t *body = json_object_get(root, "body");
         if (!json_is_object(body)) {
             snprintf(err, errlen, "infer task without a request body");
@@ -161,6 +171,7 @@ static bool copy_raw(char *out, size_t outsz, const char *s, size_t len)
 int wire_parse_task(const char *data, size_t len, struct task_frame *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
+    memcpy(out->path, TASK_PATH_DEFAULT, sizeof TASK_PATH_DEFAULT);
     struct jsonscan js;
     if (jsonscan_parse(&js, data, len) < 0) {
         snprintf(err, errlen, "task frame is not a JSON object");
@@ -173,6 +184,8 @@ int wire_parse_task(const char *data, size_t len, struct task_frame *out, char *
     const char *id = raw_string(&js, "taskId", &id_len, &escaped);
     const char *kind = raw_string(&js, "kind", &kind_len, &escaped);
     const char *llm = raw_string(&js, "llmName", &llm_len, &escaped);
+    size_t path_len = 0;
+    const char *path = raw_string(&js, "path", &path_len, &escaped);
     if (escaped)
         return parse_task_tree(data, len, out, err, errlen);
 
@@ -202,6 +215,16 @@ int wire_parse_task(const char *data, size_t len, struct task_frame *out, char *
     const struct json_field *st = jsonscan_find(&js, "streaming");
     out->streaming = st && st->kind == JSON_K_TRUE;
     if (out->kind == TASK_INFER) {
+        const struct json_field *pf = jsonscan_find(&js, "path");
+        if (pf && pf->kind != JSON_K_NULL) {
+            char tmp_path[TASK_PATH_MAX + 1];
+            if (!copy_raw(tmp_path, sizeof tmp_path, path, path_len) ||
+                !wire_task_path_valid(tmp_path)) {
+                snprintf(err, errlen, "task frame with an invalid path");
+                return -1;
+            }
+            memcpy(out->path, tmp_path, path_len + 1);
+        }
         const struct json_field *body = jsonscan_find(&js, "body");
         if (!body || body->kind != JSON_K_OBJECT) {
             snprintf(err, errlen, "infer task without a request body");
@@ -233,6 +256,34 @@ int wire_parse_cancel(const char *data, size_t len, char *task_id)
     }
     json_decref(root);
     return rc;
+}
+
+bool wire_task_path_valid(const char *path)
+{
+    size_t n = strlen(path);
+    if (n < 2 || n > TASK_PATH_MAX || path[0] != '/')
+        return false;
+    const char *query = strchr(path, '?');
+    size_t plen = query ? (size_t)(query - path) : n;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)path[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  strchr("-._~!$&'()*+,;=:@/%", c) || (c == '?' && i >= plen);
+        if (!ok || c == 0)
+            return false;
+    }
+    /* Segments of the path part: none empty, ".", or "..". */
+    size_t seg = 1;
+    for (size_t i = 1; i <= plen; i++) {
+        if (i == plen || path[i] == '/') {
+            size_t sl = i - seg;
+            if (sl == 0 || (sl == 1 && path[seg] == '.') ||
+                (sl == 2 && path[seg] == '.' && path[seg + 1] == '.'))
+                return false;
+            seg = i + 1;
+        }
+    }
+    return true;
 }
 
 static int set_opt_string(json_t *o, const char *key, const char *val)
@@ -271,6 +322,9 @@ char *wire_register_body(const char *session, const struct provider_cfg *const *
     }
     if (json_object_set(root, "providers", arr) < 0)
         goto out;
+    json_t *features = json_loads(WIRE_FEATURES, 0, NULL);
+    if (!features || json_object_set_new(root, "features", features) < 0)
+        goto out;
     out = json_dumps(root, JSON_COMPACT);
 out:
     json_decref(arr);
@@ -300,6 +354,120 @@ static char *json_quote(const char *s, size_t len)
         return NULL;
     char *out = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
     json_decref(j);
+    return out;
+}
+
+bool wire_header_passes(const char *name)
+{
+    return strcasecmp(name, "retry-after") == 0 || strncasecmp(name, "x-ratelimit-", 12) == 0 ||
+           strcasecmp(name, "x-request-id") == 0 || strcasecmp(name, "content-type") == 0;
+}
+
+/* bytes as a JSON string; invalid UTF-8 sequences become U+FFFD. */
+static char *quote_bytes(const char *s, size_t len)
+{
+    char *out = json_quote(s, len);
+    if (out || len == 0)
+        return out;
+    /* jansson refuses invalid UTF-8: replace the bad bytes. */
+    struct buf b;
+    buf_init(&b, len * 3 + 1);
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = k > 0 && i + k <= len;
+        for (size_t j = 1; ok && j < k; j++)
+            ok = ((unsigned char)s[i + j] >> 6) == 2;
+        if (ok && k > 1) {
+            json_t *probe = json_stringn(s + i, k);
+            ok = probe != NULL;
+            json_decref(probe);
+        }
+        if (ok) {
+            if (buf_append(&b, s + i, k) < 0)
+                goto fail;
+            i += k;
+        } else {
+            if (buf_append(&b, "\xEF\xBF\xBD", 3) < 0)
+                goto fail;
+            i++;
+        }
+    }
+    out = json_quote(b.data ? b.data : "", b.len);
+fail:
+    buf_release(&b);
+    return out;
+}
+
+char *wire_result_response(long status, const char *const *names, const char *const *values,
+                           size_t n, const char *body, size_t len)
+{
+    char *headers = NULL, *quoted = NULL, *out = NULL;
+    if (n > 0) {
+        json_t *h = json_object();
+        if (!h)
+            return NULL;
+        for (size_t i = 0; i < n; i++) {
+            char lower[128];
+            size_t k = 0;
+            for (; names[i][k] && k + 1 < sizeof lower; k++)
+                lower[k] = (char)((names[i][k] >= 'A' && names[i][k] <= 'Z') ? names[i][k] + 32
+                                                                             : names[i][k]);
+            lower[k] = '\0';
+            json_t *v = json_string(values[i]);
+            if (!v)
+                v = json_string("");
+            if (json_object_set_new(h, lower, v) < 0) {
+                json_decref(h);
+                return NULL;
+            }
+        }
+        headers = json_dumps(h, JSON_COMPACT);
+        json_decref(h);
+        if (!headers)
+            return NULL;
+    }
+    enum json_kind kind;
+    const char *val = body;
+    size_t vlen = len;
+    if (len == 0 || jsonscan_validate_value(body, len, &kind) < 0) {
+        quoted = quote_bytes(body, len);
+        if (!quoted)
+            goto out;
+        val = quoted;
+        vlen = strlen(quoted);
+    }
+    struct buf b;
+    buf_init(&b, vlen + (headers ? strlen(headers) : 0) + 64);
+    if (buf_printf(&b, "{\"status\":%ld,", status) < 0 ||
+        (headers && (buf_append_str(&b, "\"headers\":") < 0 || buf_append_str(&b, headers) < 0 ||
+                     buf_append(&b, ",", 1) < 0)) ||
+        buf_append_str(&b, "\"body\":") < 0 || buf_append(&b, val, vlen) < 0 ||
+        buf_append(&b, "}", 1) < 0) {
+        buf_release(&b);
+        goto out;
+    }
+    out = buf_steal(&b);
+out:
+    free(headers);
+    free(quoted);
+    return out;
+}
+
+char *wire_sse_error(const char *msg, const char *code)
+{
+    json_t *j = json_pack("{s:{s:s,s:s,s:s}}", "error", "message", msg, "type", "server_error",
+                          "code", code);
+    char *e = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!e)
+        return NULL;
+    size_t n = strlen(e) + 16;
+    char *out = malloc(n);
+    if (out)
+        snprintf(out, n, "data: %s\n\n", e);
+    free(e);
     return out;
 }
 
@@ -354,7 +522,8 @@ char *wire_result_wake_ok(int64_t ms)
 
 /* The general path for bodies whose keys have escapes or that have more
  * members than jsonscan records: through a jansson tree. */
-static char *upstream_tree(const char *body, size_t len, const char *model, bool streaming)
+static char *upstream_tree(const char *body, size_t len, const char *model, bool streaming,
+                           bool touch_stream)
 {
     json_t *root = json_loadb(body, len, 0, NULL);
     char *out = NULL;
@@ -362,7 +531,9 @@ static char *upstream_tree(const char *body, size_t len, const char *model, bool
         goto out;
     if (json_object_set_new(root, "model", json_string(model)) < 0)
         goto out;
-    if (streaming) {
+    if (!touch_stream) {
+        /* nothing else changes */
+    } else if (streaming) {
         if (json_object_set_new(root, "stream", json_true()) < 0)
             goto out;
     } else {
@@ -508,7 +679,7 @@ static bool members_next(struct members *m, struct json_field *f)
 
 /* body is a valid JSON object. */
 static char *splice_upstream(const char *body, size_t len, const char *model, bool streaming,
-                             size_t *out_len)
+                             bool touch_stream, size_t *out_len)
 {
     struct members m;
     struct json_field f[SPLICE_MAX_MEMBERS];
@@ -526,7 +697,7 @@ static char *splice_upstream(const char *body, size_t len, const char *model, bo
         n++;
     }
     if (general) {
-        char *s = upstream_tree(body, len, model, streaming);
+        char *s = upstream_tree(body, len, model, streaming, touch_stream);
         if (s && out_len)
             *out_len = strlen(s);
         return s;
@@ -539,13 +710,14 @@ static char *splice_upstream(const char *body, size_t len, const char *model, bo
         return NULL;
     char *p = put(out, "{\"model\":", 9);
     p = put_quoted(p, model);
-    if (streaming)
+    if (touch_stream && streaming)
         p = put(p, ",\"stream\":true", 14);
-    else if (has_stream)
+    else if (touch_stream && has_stream)
         p = put(p, ",\"stream\":false", 15);
     for (size_t i = 0; i < n; i++) {
-        if (key_is(&f[i], "model", 5) || key_is(&f[i], "stream", 6) ||
-            (!streaming && key_is(&f[i], "stream_options", 14)))
+        if (key_is(&f[i], "model", 5) ||
+            (touch_stream &&
+             (key_is(&f[i], "stream", 6) || (!streaming && key_is(&f[i], "stream_options", 14)))))
             continue;
         p = put(p, ",\"", 2);
         p = put(p, f[i].key, f[i].key_len);
@@ -565,14 +737,15 @@ char *wire_upstream_request(const char *body, size_t len, const char *model, boo
     enum json_kind kind;
     if (jsonscan_validate_value(body, len, &kind) < 0 || kind != JSON_K_OBJECT)
         return NULL;
-    return splice_upstream(body, len, model, streaming, out_len);
+    return splice_upstream(body, len, model, streaming, true, out_len);
 }
 
 char *wire_task_upstream(const struct task_frame *t, const char *model, size_t *out_len)
 {
     if (t->kind != TASK_INFER || !t->body)
         return NULL;
-    return splice_upstream(t->body, t->body_len, model, t->streaming, out_len);
+    bool chat = t->path[0] == '\0' || strcmp(t->path, TASK_PATH_DEFAULT) == 0;
+    return splice_upstream(t->body, t->body_len, model, t->streaming, chat, out_len);
 }
 
 void wire_backend_error(const char *body, size_t len, char *out, size_t outlen)

@@ -20,6 +20,11 @@
 #include <stdint.h>
 
 #define TASK_ID_MAX 128
+/* A task's "path" (under the provider's base URL). */
+#define TASK_PATH_MAX 256
+#define TASK_PATH_DEFAULT "/chat/completions"
+/* What this publisher declares at register (docs/protocol.md). */
+#define WIRE_FEATURES "[\"paths\",\"streamed-results\"]"
 
 struct hello_frame {
     char session[SESSION_ID_MAX + 1];
@@ -40,6 +45,9 @@ struct task_frame {
     char task_id[TASK_ID_MAX + 1];
     char llm[MCP_NAME_MAX + 1];
     bool streaming;
+    /* infer only: the route under the provider's base URL, TASK_PATH_DEFAULT
+     * when the frame has none. */
+    char path[TASK_PATH_MAX + 1];
     /* infer only: the caller's request, the text of a JSON object. It points
      * into the frame's data (valid as long as that is) or, for frames that
      * took the general path, into body_owned. */
@@ -49,7 +57,7 @@ struct task_frame {
 };
 
 /* Parses a task frame's data. Task ids are limited to [A-Za-z0-9._-]
- * (they go into a URL path). Returns 0 (release with
+ * (they go into a URL path); a "path" must pass wire_task_path_valid(). Returns 0 (release with
  * wire_task_release()), or -1 with a reason in err. When the frame had a
  * usable taskId, out->task_id is set even on failure so the task can be
  * failed.
@@ -69,15 +77,39 @@ int wire_parse_cancel(const char *data, size_t len, char *task_id);
  * "..". */
 bool wire_task_id_valid(const char *id);
 
-/* {"providerSessionId"?, "providers": [...]}: for each provider its public
- * fields and statuses[i] as initialStatus; never its url, key or wake
- * recipe. session may be NULL. */
+/* True for a route an infer task may name: "/" then up to TASK_PATH_MAX - 1
+ * characters of unreserved, sub-delim, ':', '@', '/', '%', '?' and '='
+ * characters, with no empty, "." or ".." segment (so it stays under the
+ * provider's base URL) and no fragment. */
+bool wire_task_path_valid(const char *path);
+
+/* {"providerSessionId"?, "providers": [...], "features": WIRE_FEATURES}:
+ * for each provider its public fields and statuses[i] as initialStatus;
+ * never its url, key or wake recipe. session may be NULL. */
 char *wire_register_body(const char *session, const struct provider_cfg *const *providers,
                          const char *const *statuses, size_t n);
 
 /* {"status": N, "body": <body>}, body spliced verbatim; NULL when body is
  * not a single JSON value. */
 char *wire_result_status(long status, const char *body, size_t len);
+/* Whether a backend response header travels with a result: Retry-After,
+ * x-ratelimit-*, x-request-id and Content-Type (any case). */
+bool wire_header_passes(const char *name);
+
+/* A backend's answer as a final result: {"status": N, "headers": {...},
+ * "body": ...}. headers holds names[i]: values[i] for the n pairs given
+ * (names lower-cased; a repeated name keeps its last value; omitted when n
+ * is 0). A body that is one valid JSON value is spliced verbatim; anything
+ * else (HTML, plain text, nothing) travels as a JSON string of its bytes,
+ * invalid UTF-8 replaced. NULL when out of memory. */
+char *wire_result_response(long status, const char *const *names, const char *const *values,
+                           size_t n, const char *body, size_t len);
+
+/* One SSE event in OpenAI's error shape that ends a streamed result:
+ * data: {"error":{"message":msg,"type":"server_error","code":code}} and a
+ * blank line. */
+char *wire_sse_error(const char *msg, const char *code);
+
 /* {"chunk": {"data": ...}}: data that is a JSON object is spliced verbatim,
  * anything else is sent as a JSON string. */
 char *wire_result_chunk(const char *data, size_t len);
@@ -98,7 +130,9 @@ char *wire_result_wake_ok(int64_t ms);
 char *wire_upstream_request(const char *body, size_t len, const char *model, bool streaming,
                             size_t *out_len);
 /* The same for a task wire_parse_task() accepted (infer only), whose body is
- * known to be valid and is not scanned again. */
+ * known to be valid and is not scanned again. Tasks for another path than
+ * TASK_PATH_DEFAULT get only "model" replaced: "stream" and the rest reach
+ * the backend as the caller wrote them. */
 char *wire_task_upstream(const struct task_frame *t, const char *model, size_t *out_len);
 
 /* A short reason from an error body of an OpenAI-compatible server

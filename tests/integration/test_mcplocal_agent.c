@@ -2,6 +2,7 @@
  * the session file, the sticky id, heartbeats, reconnects, idle states,
  * bad files and SIGHUP. Timings are shrunk with MCPLOCAL_* variables. */
 #include "clock.h"
+#include "fake_backend.h"
 #include "fake_mcpd.h"
 #include "proc.h"
 #include "tmpdir.h"
@@ -337,10 +338,125 @@ static void test_unauthorized_keeps_trying(void **state)
     write_creds(x, "wrong");
     tmpdir_write(x->dir, "config.json", CONFIG, 0644);
     x->p = start(x);
-    proc_expect(x->p, "register failed: mcpd answered 401", 1, WAIT_MS);
-    proc_expect(x->p, "check the token in", 1, WAIT_MS);
-    assert_int_equal(fake_mcpd_wait_count(x->fm, "/api/v1/llms/_provider-register", 3, WAIT_MS), 0);
+    proc_expect(x->p, "token rejected by mcpd: run mcpctl login (register answered 401", 1,
+                WAIT_MS);
+    assert_int_equal(fake_mcpd_wait_count(x->fm, "/api/v1/llms/_provider-register", 4, WAIT_MS), 0);
+    /* Said once, however often the retries are refused. */
+    char *log = proc_output(x->p);
+    const char *first = strstr(log, "token rejected by mcpd");
+    assert_non_null(first);
+    assert_null(strstr(first + 1, "token rejected by mcpd"));
+    free(log);
+    /* New credentials on disk are picked up without a signal. */
+    write_creds(x, "right");
+    wait_stream(x, 1);
+    proc_expect(x->p, "mcpd takes the token again", 1, WAIT_MS);
     assert_int_equal(stop(&x->p), 0);
+}
+
+/* A token revoked while up: the 401 of a heartbeat is said once, the
+ * stream is closed, the task in flight ends with an error event, and
+ * mcplocal retries with backoff until new credentials come (SIGHUP). */
+static void test_token_revoked_while_up(void **state)
+{
+    struct fx *x = *state;
+    struct fake_backend *fb = fake_backend_start();
+    assert_non_null(fb);
+    fake_mcpd_set_intervals(x->fm, 100, 20000);
+    fake_mcpd_set_token(x->fm, "old");
+    write_creds(x, "old");
+    char cfg[1024];
+    snprintf(cfg, sizeof cfg,
+             "{\"llm\": {\"providers\": [{\"name\": \"local\", \"type\": \"openai\", "
+             "\"model\": \"m\", \"url\": \"%s\", \"publish\": true}]}}",
+             fake_backend_url(fb));
+    tmpdir_write(x->dir, "config.json", cfg, 0644);
+    x->p = start(x);
+    wait_stream(x, 1);
+    proc_expect(x->p, "stream up", 1, WAIT_MS);
+    fake_backend_set_stream(fb, 500, 20);
+    assert_int_equal(
+        fake_mcpd_push_infer(x->fm, "r1", "local", true, "{\"stream\":true,\"messages\":[]}"), 0);
+    char path[256];
+    fake_mcpd_result_path("r1", path, sizeof path);
+    assert_int_equal(fake_mcpd_wait_body(x->fm, path, "tok1", WAIT_MS), 0);
+
+    fake_mcpd_set_token(x->fm, "new"); /* revoked */
+    proc_expect(x->p, "token rejected by mcpd: run mcpctl login (a heartbeat answered 401", 1,
+                WAIT_MS);
+    assert_int_equal(fake_mcpd_wait_no_stream(x->fm, WAIT_MS), 0);
+    /* Not abandoned half-way: its streamed result ends with an error. */
+    assert_int_equal(fake_mcpd_wait_complete(x->fm, path, WAIT_MS), 0);
+    struct fake_mcpd_req *r = fake_mcpd_get(x->fm, path, -1);
+    if (!strstr(r->body, "\"message\":\"the publisher's token was rejected by mcpd\""))
+        fail_msg("r1 body: %s", r->body);
+    fake_mcpd_req_free(r);
+    assert_int_equal(fake_backend_wait_aborted(fb, 1, WAIT_MS), 0);
+    /* Retries go on, refused, without a new line each time. */
+    int regs = fake_mcpd_count(x->fm, "/api/v1/llms/_provider-register");
+    assert_int_equal(
+        fake_mcpd_wait_count(x->fm, "/api/v1/llms/_provider-register", regs + 2, WAIT_MS), 0);
+    char *log = proc_output(x->p);
+    const char *first = strstr(log, "token rejected by mcpd");
+    assert_null(strstr(first + 1, "token rejected by mcpd"));
+    free(log);
+    /* mcpctl login wrote a new token; SIGHUP picks it up too. */
+    tmpdir_write(x->dir, "credentials.tmp", "", 0600); /* unrelated files are ignored */
+    fake_mcpd_set_token(x->fm, "newer");
+    char text[512];
+    snprintf(text, sizeof text, "{\"mcpdUrl\": \"%s\", \"token\": \"newer\"}",
+             fake_mcpd_url(x->fm));
+    tmpdir_write(x->dir, "credentials", text, 0600);
+    proc_signal(x->p, SIGHUP);
+    wait_stream(x, 2);
+    proc_expect(x->p, "stream up", 2, WAIT_MS);
+    assert_int_equal(stop(&x->p), 0);
+    fake_backend_stop(fb);
+}
+
+/* Stopped and continued: the pings that arrived meanwhile are read before
+ * the stall timer judges the stream, which stays up with its task. */
+static void test_sigstop_sigcont(void **state)
+{
+    struct fx *x = *state;
+    struct fake_backend *fb = fake_backend_start();
+    assert_non_null(fb);
+    fake_mcpd_set_intervals(x->fm, 60000, 100);
+    write_creds(x, "t");
+    char cfg[1024];
+    snprintf(cfg, sizeof cfg,
+             "{\"llm\": {\"providers\": [{\"name\": \"local\", \"type\": \"openai\", "
+             "\"model\": \"m\", \"url\": \"%s\", \"publish\": true}]}}",
+             fake_backend_url(fb));
+    tmpdir_write(x->dir, "config.json", cfg, 0644);
+    x->p = start(x);
+    wait_stream(x, 1);
+    proc_expect(x->p, "stream up", 1, WAIT_MS);
+    fake_backend_set_stream(fb, 30, 50);
+    assert_int_equal(
+        fake_mcpd_push_infer(x->fm, "z1", "local", true, "{\"stream\":true,\"messages\":[]}"), 0);
+    char path[256];
+    fake_mcpd_result_path("z1", path, sizeof path);
+    assert_int_equal(fake_mcpd_wait_body(x->fm, path, "tok1", WAIT_MS), 0);
+    proc_signal(x->p, SIGSTOP);
+    struct timespec pause = {1, 200 * 1000000L}; /* four stall limits */
+    nanosleep(&pause, NULL);
+    proc_signal(x->p, SIGCONT);
+    assert_int_equal(fake_mcpd_wait_complete(x->fm, path, WAIT_MS), 0);
+    struct fake_mcpd_req *r = fake_mcpd_get(x->fm, path, -1);
+    if (r->status != 200)
+        proc_dump(x->p);
+    assert_int_equal(r->status, 200);
+    assert_non_null(strstr(r->body, "tok29"));
+    assert_non_null(strstr(r->body, "data: [DONE]"));
+    fake_mcpd_req_free(r);
+    char *log = proc_output(x->p);
+    if (strstr(log, "stream down"))
+        fail_msg("a healthy stream was dropped:\n%s", log);
+    free(log);
+    assert_int_equal(fake_mcpd_streams_opened(x->fm), 1);
+    assert_int_equal(stop(&x->p), 0);
+    fake_backend_stop(fb);
 }
 
 /* utime + stime of pid in clock ticks, or -1. */
@@ -368,7 +484,7 @@ static void test_idle_without_credentials_then_sighup(void **state)
     tmpdir_write(x->dir, "config.json", CONFIG, 0644);
     x->p = start(x);
     proc_expect(x->p, "no credentials at '", 1, WAIT_MS);
-    proc_expect(x->p, "idle until SIGHUP", 1, WAIT_MS);
+    proc_expect(x->p, "idle until the file appears or SIGHUP", 1, WAIT_MS);
     /* Idle means idle: no CPU burnt and nothing sent while it waits. */
     long before = cpu_ticks(proc_pid(x->p));
     struct timespec half = {0, 500 * 1000000L};
@@ -483,6 +599,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_heartbeat_404_registers_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_stream_reconnects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unauthorized_keeps_trying, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_token_revoked_while_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigstop_sigcont, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_without_credentials_then_sighup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nothing_published, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_files_refused, setup, teardown),

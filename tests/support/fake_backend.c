@@ -42,6 +42,14 @@ struct fake_backend {
     int wake_status;
     int wake_up_after_ms;
     int models_delay_ms;
+    int reply_status;
+    char *reply_ctype, *reply_body;
+    char **reply_headers;
+    int cut_after;
+    char *stream_ctype;
+    bool named;
+    char *sent; /* the latest stream's bytes */
+    size_t sent_len;
     /* records */
     struct fb_rec *recs;
     size_t nrecs, caprecs;
@@ -55,7 +63,8 @@ struct fb_stream {
     struct fake_backend *fb;
     struct MHD_Connection *conn;
     unsigned gen;
-    int n, delay_ms, next;
+    int n, delay_ms, next, cut_after;
+    bool named;
     char model[256];
     char *pending;
     size_t plen, poff;
@@ -135,12 +144,25 @@ static ssize_t fb_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         if (n > max)
             n = max;
         memcpy(buf, st->pending + st->poff, n);
+        pthread_mutex_lock(&fb->mu);
+        if (st->gen == fb->stream_gen) {
+            char *p = realloc(fb->sent, fb->sent_len + n + 1);
+            if (p) {
+                memcpy(p + fb->sent_len, buf, n);
+                fb->sent_len += n;
+                p[fb->sent_len] = '\0';
+                fb->sent = p;
+            }
+        }
+        pthread_mutex_unlock(&fb->mu);
         st->poff += n;
         return (ssize_t)n;
     }
     free(st->pending);
     st->pending = NULL;
     st->plen = st->poff = 0;
+    if (st->cut_after > 0 && st->next >= st->cut_after)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
     if (st->next < st->n) {
         /* Sleep in slices so a client that goes away is noticed at once. */
         for (int waited = 0; waited < st->delay_ms; waited += 5) {
@@ -155,10 +177,10 @@ static ssize_t fb_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             return MHD_CONTENT_READER_END_WITH_ERROR;
         char tmp[768];
         int len = snprintf(tmp, sizeof tmp,
-                           "data: {\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion.chunk\","
+                           "%sdata: {\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion.chunk\","
                            "\"model\":\"%s\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
                            "\"tok%d\"},\"finish_reason\":null}]}\n\n",
-                           st->model, st->next);
+                           st->named ? "event: delta\n" : "", st->model, st->next);
         st->pending = strndup(tmp, (size_t)len);
         st->plen = (size_t)len;
         pthread_mutex_lock(&fb->mu);
@@ -170,7 +192,7 @@ static ssize_t fb_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     }
     if (!st->done_sent) {
         st->done_sent = true;
-        st->pending = strdup("data: [DONE]\n\n");
+        st->pending = strdup(st->named ? "event: done\ndata: [DONE]\n\n" : "data: [DONE]\n\n");
         st->plen = strlen(st->pending);
         st->finished = true;
         return fb_stream_read(cls, pos, buf, max);
@@ -209,7 +231,35 @@ static enum MHD_Result fb_chat(struct fake_backend *fb, struct MHD_Connection *c
     pthread_mutex_lock(&fb->mu);
     int fail = fb->fail_status;
     int chunks = fb->chunks, delay = fb->delay_ms;
+    int reply = fb->reply_status;
     pthread_mutex_unlock(&fb->mu);
+    if (reply) {
+        pthread_mutex_lock(&fb->mu);
+        struct MHD_Response *r = MHD_create_response_from_buffer(
+            strlen(fb->reply_body), fb->reply_body, MHD_RESPMEM_MUST_COPY);
+        if (r) {
+            if (fb->reply_ctype)
+                MHD_add_response_header(r, "Content-Type", fb->reply_ctype);
+            for (size_t i = 0; fb->reply_headers && fb->reply_headers[i]; i++) {
+                char name[128];
+                const char *colon = strchr(fb->reply_headers[i], ':');
+                if (!colon)
+                    continue;
+                snprintf(name, sizeof name, "%.*s", (int)(colon - fb->reply_headers[i]),
+                         fb->reply_headers[i]);
+                const char *v = colon + 1;
+                while (*v == ' ')
+                    v++;
+                MHD_add_response_header(r, name, v);
+            }
+        }
+        pthread_mutex_unlock(&fb->mu);
+        if (!r)
+            return MHD_NO;
+        enum MHD_Result rc = MHD_queue_response(c, (unsigned)reply, r);
+        MHD_destroy_response(r);
+        return rc;
+    }
     if (fail)
         return fb_json(c, (unsigned)fail,
                        "{\"error\":{\"message\":\"fake failure\",\"type\":\"server_error\"}}");
@@ -232,6 +282,13 @@ static enum MHD_Result fb_chat(struct fake_backend *fb, struct MHD_Connection *c
     st->delay_ms = delay;
     snprintf(st->model, sizeof st->model, "%s", m);
     pthread_mutex_lock(&fb->mu);
+    st->cut_after = fb->cut_after;
+    st->named = fb->named;
+    char ctype[128];
+    snprintf(ctype, sizeof ctype, "%s", fb->stream_ctype ? fb->stream_ctype : "text/event-stream");
+    free(fb->sent);
+    fb->sent = NULL;
+    fb->sent_len = 0;
     st->gen = ++fb->stream_gen;
     for (int i = 0; i < FB_MAX_CHUNKS; i++)
         fb->chunk_ms[i] = -1;
@@ -242,7 +299,7 @@ static enum MHD_Result fb_chat(struct fake_backend *fb, struct MHD_Connection *c
         free(st);
         return MHD_NO;
     }
-    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Content-Type", ctype);
     MHD_add_response_header(r, "Cache-Control", "no-cache");
     enum MHD_Result rc = MHD_queue_response(c, 200, r);
     MHD_destroy_response(r);
@@ -287,6 +344,17 @@ static enum MHD_Result fb_handler(void *cls, struct MHD_Connection *c, const cha
     }
     if (strcmp(url, "/v1/chat/completions") == 0 && strcmp(method, "POST") == 0)
         return fb_chat(fb, c, body);
+    if (strcmp(method, "POST") == 0) {
+        json_t *req = json_loads(body, 0, NULL);
+        json_t *out = json_pack("{s:s, s:s, s:O?}", "object", "echo", "path", url, "model",
+                                json_object_get(req, "model"));
+        char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+        json_decref(out);
+        json_decref(req);
+        enum MHD_Result rc = fb_json(c, 200, text ? text : "{}");
+        free(text);
+        return rc;
+    }
     return fb_json(c, 404, "{\"error\":{\"message\":\"no such route\"}}");
 }
 
@@ -330,6 +398,13 @@ void fake_backend_stop(struct fake_backend *fb)
         free(fb->recs[i].body);
     }
     free(fb->recs);
+    free(fb->reply_ctype);
+    free(fb->reply_body);
+    for (size_t i = 0; fb->reply_headers && fb->reply_headers[i]; i++)
+        free(fb->reply_headers[i]);
+    free(fb->reply_headers);
+    free(fb->stream_ctype);
+    free(fb->sent);
     pthread_mutex_destroy(&fb->mu);
     pthread_cond_destroy(&fb->cv);
     free(fb);
@@ -363,6 +438,57 @@ void fake_backend_set_fail(struct fake_backend *fb, int status)
     pthread_mutex_lock(&fb->mu);
     fb->fail_status = status;
     pthread_mutex_unlock(&fb->mu);
+}
+
+void fake_backend_set_reply(struct fake_backend *fb, int status, const char *ctype,
+                            const char *body, const char *const *headers)
+{
+    pthread_mutex_lock(&fb->mu);
+    fb->reply_status = status;
+    free(fb->reply_ctype);
+    free(fb->reply_body);
+    for (size_t i = 0; fb->reply_headers && fb->reply_headers[i]; i++)
+        free(fb->reply_headers[i]);
+    free(fb->reply_headers);
+    fb->reply_ctype = ctype ? strdup(ctype) : NULL;
+    fb->reply_body = strdup(body ? body : "");
+    size_t n = 0;
+    while (headers && headers[n])
+        n++;
+    fb->reply_headers = calloc(n + 1, sizeof *fb->reply_headers);
+    for (size_t i = 0; i < n && fb->reply_headers; i++)
+        fb->reply_headers[i] = strdup(headers[i]);
+    pthread_mutex_unlock(&fb->mu);
+}
+
+void fake_backend_set_cut_after(struct fake_backend *fb, int chunks)
+{
+    pthread_mutex_lock(&fb->mu);
+    fb->cut_after = chunks;
+    pthread_mutex_unlock(&fb->mu);
+}
+
+void fake_backend_set_stream_ctype(struct fake_backend *fb, const char *ctype)
+{
+    pthread_mutex_lock(&fb->mu);
+    free(fb->stream_ctype);
+    fb->stream_ctype = ctype ? strdup(ctype) : NULL;
+    pthread_mutex_unlock(&fb->mu);
+}
+
+void fake_backend_set_stream_named(struct fake_backend *fb, bool named)
+{
+    pthread_mutex_lock(&fb->mu);
+    fb->named = named;
+    pthread_mutex_unlock(&fb->mu);
+}
+
+char *fake_backend_stream_bytes(struct fake_backend *fb)
+{
+    pthread_mutex_lock(&fb->mu);
+    char *out = strdup(fb->sent ? fb->sent : "");
+    pthread_mutex_unlock(&fb->mu);
+    return out;
 }
 
 void fake_backend_set_asleep(struct fake_backend *fb, bool asleep)

@@ -11,6 +11,9 @@
  *                              with "stream": true, N chat.completion.chunk
  *                              events (delta content "tok0", "tok1", ...),
  *                              each after a delay, then "data: [DONE]"
+ *   POST /v1/<anything else>   {"object":"echo","path":...,"model":...}
+ *                              (the request's model), for routes other than
+ *                              chat completions
  *   ANY  /wake                 the wake endpoint (see fake_backend_set_asleep)
  *
  * Scripts: fail chat completions with a status, be asleep (every /v1 route
@@ -45,6 +48,22 @@ void fake_backend_set_stream(struct fake_backend *fb, int chunks, int delay_ms);
 /* Chat completions answer status with an OpenAI error body
  * {"error":{"message":"fake failure","type":"server_error"}}; 0 = normal. */
 void fake_backend_set_fail(struct fake_backend *fb, int status);
+/* Chat completions (streaming or not) answer status with body verbatim,
+ * the given Content-Type and extra header lines ("Name: value", NULL-
+ * terminated, may be NULL); status 0 = normal again. */
+void fake_backend_set_reply(struct fake_backend *fb, int status, const char *ctype,
+                            const char *body, const char *const *headers);
+/* Streaming answers are cut (the connection closed, no end of the chunked
+ * body) after this many chunk events; 0 = never. */
+void fake_backend_set_cut_after(struct fake_backend *fb, int chunks);
+/* The Content-Type of streaming answers (default "text/event-stream"). */
+void fake_backend_set_stream_ctype(struct fake_backend *fb, const char *ctype);
+/* Streaming answers name their events ("event: delta" before each data
+ * line, "event: done" before [DONE]). */
+void fake_backend_set_stream_named(struct fake_backend *fb, bool named);
+/* Every byte of the most recent streaming answer's body sent so far, as a
+ * new string. */
+char *fake_backend_stream_bytes(struct fake_backend *fb);
 /* Asleep: every /v1 route answers 503 {"error":"asleep"}. */
 void fake_backend_set_asleep(struct fake_backend *fb, bool asleep);
 /* How /wake answers (default 200, up after 0 ms): with a 2xx status the

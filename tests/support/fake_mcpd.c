@@ -42,8 +42,18 @@ struct fm_rec {
     struct fake_mcpd_req r;
 };
 
+/* One request's state (MHD's con_cls). */
+struct fm_conn {
+    char *data;
+    size_t len;
+    bool streamed; /* a streamed result: recorded as it arrives */
+    long rec;      /* its record, or -1 */
+};
+
 struct fake_mcpd {
     struct MHD_Daemon *d;
+    char *tls_cert, *tls_key;
+    int streamed_mode;
     char url[64];
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -71,14 +81,14 @@ static char *fm_strdup0(const char *s)
 }
 
 /* Records a request; called with the lock held. */
-static void fm_record_locked(struct fake_mcpd *fm, const char *method, const char *path,
+static long fm_record_locked(struct fake_mcpd *fm, const char *method, const char *path,
                              const char *session, const char *auth, const char *body, int status)
 {
     if (fm->nrecs == fm->caprecs) {
         size_t cap = fm->caprecs ? fm->caprecs * 2 : 64;
         struct fake_mcpd_req *r = realloc(fm->recs, cap * sizeof *r);
         if (!r)
-            return;
+            return -1;
         fm->recs = r;
         fm->caprecs = cap;
     }
@@ -88,9 +98,15 @@ static void fm_record_locked(struct fake_mcpd *fm, const char *method, const cha
     r->session = fm_strdup0(session);
     r->auth = fm_strdup0(auth);
     r->body = fm_strdup0(body);
+    r->ctype = strdup("");
     r->at_ms = clock_mono_ms();
     r->status = status;
+    r->streamed = false;
+    r->complete = true;
+    r->pieces = 0;
+    r->first_at = 0;
     pthread_cond_broadcast(&fm->cv);
+    return (long)(fm->nrecs - 1);
 }
 
 static enum MHD_Result fm_json(struct MHD_Connection *c, unsigned status, const char *body)
@@ -293,17 +309,137 @@ static enum MHD_Result fm_register(struct fake_mcpd *fm, struct MHD_Connection *
     return rc;
 }
 
+/* The headers of a streamed result: refuse it at once as scripted, or
+ * start its record. */
+static enum MHD_Result fm_streamed_begin(struct fake_mcpd *fm, struct MHD_Connection *c,
+                                         struct fm_conn *fc, const char *url, const char *method,
+                                         const char *session, const char *auth)
+{
+    fc->streamed = true;
+    size_t tp = strlen(MCP_ROUTE_TASK_PREFIX);
+    pthread_mutex_lock(&fm->mu);
+    int status = 0;
+    char want[600];
+    if (fm->token)
+        snprintf(want, sizeof want, "Bearer %s", fm->token);
+    if (strncmp(url, MCP_ROUTE_TASK_PREFIX, tp) != 0)
+        status = 404;
+    else if (fm->token && (!auth || strcmp(auth, want) != 0))
+        status = 401;
+    else if ((status = fm_scripted_locked(fm, FAKE_MCPD_RESULT)) != 0)
+        ;
+    else if (!fm_known_locked(fm, session))
+        status = 404;
+    else if (fm->result_status)
+        status = fm->result_status;
+    else if (fm->streamed_mode == FAKE_MCPD_STREAMED_415)
+        status = 415;
+    long rec = fm_record_locked(fm, method, url, session, auth, "", status);
+    if (rec >= 0) {
+        struct fake_mcpd_req *r = &fm->recs[rec];
+        r->streamed = true;
+        r->complete = status != 0;
+        free(r->ctype);
+        r->ctype = strdup("text/event-stream");
+    }
+    pthread_mutex_unlock(&fm->mu);
+    if (status) {
+        fc->streamed = false;
+        return fm_json(c, (unsigned)status,
+                       status == 415 ? "{\"error\":\"Content-Type must be application/json\"}"
+                                     : "{\"error\":\"task is gone\"}");
+    }
+    fc->rec = rec;
+    return MHD_YES;
+}
+
+static enum MHD_Result fm_streamed_end(struct fake_mcpd *fm, struct MHD_Connection *c,
+                                       struct fm_conn *fc)
+{
+    pthread_mutex_lock(&fm->mu);
+    int status = fm->streamed_mode == FAKE_MCPD_STREAMED_400_AT_END ? 400 : 200;
+    if (fc->rec >= 0) {
+        struct fake_mcpd_req *r = &fm->recs[fc->rec];
+        r->complete = true;
+        r->status = status;
+        r->at_ms = clock_mono_ms();
+        pthread_cond_broadcast(&fm->cv);
+    }
+    pthread_mutex_unlock(&fm->mu);
+    return fm_json(c, (unsigned)status,
+                   status == 200 ? "{\"ok\":true}" : "{\"error\":\"malformed JSON body\"}");
+}
+
+static void fm_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)c;
+    struct fake_mcpd *fm = cls;
+    struct fm_conn *fc = *con_cls;
+    if (!fc)
+        return;
+    if (fc->streamed && fc->rec >= 0 && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+        pthread_mutex_lock(&fm->mu);
+        struct fake_mcpd_req *r = &fm->recs[fc->rec];
+        if (!r->complete) {
+            r->complete = true;
+            r->status = -1; /* cut off */
+            r->at_ms = clock_mono_ms();
+        }
+        pthread_cond_broadcast(&fm->cv);
+        pthread_mutex_unlock(&fm->mu);
+    }
+    free(fc->data);
+    free(fc);
+    *con_cls = NULL;
+}
+
 static enum MHD_Result fm_handler(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls)
 {
     (void)version;
     struct fake_mcpd *fm = cls;
-    const char *body = fake_http_collect(con_cls, upload, upload_size, FM_MAX_BODY);
-    if (!body)
-        return MHD_YES;
     const char *session = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MCP_HEADER_SESSION);
     const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    struct fm_conn *fc = *con_cls;
+    if (!fc) {
+        fc = calloc(1, sizeof *fc);
+        if (!fc)
+            return MHD_NO;
+        fc->rec = -1;
+        *con_cls = fc;
+        const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+        if (strcmp(method, "POST") == 0 && ct && strncasecmp(ct, "text/event-stream", 17) == 0)
+            return fm_streamed_begin(fm, c, fc, url, method, session, auth);
+        return MHD_YES;
+    }
+    if (*upload_size > 0) {
+        if (fc->len + *upload_size <= FM_MAX_BODY) {
+            char *p = realloc(fc->data, fc->len + *upload_size + 1);
+            if (p) {
+                memcpy(p + fc->len, upload, *upload_size);
+                fc->data = p;
+                fc->len += *upload_size;
+                p[fc->len] = '\0';
+            }
+        }
+        if (fc->streamed && fc->rec >= 0) {
+            pthread_mutex_lock(&fm->mu);
+            struct fake_mcpd_req *r = &fm->recs[fc->rec];
+            free(r->body);
+            r->body = strdup(fc->data ? fc->data : "");
+            if (r->pieces++ == 0)
+                r->first_at = clock_mono_ms();
+            pthread_cond_broadcast(&fm->cv);
+            pthread_mutex_unlock(&fm->mu);
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    const char *body = fc->data ? fc->data : "";
+    if (fc->streamed)
+        return fm_streamed_end(fm, c, fc);
 
     pthread_mutex_lock(&fm->mu);
     enum MHD_Result rc;
@@ -368,7 +504,32 @@ static enum MHD_Result fm_handler(void *cls, struct MHD_Connection *c, const cha
     return rc;
 }
 
-struct fake_mcpd *fake_mcpd_start(void)
+static char *fm_read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *out = NULL;
+    size_t len = 0;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        char *p = realloc(out, len + n + 1);
+        if (!p) {
+            free(out);
+            fclose(f);
+            return NULL;
+        }
+        memcpy(p + len, buf, n);
+        len += n;
+        p[len] = '\0';
+        out = p;
+    }
+    fclose(f);
+    return out;
+}
+
+static struct fake_mcpd *fm_start(const char *cert_file, const char *key_file)
 {
     struct fake_mcpd *fm = calloc(1, sizeof *fm);
     if (!fm)
@@ -377,17 +538,48 @@ struct fake_mcpd *fake_mcpd_start(void)
     pthread_cond_init(&fm->cv, NULL);
     fm->heartbeat_ms = 30000;
     fm->ping_ms = 20000;
-    int port = 0;
-    fm->d = fake_http_start(fm_handler, fm, &port);
-    if (!fm->d) {
-        fprintf(stderr, "fake_mcpd: cannot start the daemon\n");
-        pthread_mutex_destroy(&fm->mu);
-        pthread_cond_destroy(&fm->cv);
-        free(fm);
-        return NULL;
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
+    if (cert_file) {
+        fm->tls_cert = fm_read_file(cert_file);
+        fm->tls_key = fm_read_file(key_file);
+        if (!fm->tls_cert || !fm->tls_key)
+            goto fail;
+        fm->d = MHD_start_daemon(flags | MHD_USE_TLS, 0, NULL, NULL, fm_handler, fm,
+                                 MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_NOTIFY_COMPLETED,
+                                 fm_completed, fm, MHD_OPTION_HTTPS_MEM_CERT, fm->tls_cert,
+                                 MHD_OPTION_HTTPS_MEM_KEY, fm->tls_key, MHD_OPTION_END);
+    } else {
+        fm->d = MHD_start_daemon(flags, 0, NULL, NULL, fm_handler, fm, MHD_OPTION_SOCK_ADDR, &addr,
+                                 MHD_OPTION_NOTIFY_COMPLETED, fm_completed, fm, MHD_OPTION_END);
     }
-    snprintf(fm->url, sizeof fm->url, "http://127.0.0.1:%d", port);
+    if (!fm->d)
+        goto fail;
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(fm->d, MHD_DAEMON_INFO_BIND_PORT);
+    snprintf(fm->url, sizeof fm->url, "%s://127.0.0.1:%d", cert_file ? "https" : "http",
+             di ? di->port : 0);
     return fm;
+fail:
+    fprintf(stderr, "fake_mcpd: cannot start the daemon\n");
+    free(fm->tls_cert);
+    free(fm->tls_key);
+    pthread_mutex_destroy(&fm->mu);
+    pthread_cond_destroy(&fm->cv);
+    free(fm);
+    return NULL;
+}
+
+struct fake_mcpd *fake_mcpd_start(void)
+{
+    return fm_start(NULL, NULL);
+}
+
+struct fake_mcpd *fake_mcpd_start_tls(const char *cert_file, const char *key_file)
+{
+    return fm_start(cert_file, key_file);
 }
 
 void fake_mcpd_req_free(struct fake_mcpd_req *r)
@@ -399,6 +591,7 @@ void fake_mcpd_req_free(struct fake_mcpd_req *r)
     free(r->session);
     free(r->auth);
     free(r->body);
+    free(r->ctype);
     free(r);
 }
 
@@ -417,8 +610,11 @@ void fake_mcpd_stop(struct fake_mcpd *fm)
         free(r->session);
         free(r->auth);
         free(r->body);
+        free(r->ctype);
     }
     free(fm->recs);
+    free(fm->tls_cert);
+    free(fm->tls_key);
     for (int i = 0; i < fm->nsessions; i++)
         free(fm->sessions[i]);
     free(fm->token);
@@ -460,6 +656,13 @@ void fake_mcpd_set_result_status(struct fake_mcpd *fm, int status)
 {
     pthread_mutex_lock(&fm->mu);
     fm->result_status = status;
+    pthread_mutex_unlock(&fm->mu);
+}
+
+void fake_mcpd_set_streamed(struct fake_mcpd *fm, enum fake_mcpd_streamed mode)
+{
+    pthread_mutex_lock(&fm->mu);
+    fm->streamed_mode = (int)mode;
     pthread_mutex_unlock(&fm->mu);
 }
 
@@ -667,6 +870,31 @@ int fake_mcpd_wait_body(struct fake_mcpd *fm, const char *prefix, const char *ne
     return rc;
 }
 
+static bool fm_last_complete_locked(struct fake_mcpd *fm, const char *prefix)
+{
+    size_t pl = strlen(prefix);
+    for (size_t i = fm->nrecs; i > 0; i--)
+        if (strncmp(fm->recs[i - 1].path, prefix, pl) == 0)
+            return fm->recs[i - 1].complete;
+    return false;
+}
+
+int fake_mcpd_wait_complete(struct fake_mcpd *fm, const char *prefix, int timeout_ms)
+{
+    struct timespec dl;
+    fake_http_deadline(&dl, timeout_ms);
+    pthread_mutex_lock(&fm->mu);
+    int rc = 0;
+    while (!fm_last_complete_locked(fm, prefix)) {
+        if (pthread_cond_timedwait(&fm->cv, &fm->mu, &dl) != 0) {
+            rc = fm_last_complete_locked(fm, prefix) ? 0 : -1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&fm->mu);
+    return rc;
+}
+
 struct fake_mcpd_req *fake_mcpd_get(struct fake_mcpd *fm, const char *prefix, int index)
 {
     pthread_mutex_lock(&fm->mu);
@@ -689,8 +917,13 @@ struct fake_mcpd_req *fake_mcpd_get(struct fake_mcpd *fm, const char *prefix, in
             out->session = strdup(r->session);
             out->auth = strdup(r->auth);
             out->body = strdup(r->body);
+            out->ctype = strdup(r->ctype);
             out->at_ms = r->at_ms;
             out->status = r->status;
+            out->streamed = r->streamed;
+            out->complete = r->complete;
+            out->pieces = r->pieces;
+            out->first_at = r->first_at;
         }
         break;
     }

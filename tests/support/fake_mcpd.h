@@ -12,14 +12,18 @@
  *        test and ": ping" comments; a new stream replaces the old one
  *   POST /api/v1/llms/_provider-heartbeat  {"ok":true,"revived":0}; 404 for
  *        an unknown session
- *   POST /api/v1/llms/_provider-task/ID/result   recorded, 200 {"ok":true}
+ *   POST /api/v1/llms/_provider-task/ID/result   recorded, 200 {"ok":true};
+ *        a streamed result (Content-Type: text/event-stream, chunked) is
+ *        recorded as its pieces arrive (body, pieces, first_at) and
+ *        answered 200 {"ok":true} when its body ends
  *
  * Scripts: fail the next N calls of a route with a status ("500 twice then
  * OK"), forget every session (a restarted mcpd), close streams after N
  * events or now, go silent (no pings, no frames), answer results with 410.
  * Every request is recorded with its arrival time (clock_mono_ms()) so
  * tests can check order and cadence, and wait for conditions instead of
- * sleeping. All functions are thread-safe.
+ * sleeping. fake_mcpd_start_tls() serves the same over HTTPS. All
+ * functions are thread-safe.
  */
 #ifndef TEST_FAKE_MCPD_H
 #define TEST_FAKE_MCPD_H
@@ -43,15 +47,29 @@ struct fake_mcpd_req {
     char *session; /* x-mcpctl-provider-session, "" when absent */
     char *auth;    /* Authorization, "" when absent */
     char *body;
-    int64_t at_ms; /* clock_mono_ms() when the request was complete */
-    int status;    /* what the fake answered */
+    char *ctype;      /* Content-Type, "" when absent */
+    int64_t at_ms;    /* clock_mono_ms() when the request was complete (or answered) */
+    int status;       /* what the fake answered; 0 while a streamed body arrives */
+    bool streamed;    /* a streamed result */
+    bool complete;    /* its body ended (always true for other requests) */
+    int pieces;       /* body pieces received so far */
+    int64_t first_at; /* when the first body piece arrived, or 0 */
+};
+
+/* How streamed results are taken. */
+enum fake_mcpd_streamed {
+    FAKE_MCPD_STREAMED_OK,         /* relayed and answered 200 at the end */
+    FAKE_MCPD_STREAMED_415,        /* refused at once, before the body (an older mcpd) */
+    FAKE_MCPD_STREAMED_400_AT_END, /* read to the end, then refused with 400 */
 };
 
 /* Starts the fake. Returns NULL (with a message on stderr) on failure. */
 struct fake_mcpd *fake_mcpd_start(void);
+/* The same over HTTPS with the PEM certificate and key files given. */
+struct fake_mcpd *fake_mcpd_start_tls(const char *cert_file, const char *key_file);
 /* Stops it (closing open streams) and frees everything. NULL ok. */
 void fake_mcpd_stop(struct fake_mcpd *fm);
-/* "http://127.0.0.1:PORT". */
+/* "http://127.0.0.1:PORT" (https:// with TLS). */
 const char *fake_mcpd_url(const struct fake_mcpd *fm);
 
 /* Intervals announced in hello (as heartbeatIntervalMs/pingIntervalMs and
@@ -62,8 +80,10 @@ void fake_mcpd_set_intervals(struct fake_mcpd *fm, int heartbeat_ms, int ping_ms
 void fake_mcpd_set_token(struct fake_mcpd *fm, const char *token);
 /* The next `times` calls of route answer status with {"error": "scripted"}. */
 void fake_mcpd_fail(struct fake_mcpd *fm, enum fake_mcpd_route route, int times, int status);
-/* Every result post answers status from now on (0: back to 200). */
+/* Every result post answers status from now on (0: back to 200); a
+ * streamed one at once, before its body. */
 void fake_mcpd_set_result_status(struct fake_mcpd *fm, int status);
+void fake_mcpd_set_streamed(struct fake_mcpd *fm, enum fake_mcpd_streamed mode);
 /* Forgets every session, as a restarted mcpd without its database would. */
 void fake_mcpd_forget_sessions(struct fake_mcpd *fm);
 /* Streams opened from now on are closed after sending `events` events
@@ -102,6 +122,9 @@ int fake_mcpd_wait_count(struct fake_mcpd *fm, const char *prefix, int n, int ti
 /* Waits until a request to prefix has a body containing needle. */
 int fake_mcpd_wait_body(struct fake_mcpd *fm, const char *prefix, const char *needle,
                         int timeout_ms);
+/* Waits until the last request to prefix is complete (a streamed result
+ * whose body ended or was cut off). Returns 0, or -1 on timeout. */
+int fake_mcpd_wait_complete(struct fake_mcpd *fm, const char *prefix, int timeout_ms);
 /* The index-th request (0-based; -1 = the last) to prefix, or NULL. */
 struct fake_mcpd_req *fake_mcpd_get(struct fake_mcpd *fm, const char *prefix, int index);
 void fake_mcpd_req_free(struct fake_mcpd_req *r);

@@ -218,10 +218,28 @@ static void test_load_files(void **state)
     chmod(creds, 0600);
     assert_int_equal(credentials_load(creds, &cr, &insecure, err, sizeof err), 0);
     assert_false(insecure);
+    assert_null(cr.ca_file);
     struct credentials other = {0};
     assert_false(credentials_equal(&cr, &other));
     assert_true(credentials_equal(&cr, &cr));
     credentials_release(&cr);
+
+    /* caFile: absolute as written, relative to the credentials' directory. */
+    f = fopen(creds, "w");
+    fputs("{\"mcpdUrl\": \"https://m\", \"token\": \"t\", \"caFile\": \"/etc/my ca.pem\"}", f);
+    fclose(f);
+    assert_int_equal(credentials_load(creds, &cr, &insecure, err, sizeof err), 0);
+    assert_string_equal(cr.ca_file, "/etc/my ca.pem");
+    f = fopen(creds, "w");
+    fputs("{\"mcpdUrl\": \"https://m\", \"token\": \"t\", \"caFile\": \"ca.pem\"}", f);
+    fclose(f);
+    assert_int_equal(credentials_load(creds, &other, &insecure, err, sizeof err), 0);
+    snprintf(want, sizeof want, "%s/ca.pem", dir);
+    assert_string_equal(other.ca_file, want);
+    /* A different CA is a change of credentials. */
+    assert_false(credentials_equal(&cr, &other));
+    credentials_release(&cr);
+    credentials_release(&other);
 
     free(cfg);
     free(creds);
@@ -242,6 +260,10 @@ static void test_bad_credentials(void **state)
         {"{\"mcpdUrl\": \"http://m\", \"token\": \"a b\"}", "token: must not contain spaces"},
         {"{\"mcpdUrl\": \"mcpd:8080\", \"token\": \"t\"}",
          "mcpdUrl: must start with http:// or https://"},
+        {"{\"mcpdUrl\": \"https://m\", \"token\": \"t\", \"caFile\": 3}",
+         "caFile: must be the path of a PEM file"},
+        {"{\"mcpdUrl\": \"https://m\", \"token\": \"t\", \"caFile\": \"\"}",
+         "caFile: must be the path of a PEM file"},
         {NULL, "token: longer than 1024 characters"},
     };
     char long_token[1200];

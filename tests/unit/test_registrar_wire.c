@@ -56,6 +56,119 @@ static void test_results(void **state)
                    "{\"status\":200,\"body\":{\"ok\":true,\"ms\":1234}}");
 }
 
+static void test_response_results(void **state)
+{
+    (void)state;
+    /* JSON bodies are spliced verbatim, whatever the status. */
+    const char *names[] = {"Retry-After", "X-RateLimit-Remaining-Requests", "Content-Type"};
+    const char *values[] = {"7", "0", "application/json"};
+    const char *err = "{\"error\": {\"message\": \"slow down\", \"type\": \"rate_limit\"}}";
+    char *s = wire_result_response(429, names, values, 3, err, strlen(err));
+    char want[512];
+    snprintf(want, sizeof want,
+             "{\"status\":429,\"headers\":{\"retry-after\":\"7\","
+             "\"x-ratelimit-remaining-requests\":\"0\",\"content-type\":\"application/json\"},"
+             "\"body\":%s}",
+             err);
+    assert_string_equal(s, want);
+    free(s);
+    /* No headers: no "headers" member. */
+    s = wire_result_response(200, NULL, NULL, 0, "[1, 2]", 6);
+    assert_string_equal(s, "{\"status\":200,\"body\":[1, 2]}");
+    free(s);
+    /* Not JSON: the bytes as a string. */
+    const char *ct[] = {"content-type"};
+    const char *html[] = {"text/html"};
+    assert_json_eq(wire_result_response(502, ct, html, 1, "<h1>Bad \"gateway\"</h1>\n", 23),
+                   "{\"status\":502,\"headers\":{\"content-type\":\"text/html\"},"
+                   "\"body\":\"<h1>Bad \\\"gateway\\\"</h1>\\n\"}");
+    assert_json_eq(wire_result_response(204, NULL, NULL, 0, "", 0),
+                   "{\"status\":204,\"body\":\"\"}");
+    assert_json_eq(wire_result_response(200, NULL, NULL, 0, "{oops", 5),
+                   "{\"status\":200,\"body\":\"{oops\"}");
+    /* Invalid UTF-8 is replaced, the rest kept. */
+    assert_json_eq(wire_result_response(500, NULL, NULL, 0,
+                                        "a\xff\xc3\xa9"
+                                        "b",
+                                        5),
+                   "{\"status\":500,\"body\":\"a\\ufffd\\u00e9b\"}");
+
+    assert_true(wire_header_passes("Retry-After"));
+    assert_true(wire_header_passes("x-ratelimit-limit-tokens"));
+    assert_true(wire_header_passes("X-Request-Id"));
+    assert_true(wire_header_passes("content-type"));
+    assert_false(wire_header_passes("Set-Cookie"));
+    assert_false(wire_header_passes("Server"));
+    assert_false(wire_header_passes("x-ratelimit"));
+
+    assert_string_equal(
+        (s = wire_sse_error("backend stream broke: \"x\"", "backend_error")),
+        "data: {\"error\":{\"message\":\"backend stream broke: \\\"x\\\"\",\"type\":"
+        "\"server_error\",\"code\":\"backend_error\"}}\n\n");
+    free(s);
+}
+
+static void test_task_paths(void **state)
+{
+    (void)state;
+    struct task_frame t;
+    char err[256];
+    /* No path: chat completions. */
+    const char *d = "{\"kind\":\"infer\",\"taskId\":\"t\",\"llmName\":\"a\",\"body\":{}}";
+    assert_int_equal(wire_parse_task(d, strlen(d), &t, err, sizeof err), 0);
+    assert_string_equal(t.path, "/chat/completions");
+    wire_task_release(&t);
+    d = "{\"kind\":\"infer\",\"taskId\":\"t\",\"llmName\":\"a\",\"path\":\"/embeddings\","
+        "\"body\":{\"model\":\"a\",\"input\":\"x\",\"stream\":true}}";
+    assert_int_equal(wire_parse_task(d, strlen(d), &t, err, sizeof err), 0);
+    assert_string_equal(t.path, "/embeddings");
+    /* Other routes: only the model changes. */
+    char *s = wire_task_upstream(&t, "m", NULL);
+    assert_string_equal(s, "{\"model\":\"m\",\"input\":\"x\",\"stream\":true}");
+    free(s);
+    wire_task_release(&t);
+    /* The general path reads it too. */
+    d = "{\"kind\":\"infer\",\"taskId\":\"t\",\"llmName\":\"a\",\"path\":\"/"
+        "mess\\u0061ges?beta=true\","
+        "\"streaming\":true,\"body\":{\"model\":\"a\",\"stream\":true}}";
+    assert_int_equal(wire_parse_task(d, strlen(d), &t, err, sizeof err), 0);
+    assert_string_equal(t.path, "/messages?beta=true");
+    wire_task_release(&t);
+
+    static const struct {
+        const char *path;
+        bool ok;
+    } cases[] = {
+        {"/responses", true},
+        {"/audio/speech", true},
+        {"/messages?beta=true", true},
+        {"/models/a%2Fb", true},
+        {"", false},
+        {"/", false},
+        {"embeddings", false},
+        {"/../admin", false},
+        {"/a/./b", false},
+        {"/a//b", false},
+        {"/a/..", false},
+        {"/a b", false},
+        {"/a#frag", false},
+        {"/a\\b", false},
+        {"/a\nb", false},
+        {"/ok?x=/../y", true}, /* the query is not a path */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (wire_task_path_valid(cases[i].path) != cases[i].ok)
+            fail_msg("path '%s': want %s", cases[i].path, cases[i].ok ? "valid" : "invalid");
+    d = "{\"kind\":\"infer\",\"taskId\":\"t\",\"llmName\":\"a\",\"path\":\"/../x\",\"body\":{}}";
+    assert_int_equal(wire_parse_task(d, strlen(d), &t, err, sizeof err), -1);
+    assert_string_equal(err, "task frame with an invalid path");
+    assert_string_equal(t.task_id, "t");
+    wire_task_release(&t);
+    d = "{\"kind\":\"infer\",\"taskId\":\"t\",\"llmName\":\"a\",\"path\":5,\"body\":{}}";
+    assert_int_equal(wire_parse_task(d, strlen(d), &t, err, sizeof err), -1);
+    wire_task_release(&t);
+}
+
 static void test_hello(void **state)
 {
     (void)state;
@@ -193,11 +306,12 @@ static void test_register_body(void **state)
               "{\"name\":\"vllm-local\",\"type\":\"openai\",\"model\":\"Qwen\","
               "\"tier\":\"fast\",\"initialStatus\":\"hibernating\",\"extraConfig\":{\"ctx\":1}},"
               "{\"name\":\"ollama\",\"type\":\"openai\",\"model\":\"llama3\","
-              "\"poolName\":\"p\",\"initialStatus\":\"active\"}]}");
+              "\"poolName\":\"p\",\"initialStatus\":\"active\"}],"
+              "\"features\":[\"paths\",\"streamed-results\"]}");
     assert_json_eq(wire_register_body(NULL, ps, st, 1),
                    "{\"providers\":[{\"name\":\"vllm-local\",\"type\":\"openai\",\"model\":"
                    "\"Qwen\",\"tier\":\"fast\",\"initialStatus\":\"hibernating\","
-                   "\"extraConfig\":{\"ctx\":1}}]}");
+                   "\"extraConfig\":{\"ctx\":1}}],\"features\":[\"paths\",\"streamed-results\"]}");
 }
 
 static char *upstream(const char *body, const char *model, bool streaming)
@@ -401,6 +515,8 @@ int main(void)
         cmocka_unit_test(test_hello),
         cmocka_unit_test(test_tasks),
         cmocka_unit_test(test_register_body),
+        cmocka_unit_test(test_response_results),
+        cmocka_unit_test(test_task_paths),
         cmocka_unit_test(test_upstream_request),
         cmocka_unit_test(test_upstream_splice),
         cmocka_unit_test(test_task_upstream),
