@@ -4,7 +4,7 @@
 # streams, gc and tls phases, each an object of its own (null when the phase
 # did not run).
 # Inputs via --arg/--argjson: date cores cpu commit kernel rounds secs threads
-# nginx wrk stream_tokens stream_interval_us.
+# nginx wrk stream_tokens stream_interval_us phases.
 
 def median:
   map(select(. != null)) | sort
@@ -217,7 +217,7 @@ def permed: . as $o | ($o | map(keys) | add // [] | unique)
     machine: {cores: $cores, cpu: $cpu, kernel: $kernel},
     commit: $commit,
     config: {rounds: $rounds, seconds_per_run: $secs, mcpd_threads: $threads,
-             nginx: $nginx, wrk: $wrk,
+             nginx: $nginx, wrk: $wrk, phases: ($phases | split(" ")),
              backend: "nginx return 200 (1 worker); stream_backend for SSE",
              proxy: "nginx proxy_pass, worker_processes auto, upstream keepalive 128"},
     paths: $p,
