@@ -9,9 +9,17 @@
  *                               otherwise        -> a fixed chat.completion
  *
  * Chunks go out back to back, or --interval-us apart to imitate a model
- * generating tokens. The backend listens on 127.0.0.1, port 0 unless --port
- * is given, and prints "listening on http://127.0.0.1:PORT" once it accepts.
- * SIGTERM or SIGINT stop it.
+ * generating tokens: the first at once, then one every interval, each its own
+ * HTTP chunk written on its own. A request can set its own pace with
+ * "bench_interval_us" in its body (0: back to back); the paths the benchmark
+ * compares forward the body unchanged, so one backend serves every kind of
+ * stream. Paced streams keep their schedule whatever the reader does: a
+ * chunk the socket cannot take is buffered and the next still falls due on
+ * time, so a slow path shows as lag, not as a slower backend.
+ *
+ * The backend listens on 127.0.0.1, port 0 unless --port is given, and prints
+ * "listening on http://127.0.0.1:PORT" once it accepts. SIGTERM or SIGINT
+ * stop it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +41,7 @@
 #define MAX_TOKENS 100000 /* longest stream one request may ask for */
 #define DEFAULT_TOKENS 16 /* chunks when the request names no max_tokens */
 #define MAX_CONNS 4096
+#define MAX_INTERVAL_US 10000000
 
 struct conn {
     int fd;
@@ -45,13 +54,14 @@ struct conn {
     /* an SSE response in progress */
     bool streaming;
     int tokens_left, tokens_sent;
-    int64_t next_at; /* monotonic µs of the next chunk when paced */
+    int64_t interval_us; /* this stream's pace, 0 for back to back */
+    int64_t next_at;     /* monotonic µs of the next chunk when paced */
     struct conn *next_active, *prev_active;
 };
 
 static volatile sig_atomic_t stop_flag;
 static int epfd;
-static int64_t interval_us;
+static int64_t interval_us; /* the pace of requests that name none */
 static struct conn *active; /* conns with a paced stream in progress */
 static int nconns;
 
@@ -151,7 +161,7 @@ static void active_remove(struct conn *c)
 
 static void conn_close(struct conn *c)
 {
-    if (c->streaming && interval_us > 0)
+    if (c->streaming && c->interval_us > 0)
         active_remove(c);
     epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
@@ -193,7 +203,7 @@ static int emit_chunk(struct conn *c)
         static const char done[] = "data: [DONE]\n\n";
         if (append_piece(c, done, sizeof done - 1) < 0 || out_append(c, "0\r\n\r\n", 5) < 0)
             return -1;
-        if (interval_us > 0)
+        if (c->interval_us > 0)
             active_remove(c);
         c->streaming = false;
     }
@@ -263,6 +273,15 @@ static int handle(struct conn *c, const char *method, const char *path, const ch
         if (tokens > MAX_TOKENS)
             tokens = MAX_TOKENS;
     }
+    int64_t pace = interval_us;
+    const char *iv = json_value(body, blen, "bench_interval_us");
+    if (iv) {
+        pace = strtoll(iv, NULL, 10);
+        if (pace < 0)
+            pace = 0;
+        if (pace > MAX_INTERVAL_US)
+            pace = MAX_INTERVAL_US;
+    }
     static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                                "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
     if (out_append(c, head, sizeof head - 1) < 0)
@@ -270,10 +289,11 @@ static int handle(struct conn *c, const char *method, const char *path, const ch
     c->streaming = true;
     c->tokens_left = (int)tokens;
     c->tokens_sent = 0;
-    if (interval_us > 0) {
+    c->interval_us = pace;
+    if (pace > 0) {
         /* First token at once, the others paced by the timer loop. */
         active_add(c);
-        c->next_at = now_us() + interval_us;
+        c->next_at = now_us() + pace;
         return emit_chunk(c);
     }
     while (c->streaming) {
@@ -384,7 +404,7 @@ static int run_timers(void)
     while (c) {
         struct conn *nx = c->next_active;
         if (c->next_at <= now) {
-            c->next_at += interval_us;
+            c->next_at += c->interval_us;
             /* A finished stream lets pipelined requests behind it run. */
             if (emit_chunk(c) < 0 || (!c->streaming && process_input(c) < 0)) {
                 conn_close(c);
@@ -445,7 +465,7 @@ int main(int argc, char **argv)
 
     struct epoll_event evs[256];
     while (!stop_flag) {
-        int timeout = interval_us > 0 ? run_timers() : 1000;
+        int timeout = run_timers();
         int n = epoll_wait(epfd, evs, 256, timeout);
         for (int i = 0; i < n; i++) {
             struct conn *c = evs[i].data.ptr;
