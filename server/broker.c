@@ -49,6 +49,7 @@ struct broker_stream {
     bool deactivate; /* its close makes the session's rows inactive */
     int64_t next_ping;
     struct broker_stream *prev, *next; /* open streams, by next_ping */
+    struct broker_stream *next_cut;    /* on broker.cuts */
 };
 
 enum task_kind { TASK_INFER, TASK_WAKE };
@@ -118,7 +119,8 @@ struct tombstone {
 struct broker {
     struct broker_config cfg;
     pthread_mutex_t mu;
-    struct broker_ep *wakes; /* to wake at unlock */
+    struct broker_ep *wakes;    /* to wake at unlock */
+    struct broker_stream *cuts; /* streams over their backlog, to cut at unlock */
     struct session *sessions;
     struct task *tasks;
     struct wake *wake_by_llm;
@@ -126,6 +128,7 @@ struct broker {
     unsigned ntombs;
     struct broker_stream *streams, *streams_tail; /* open, by next_ping */
     unsigned nstreams, ncalls;
+    unsigned overflows; /* streams cut off for their backlog, ever */
     int64_t next_reap;
     int64_t now; /* the latest time a caller passed in, for calls that take none */
     bool stopping;
@@ -145,8 +148,18 @@ static void seen(struct broker *b, int64_t now)
         b->now = now;
 }
 
+static void session_cut(struct broker *b, struct session *s, int status, const char *why);
+
 static void unlock(struct broker *b)
 {
+    while (b->cuts) {
+        struct broker_stream *st = b->cuts;
+        b->cuts = st->next_cut;
+        st->next_cut = NULL;
+        if (st->session)
+            session_cut(b, st->session, 502,
+                        "the publisher stopped reading its control stream (backlog over the cap)");
+    }
     struct broker_ep *ep = b->wakes;
     b->wakes = NULL;
     pthread_mutex_unlock(&b->mu);
@@ -203,13 +216,20 @@ static void stream_list_append(struct broker *b, struct broker_stream *st)
     b->streams_tail = st;
 }
 
-/* Queues bytes on a stream; cuts it off when it is too far behind. */
+/* Queues bytes on a stream. A stream too far behind is cut off: its
+ * session loses it and its tasks fail at once, and its response is
+ * aborted as soon as libmicrohttpd runs its reader (or times it out). */
 static int stream_queue(struct broker *b, struct broker_stream *st, const char *p, size_t n)
 {
     if (st->broken || st->ending)
         return -1;
     if (st->out.len + n > b->cfg.stream_backlog || buf_append(&st->out, p, n) < 0) {
+        /* Cut at unlock(): this may run in the middle of a task's own
+         * bookkeeping, which failing the session's tasks would pull away. */
         st->broken = true;
+        b->overflows++;
+        st->next_cut = b->cuts;
+        b->cuts = st;
         unpark(b, st->ep);
         return -1;
     }
@@ -482,9 +502,13 @@ static int start_task(struct broker *b, struct broker_call *c, struct session *s
         rc = dispatch(b, s, frame.data, frame.len);
     buf_release(&frame);
     if (rc < 0) {
+        bool stalled = s->stream && s->stream->broken;
         task_end(b, t, now);
-        set_error(e, 503, RETRY_OFFLINE, "publisher_unavailable",
-                  "publisher of '%s' is not reachable", c->llm);
+        set_error(e, 503, RETRY_OFFLINE, stalled ? "publisher_stalled" : "publisher_unavailable",
+                  stalled ? "publisher of '%s' stopped reading its control stream (stream "
+                            "backlog over the cap); it was disconnected"
+                          : "publisher of '%s' is not reachable",
+                  c->llm);
         return -1;
     }
     t->call = c;
@@ -739,13 +763,15 @@ ssize_t broker_stream_read(struct broker *b, struct broker_stream *st, char *out
 bool broker_stream_closed(struct broker *b, struct broker_stream *st, char sid[BROKER_ID_LEN])
 {
     lock(b);
-    bool deactivate = st->deactivate;
     memcpy(sid, st->sid, BROKER_ID_LEN);
-    struct session *s = st->session;
+    struct session *s = session_find(b, st->sid);
     if (s && s->stream == st) {
         s->stream = NULL;
         session_fail_tasks(b, s, 502, "the publisher disconnected", b->now);
     }
+    /* A stream cut off earlier still speaks for the rows, unless a newer
+     * one has been bound since. */
+    bool deactivate = st->deactivate && !(s && s->stream);
     stream_list_remove(b, st);
     b->nstreams--;
     unlock(b);
@@ -769,7 +795,8 @@ static void session_cut(struct broker *b, struct session *s, int status, const c
     struct broker_stream *st = s->stream;
     if (st) {
         st->session = NULL;
-        st->ending = true;
+        if (!st->broken)
+            st->ending = true;
         unpark(b, st->ep);
         s->stream = NULL;
     }
@@ -1255,5 +1282,6 @@ void broker_stats(struct broker *b, struct broker_stats *out)
     out->calls = b->ncalls;
     out->wakes = HASH_COUNT(b->wake_by_llm);
     out->tombstones = b->ntombs;
+    out->overflows = b->overflows;
     unlock(b);
 }

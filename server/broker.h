@@ -225,6 +225,7 @@ void broker_shutdown(struct broker *b);
 /* Counts, for logs and tests. */
 struct broker_stats {
     unsigned sessions, streams, tasks, calls, wakes, tombstones;
+    unsigned overflows; /* streams cut off for their backlog, ever */
 };
 void broker_stats(struct broker *b, struct broker_stats *out);
 

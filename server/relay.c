@@ -130,6 +130,20 @@ static int check_chat_body(const struct buf *body, struct jsonscan *js, bool *st
     return 0;
 }
 
+/* The session's stream was cut off for not reading: its rows go inactive
+ * now, not when libmicrohttpd gets round to closing the connection. */
+static void publisher_stalled(struct server *srv, const char *session)
+{
+    log_warn("session %.8s…: stream backlog over its cap, the publisher does not read; "
+             "disconnecting it",
+             session);
+    pthread_mutex_lock(&srv->life_mu);
+    if (!broker_session_live(srv->broker, session) &&
+        db_session_deactivate(srv->db, session, clock_wall_ms(), NULL) != DB_OK)
+        log_error("session %.8s…: cannot mark its rows inactive: %s", session, db_errmsg(srv->db));
+    pthread_mutex_unlock(&srv->life_mu);
+}
+
 static enum MHD_Result start_inference(struct req *r, const char *name, bool streaming)
 {
     struct server *srv = r->srv;
@@ -156,8 +170,11 @@ static enum MHD_Result start_inference(struct req *r, const char *name, bool str
     };
     struct broker_error err;
     r->call = broker_call_start(srv->broker, &rq, &r->ep, clock_mono_ms(), &err);
-    if (!r->call)
+    if (!r->call) {
+        if (err.code && strcmp(err.code, "publisher_stalled") == 0)
+            publisher_stalled(srv, route.session);
         return http_reply_failure(r, (unsigned)err.status, err.retry_after, err.code, err.msg);
+    }
     log_debug("infer '%s' sent to session %.8s…%s", name, route.session,
               rq.hibernating ? " (after a wake)" : "");
     return MHD_YES; /* parked: relay_resume() answers */

@@ -18,10 +18,6 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
     ssize_t n = broker_stream_read(r->srv->broker, r->stream, out, max);
     if (n == BROKER_END)
         return MHD_CONTENT_READER_END_OF_STREAM;
-    if (n == BROKER_OVERFLOW)
-        log_warn("session %.8s…: stream backlog over its cap, the publisher does not read; "
-                 "closing the stream",
-                 r->session);
     if (n < 0)
         return MHD_CONTENT_READER_END_WITH_ERROR;
     return n;
@@ -57,6 +53,12 @@ enum MHD_Result stream_open(struct req *r)
     }
     log_info("session %.8s… of '%s': control stream open%s", sid, r->owner,
              revived ? " (rows active again)" : "");
+    /* Idle, a stream is suspended and never times out; with frames
+     * waiting, a publisher that takes nothing for this long is gone. */
+    int64_t stall_ms = srv->cfg.ping_interval_ms / 2;
+    stall_ms = stall_ms < 5000 ? 5000 : stall_ms > 30000 ? 30000 : stall_ms;
+    MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned int)(stall_ms / 1000));
     enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
     return ret;
