@@ -14,11 +14,13 @@ void config_defaults(struct server_config *cfg)
     snprintf(cfg->listen_addr, sizeof cfg->listen_addr, "127.0.0.1");
     cfg->listen_port = 8080;
     snprintf(cfg->db_path, sizeof cfg->db_path, "./mcpd.db");
-    /* Four workers per CPU: idle control streams stay suspended on the
-     * workers, and libmicrohttpd walks a worker's suspended connections on
-     * every resume; more workers keep those walks short (docs/architecture.md). */
+    /* Sixteen workers per CPU (at most 64): idle control streams stay
+     * suspended on the workers, and libmicrohttpd walks a worker's whole
+     * list of suspended connections on every resume. Split 32 ways, 10,000
+     * idle streams cost the relay nothing measurable; on 2 workers they
+     * cost it 60 % (bench/analysis.md). */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    cfg->threads = cpus > 0 ? (int)(cpus < 16 ? 4 * cpus : 64) : 8;
+    cfg->threads = cpus > 0 ? (int)(cpus < 4 ? 16 * cpus : 64) : 32;
     cfg->heartbeat_timeout_ms = MCP_DEFAULT_HEARTBEAT_TIMEOUT_MS;
     cfg->gc_interval_ms = MCP_DEFAULT_GC_INTERVAL_MS;
     cfg->inactive_retention_ms = MCP_DEFAULT_INACTIVE_RETENTION_MS;
@@ -50,8 +52,8 @@ void config_usage(void)
         "  --listen ADDR:PORT          address to listen on (MCPD_LISTEN, default 127.0.0.1:8080;\n"
         "                              port 0 picks a free port, logged at start)\n"
         "  --db PATH                   SQLite database file (MCPD_DB, default ./mcpd.db)\n"
-        "  --threads N                 HTTP worker threads (MCPD_THREADS, default: four per\n"
-        "                              CPU)\n"
+        "  --threads N                 HTTP worker threads (MCPD_THREADS, default: 16 per\n"
+        "                              CPU, at most 64)\n"
         "  --tls-cert FILE             serve HTTPS with this PEM certificate (chain)\n"
         "                              (MCPD_TLS_CERT; needs --tls-key)\n"
         "  --tls-key FILE              the certificate's PEM private key (MCPD_TLS_KEY)\n"
