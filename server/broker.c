@@ -729,9 +729,11 @@ struct broker_stream *broker_stream_open(struct broker *b, const char *sid, cons
     char hello[256];
     int n = snprintf(hello, sizeof hello,
                      "event: hello\ndata: {\"providerSessionId\":\"%s\","
-                     "\"heartbeatIntervalSeconds\":%lld,\"pingIntervalSeconds\":%lld}\n\n",
+                     "\"heartbeatIntervalSeconds\":%lld,\"pingIntervalSeconds\":%lld,"
+                     "\"heartbeatIntervalMs\":%lld,\"pingIntervalMs\":%lld}\n\n",
                      sid, (long long)(b->cfg.heartbeat_interval_ms / 1000),
-                     (long long)(b->cfg.ping_interval_ms / 1000));
+                     (long long)(b->cfg.ping_interval_ms / 1000),
+                     (long long)b->cfg.heartbeat_interval_ms, (long long)b->cfg.ping_interval_ms);
     buf_append(&st->out, hello, (size_t)n);
     st->next_ping = now + b->cfg.ping_interval_ms;
     stream_list_append(b, st);

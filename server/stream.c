@@ -8,7 +8,10 @@
 #include "log.h"
 #include "routes.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <string.h>
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
@@ -59,6 +62,16 @@ enum MHD_Result stream_open(struct req *r)
     stall_ms = stall_ms < 5000 ? 5000 : stall_ms > 30000 ? 30000 : stall_ms;
     MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
                               (unsigned int)(stall_ms / 1000));
+    /* A publisher that vanished without closing leaves pings unacknowledged:
+     * past three intervals the kernel drops the connection. A socket
+     * option, not I/O: libmicrohttpd still does every read and write. */
+    if (r->cc && r->cc->fd >= 0) {
+        int one = 1;
+        int64_t ping_ms = srv->cfg.ping_interval_ms;
+        unsigned int user_timeout = (unsigned int)(ping_ms * 3 > 10000 ? ping_ms * 3 : 10000);
+        setsockopt(r->cc->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+        setsockopt(r->cc->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+    }
     enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
     return ret;

@@ -368,7 +368,8 @@ static void test_stream_hello_and_reads(void **state)
     char want[256], got[256];
     snprintf(want, sizeof want,
              "event: hello\ndata: {\"providerSessionId\":\"%s\",\"heartbeatIntervalSeconds\":20,"
-             "\"pingIntervalSeconds\":40}\n\n",
+             "\"pingIntervalSeconds\":40,\"heartbeatIntervalMs\":20000,\"pingIntervalMs\":40000}"
+             "\n\n",
              SID_A);
     size_t len = 0;
     for (;;) {
