@@ -22,7 +22,8 @@ struct auth_entry {
 
 struct auth {
     struct db *db;
-    uint64_t id; /* tells instances apart in the per-thread memo */
+    uint64_t id;                /* tells instances apart in the per-thread memo */
+    atomic_uint_fast64_t epoch; /* bumped by auth_forget(): every memo is stale */
     pthread_mutex_t mu;
     struct auth_entry *cache;
     size_t count;
@@ -35,6 +36,7 @@ struct auth {
 #define AUTH_TOKEN_MAX 512
 static _Thread_local struct {
     uint64_t auth_id;
+    uint64_t epoch;
     size_t len;
     int64_t expires;
     char token[AUTH_TOKEN_MAX];
@@ -47,6 +49,7 @@ static void memo_set(const struct auth *a, const char *token, size_t len, const 
                      const char *hash, int64_t expires)
 {
     memcpy(memo.hash, hash, AUTH_HASH_LEN);
+    memo.epoch = atomic_load(&a->epoch);
     memo.auth_id = a->id;
     memo.len = len;
     memo.expires = expires;
@@ -129,8 +132,8 @@ int auth_check(struct auth *a, const char *header, char owner[DB_OWNER_MAX],
     if (len == 0 || len > AUTH_TOKEN_MAX)
         return DB_NOT_FOUND;
     int64_t now = clock_mono_ms();
-    if (memo.auth_id == a->id && memo.len == len && memo.expires > now &&
-        CRYPTO_memcmp(memo.token, token, len) == 0) {
+    if (memo.auth_id == a->id && memo.epoch == atomic_load(&a->epoch) && memo.len == len &&
+        memo.expires > now && CRYPTO_memcmp(memo.token, token, len) == 0) {
         memcpy(owner, memo.owner, DB_OWNER_MAX);
         copy_hash(hash_out, memo.hash);
         return DB_OK;
@@ -182,6 +185,7 @@ int auth_check(struct auth *a, const char *header, char owner[DB_OWNER_MAX],
 
 void auth_forget(struct auth *a, const char *hash)
 {
+    atomic_fetch_add(&a->epoch, 1);
     pthread_mutex_lock(&a->mu);
     struct auth_entry *e;
     HASH_FIND_STR(a->cache, hash, e);

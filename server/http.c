@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 /* ---- routes ---- */
 
@@ -591,6 +595,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
             housekeeper_watch(srv->hk, cc->fd, cc->id);
         *socket_context = cc;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        atomic_fetch_sub(&srv->open_conns, 1);
         struct conn *cc = *socket_context;
         if (!cc)
             return;
@@ -642,7 +647,71 @@ static int make_addr(const struct server_config *cfg, struct sockaddr_storage *s
     return -1;
 }
 
-struct MHD_Daemon *http_start(struct server *srv, unsigned int conn_limit)
+/* The listening socket is mcpd's own so that a connection past the cap is
+ * refused at once: libmicrohttpd, at its limit, stops accepting and leaves
+ * new connections waiting in the kernel's backlog. Each accepted socket is
+ * handed to libmicrohttpd whole (MHD_add_connection). */
+static void *accept_main(void *arg)
+{
+    struct server *srv = arg;
+    bool warned = false;
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int fd = accept4(srv->listen_fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (atomic_load(&srv->stopping) || errno == EINVAL || errno == EBADF)
+                break;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                if (!warned)
+                    log_warn("cannot accept connections: %s; retrying", strerror(errno));
+                warned = true;
+                struct timespec ts = {0, 100 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+            continue;
+        }
+        warned = false;
+        /* The cap is counted here, exactly: libmicrohttpd checks its own
+         * limit per worker only once a worker picks the connection up. */
+        if (atomic_fetch_add(&srv->open_conns, 1) >= srv->max_conns) {
+            atomic_fetch_sub(&srv->open_conns, 1);
+            close(fd);
+            log_debug("connection refused: %u open, the cap", srv->max_conns);
+            continue;
+        }
+        if (MHD_add_connection(srv->mhd, fd, (struct sockaddr *)&ss, len) != MHD_YES) {
+            atomic_fetch_sub(&srv->open_conns, 1); /* libmicrohttpd closed it */
+            log_debug("connection refused: %s", strerror(errno));
+        }
+    }
+    return NULL;
+}
+
+static int listen_on(struct server *srv, const struct sockaddr_storage *ss)
+{
+    socklen_t len =
+        ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, 1024) < 0) {
+        log_error("cannot listen on %s:%d: %s", srv->cfg.listen_addr, srv->cfg.listen_port,
+                  strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    getsockname(fd, (struct sockaddr *)&bound, &blen);
+    srv->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                  : ((struct sockaddr_in *)&bound)->sin_port);
+    srv->listen_fd = fd;
+    return 0;
+}
+
+struct MHD_Daemon *http_start(struct server *srv, unsigned int conn_limit, unsigned int fd_limit)
 {
     const struct server_config *cfg = &srv->cfg;
     struct sockaddr_storage ss;
@@ -650,36 +719,57 @@ struct MHD_Daemon *http_start(struct server *srv, unsigned int conn_limit)
         log_error("cannot listen on '%s': not an IP address", cfg->listen_addr);
         return NULL;
     }
+    if (listen_on(srv, &ss) < 0)
+        return NULL;
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
-                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (ss.ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
+                         MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (srv->tls_cert)
         flags |= MHD_USE_TLS;
     unsigned int threads = cfg->threads > 1 ? (unsigned int)cfg->threads : 0;
+    srv->max_conns = conn_limit;
+    atomic_init(&srv->open_conns, 0);
     struct MHD_OptionItem opts[] = {
-        {MHD_OPTION_SOCK_ADDR, 0, &ss},
         {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, srv},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv},
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, srv},
-        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)conn_limit, NULL},
+        /* libmicrohttpd's own limit is what the descriptors allow: the
+         * cap is mcpd's (accept_main), and never met here first. */
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)fd_limit, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)(cfg->connection_timeout_ms / 1000), NULL},
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)HTTP_CONNECTION_MEMORY, NULL},
-        {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)threads, NULL},
-        {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
+        {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)(threads > 1 ? threads : 0), NULL},
         {srv->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, srv->tls_cert},
         {MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key},
         {MHD_OPTION_END, 0, NULL},
     };
-    struct MHD_Daemon *d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_ARRAY,
-                                            opts, MHD_OPTION_END);
-    if (!d) {
-        log_error("cannot start the HTTP server on %s:%d (address in use, or bad TLS "
-                  "certificate or key)",
-                  cfg->listen_addr, cfg->listen_port);
+    srv->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_ARRAY, opts,
+                                MHD_OPTION_END);
+    if (!srv->mhd) {
+        log_error("cannot start the HTTP server (bad TLS certificate or key?)");
+        close(srv->listen_fd);
+        srv->listen_fd = -1;
         return NULL;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    srv->port = di ? di->port : cfg->listen_port;
-    return d;
+    if (pthread_create(&srv->accept_thread, NULL, accept_main, srv) != 0) {
+        log_error("cannot start the accepting thread");
+        MHD_stop_daemon(srv->mhd);
+        srv->mhd = NULL;
+        close(srv->listen_fd);
+        srv->listen_fd = -1;
+        return NULL;
+    }
+    return srv->mhd;
+}
+
+void http_stop(struct server *srv)
+{
+    if (srv->listen_fd >= 0) {
+        shutdown(srv->listen_fd, SHUT_RDWR); /* wakes accept() */
+        pthread_join(srv->accept_thread, NULL);
+        close(srv->listen_fd);
+        srv->listen_fd = -1;
+    }
+    if (srv->mhd)
+        MHD_stop_daemon(srv->mhd);
+    srv->mhd = NULL;
 }

@@ -78,9 +78,13 @@ struct req {
     char session[DB_SESSION_ID_LEN];
 };
 
-/* Starts the daemon on srv->cfg's address; srv->port gets the port bound.
- * NULL with the reason logged. */
-struct MHD_Daemon *http_start(struct server *srv, unsigned int conn_limit);
+/* Listens on srv->cfg's address (srv->port gets the port bound), starts
+ * the daemon (srv->mhd) and the thread that accepts connections and hands
+ * them to it, refusing those past conn_limit open at once (fd_limit: what
+ * the descriptors allow). NULL with the reason logged. */
+struct MHD_Daemon *http_start(struct server *srv, unsigned int conn_limit, unsigned int fd_limit);
+/* Stops accepting, then the daemon. */
+void http_stop(struct server *srv);
 
 /* Matches a path (no query string) against the routes. */
 void http_match_route(const char *url, struct route_match *m);

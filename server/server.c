@@ -17,31 +17,34 @@
 #include <string.h>
 #include <sys/resource.h>
 
-/* Raises the open-file limit to the hard limit; returns the connection cap
- * it leaves room for (descriptors for the database, logs and epoll). */
-static unsigned int raise_fd_limit(int wanted)
+/* Raises the open-file limit to the hard limit; returns the connections it
+ * leaves room for (descriptors for the database, logs and epoll set
+ * aside), and in *cap the cap: --max-connections when it fits. */
+static unsigned int raise_fd_limit(int wanted, unsigned int *cap)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-        return wanted > 0 ? (unsigned int)wanted : 1000;
-    if (rl.rlim_cur < rl.rlim_max) {
-        rlim_t want = rl.rlim_max;
-        if (want == RLIM_INFINITY || want > 1048576)
-            want = 1048576;
-        struct rlimit nrl = {want, rl.rlim_max};
-        if (setrlimit(RLIMIT_NOFILE, &nrl) == 0)
-            rl.rlim_cur = want;
+    rlim_t limit = 1000;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur < rl.rlim_max) {
+            rlim_t want = rl.rlim_max;
+            if (want == RLIM_INFINITY || want > 1048576)
+                want = 1048576;
+            struct rlimit nrl = {want, rl.rlim_max};
+            if (setrlimit(RLIMIT_NOFILE, &nrl) == 0)
+                rl.rlim_cur = want;
+        }
+        limit = rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
     }
-    rlim_t limit = rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
-    if (wanted > 0 && (rlim_t)wanted < limit)
-        limit = (rlim_t)wanted;
-    else if (wanted > 0)
-        log_warn("--max-connections %d is above what the open-file limit (%llu) allows", wanted,
-                 (unsigned long long)rl.rlim_cur);
     if (limit > 1000000)
         limit = 1000000;
-    log_info("open-file limit %llu: accepting up to %llu connections",
-             (unsigned long long)rl.rlim_cur, (unsigned long long)limit);
+    *cap = (unsigned int)limit;
+    if (wanted > 0 && (rlim_t)wanted <= limit)
+        *cap = (unsigned int)wanted;
+    else if (wanted > 0)
+        log_warn("--max-connections %d is above what the open-file limit allows (%llu)", wanted,
+                 (unsigned long long)limit);
+    log_info("open-file limit %llu: accepting up to %u connections",
+             (unsigned long long)(limit + 64), *cap);
     return (unsigned int)limit;
 }
 
@@ -84,6 +87,7 @@ int server_start(struct server *srv, const struct server_config *cfg)
 {
     memset(srv, 0, sizeof *srv);
     srv->cfg = *cfg;
+    srv->listen_fd = -1;
     pthread_mutex_init(&srv->life_mu, NULL);
     pthread_mutex_init(&srv->watch_mu, NULL);
     atomic_init(&srv->stopping, false);
@@ -128,9 +132,9 @@ int server_start(struct server *srv, const struct server_config *cfg)
         release(srv);
         return -1;
     }
-    unsigned int conn_limit = raise_fd_limit(cfg->max_connections);
-    srv->mhd = http_start(srv, conn_limit);
-    if (!srv->mhd) {
+    unsigned int cap;
+    unsigned int fd_limit = raise_fd_limit(cfg->max_connections, &cap);
+    if (!http_start(srv, cap, fd_limit)) {
         release(srv);
         return -1;
     }
@@ -138,7 +142,7 @@ int server_start(struct server *srv, const struct server_config *cfg)
         log_error("cannot start the housekeeper thread");
         atomic_store(&srv->stopping, true);
         broker_shutdown(srv->broker);
-        MHD_stop_daemon(srv->mhd);
+        http_stop(srv);
         release(srv);
         return -1;
     }
@@ -157,8 +161,7 @@ void server_stop(struct server *srv)
     atomic_store(&srv->stopping, true);
     broker_shutdown(srv->broker);
     housekeeper_stop(srv->hk);
-    MHD_stop_daemon(srv->mhd);
-    srv->mhd = NULL;
+    http_stop(srv);
     /* Every stream's close flipped its rows; this catches any left. */
     db_deactivate_all(srv->db, clock_wall_ms(), NULL);
     release(srv);

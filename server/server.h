@@ -4,8 +4,8 @@
  *
  * Threads: libmicrohttpd's worker pool (--threads) runs every request
  * callback; the housekeeper thread (housekeeper.c) runs the timers, the GC
- * and the revocation sweep, and watches connections for a vanished peer.
- * Nothing else runs.
+ * and the revocation sweep, and watches connections for a vanished peer;
+ * the accepting thread (http.c) hands each new connection to the daemon.
  *
  * State and its owners:
  * - the broker (broker.h): sessions, stream queues, tasks, callers, wakes;
@@ -42,8 +42,12 @@ struct server {
     struct routes *routes;
     struct housekeeper *hk;
     struct MHD_Daemon *mhd;
-    int port;             /* the port bound */
-    atomic_bool stopping; /* shutdown has begun */
+    int listen_fd; /* mcpd's own: http.c's thread accepts */
+    pthread_t accept_thread;
+    atomic_uint open_conns; /* connections open, counted by http.c */
+    unsigned int max_conns; /* the cap */
+    int port;               /* the port bound */
+    atomic_bool stopping;   /* shutdown has begun */
     pthread_mutex_t life_mu;
     char *tls_cert; /* PEM text, when serving HTTPS */
     char *tls_key;
