@@ -1,10 +1,13 @@
 /* The bearer check: tokens of two owners on one thread, near-miss tokens,
- * and revocation taking effect once the cached answer expires (fake clock). */
+ * revocation taking effect once the cached answer expires (fake clock),
+ * unknown tokens remembered for a while, and auth_forget() dropping what
+ * the shared cache knows of a revoked token. */
 #include "auth.h"
 #include "clock.h"
 #include "db.h"
 #include "tmpdir.h"
 
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -112,11 +115,130 @@ static void test_revocation_takes_effect_when_the_cache_expires(void **state)
     assert_int_equal(check(f, token, owner), DB_NOT_FOUND);
 }
 
+/* A token unknown to the database is remembered as unknown for
+ * AUTH_NEGATIVE_TTL_MS: a client retrying a bad token costs no query. The
+ * same token stored meanwhile is accepted once that answer expires. */
+static void test_unknown_token_is_remembered_for_the_negative_ttl(void **state)
+{
+    struct fx *f = *state;
+    static const char token[] =
+        "mcp_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    char owner[DB_OWNER_MAX];
+    int64_t t0 = f->now;
+    assert_int_equal(check(f, token, owner), DB_NOT_FOUND);
+    /* Stored directly, as `mcpd token create` in another process would. */
+    char hash[AUTH_HASH_LEN];
+    auth_hash(token, hash);
+    int64_t id;
+    assert_int_equal(db_token_insert(f->db, hash, "erin", clock_wall_ms(), &id), DB_OK);
+    assert_int_equal(check(f, token, owner), DB_NOT_FOUND);
+    f->now = t0 + AUTH_NEGATIVE_TTL_MS - 1;
+    assert_int_equal(check(f, token, owner), DB_NOT_FOUND);
+    f->now = t0 + AUTH_NEGATIVE_TTL_MS;
+    assert_int_equal(check(f, token, owner), DB_OK);
+    assert_string_equal(owner, "erin");
+    /* and from then on it is known */
+    f->now += 1;
+    assert_int_equal(check(f, token, owner), DB_OK);
+    assert_string_equal(owner, "erin");
+}
+
+struct other_thread {
+    struct fx *f;
+    const char *token;
+    int rc;
+    char owner[DB_OWNER_MAX];
+};
+
+static void *check_main(void *arg)
+{
+    struct other_thread *o = arg;
+    o->rc = check(o->f, o->token, o->owner);
+    return NULL;
+}
+
+/* Checks token on a new thread, whose per-thread memo is empty: the answer
+ * comes from the shared cache or the database. */
+static int check_on_new_thread(struct fx *f, const char *token)
+{
+    struct other_thread o = {.f = f, .token = token, .rc = -100};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, check_main, &o), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    return o.rc;
+}
+
+/* auth_forget() (the revocation sweep calls it) drops the shared cache's
+ * entry for a token: a thread that does not remember the token itself
+ * refuses it at once, without waiting for the entry to expire; so does one
+ * that remembered another token since. */
+static void test_forget_drops_a_cached_token_at_once(void **state)
+{
+    struct fx *f = *state;
+    char token[AUTH_TOKEN_LEN], other[AUTH_TOKEN_LEN], owner[DB_OWNER_MAX];
+    int64_t id, other_id;
+    assert_int_equal(auth_token_create(f->db, "frank", token, &id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "gina", other, &other_id), DB_OK);
+    int64_t t0 = f->now;
+    assert_int_equal(check(f, token, owner), DB_OK);
+    assert_int_equal(db_token_revoke(f->db, id, clock_wall_ms()), DB_OK);
+    /* Still cached: another thread is answered from the shared cache. */
+    assert_int_equal(check_on_new_thread(f, token), DB_OK);
+    char hash[AUTH_HASH_LEN];
+    auth_hash(token, hash);
+    auth_forget(f->auth, hash);
+    /* Forgotten: refused at once, at the same instant. */
+    assert_int_equal(check_on_new_thread(f, token), DB_NOT_FOUND);
+    assert_int_equal(check_on_new_thread(f, token), DB_NOT_FOUND);
+    /* This thread's memo goes once it accepts another token. */
+    assert_int_equal(check(f, other, owner), DB_OK);
+    assert_string_equal(owner, "gina");
+    assert_int_equal(check(f, token, owner), DB_NOT_FOUND);
+    /* And by the end of the cache's lifetime it is refused everywhere. */
+    f->now = t0 + AUTH_CACHE_TTL_MS;
+    assert_int_equal(check(f, token, owner), DB_NOT_FOUND);
+    assert_int_equal(check_on_new_thread(f, token), DB_NOT_FOUND);
+    /* Forgetting a token that is not cached is harmless. */
+    auth_forget(f->auth, hash);
+    auth_forget(f->auth, "0000000000000000000000000000000000000000000000000000000000000000");
+    assert_int_equal(check(f, other, owner), DB_OK);
+}
+
+/* The thread that accepted a token last remembers it in its own memo,
+ * which the shared cache's entry does not reach: auth_forget() must make
+ * that memo stale too, or a revoked token keeps working on that worker
+ * until AUTH_CACHE_TTL_MS after its lookup. */
+static void test_forget_reaches_the_thread_that_accepted_it_last(void **state)
+{
+    struct fx *f = *state;
+    char token[AUTH_TOKEN_LEN], owner[DB_OWNER_MAX];
+    int64_t id;
+    assert_int_equal(auth_token_create(f->db, "hank", token, &id), DB_OK);
+    int64_t t0 = f->now;
+    assert_int_equal(check(f, token, owner), DB_OK);
+    assert_int_equal(check(f, token, owner), DB_OK); /* from the memo */
+    assert_int_equal(db_token_revoke(f->db, id, clock_wall_ms()), DB_OK);
+    char hash[AUTH_HASH_LEN];
+    auth_hash(token, hash);
+    auth_forget(f->auth, hash);
+    f->now = t0 + 1;
+    assert_int_equal(check(f, token, owner), DB_NOT_FOUND);
+    /* Another thread agrees, and the refusal lasts. */
+    assert_int_equal(check_on_new_thread(f, token), DB_NOT_FOUND);
+    f->now = t0 + AUTH_CACHE_TTL_MS + AUTH_NEGATIVE_TTL_MS;
+    assert_int_equal(check(f, token, owner), DB_NOT_FOUND);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_owners_and_near_misses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revocation_takes_effect_when_the_cache_expires, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_token_is_remembered_for_the_negative_ttl,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forget_drops_a_cached_token_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forget_reaches_the_thread_that_accepted_it_last, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
