@@ -91,7 +91,7 @@ struct broker_call {
     /* The head, once known. */
     int status;
     bool sse;
-    const char *ctype;
+    char ctype[128];
     struct buf hbody;
     struct buf headers;
     struct broker_error err;
@@ -914,7 +914,7 @@ int broker_call_head(struct broker *b, struct broker_call *c, struct broker_head
     case CALL_HEAD:
         h->status = c->status;
         h->sse = c->sse;
-        h->ctype = c->ctype;
+        h->ctype = c->ctype[0] ? c->ctype : NULL;
         h->headers_len = c->headers.len;
         h->headers = buf_steal(&c->headers);
         if (!c->sse) {
@@ -1079,7 +1079,7 @@ static int deliver_final(struct broker *b, struct task *t, const struct broker_p
             return 200;
         }
         c->status = p->status;
-        c->ctype = p->ctype;
+        snprintf(c->ctype, sizeof c->ctype, "%s", p->ctype ? p->ctype : "application/json");
         c->state = CALL_HEAD;
         unpark(b, c->ep);
     }

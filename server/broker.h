@@ -162,7 +162,7 @@ struct broker_head {
     size_t len;
     char *headers; /* "name\0value\0" pairs to add, len headers_len; caller frees */
     size_t headers_len;
-    const char *ctype; /* !sse: Content-Type (static) */
+    const char *ctype; /* !sse: Content-Type, valid until broker_call_done() */
 };
 
 /* 1 with h filled, 0 when parked, -1 with err filled (reply with an error),
