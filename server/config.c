@@ -14,13 +14,16 @@ void config_defaults(struct server_config *cfg)
     snprintf(cfg->listen_addr, sizeof cfg->listen_addr, "127.0.0.1");
     cfg->listen_port = 8080;
     snprintf(cfg->db_path, sizeof cfg->db_path, "./mcpd.db");
-    /* Sixteen workers per CPU (at most 64): idle control streams stay
+    /* Two workers per CPU, at least 4: idle control streams stay
      * suspended on the workers, and libmicrohttpd walks a worker's whole
-     * list of suspended connections on every resume. Split 32 ways, 10,000
-     * idle streams cost the relay nothing measurable; on 2 workers they
-     * cost it 60 % (bench/analysis.md). */
+     * list of suspended connections on every resume, so 10,000 idle streams
+     * on one worker slow every relay down; but each relay resumes
+     * connections that live on other workers, and every worker more adds
+     * cross-thread wake-ups. Measured on 2 cores (bench/analysis.md): 4
+     * workers keep the relay at 0.9x with 10,000 idle streams and cost
+     * about a tenth of the throughput 1 worker has without them. */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    cfg->threads = cpus > 0 ? (int)(cpus < 4 ? 16 * cpus : 64) : 32;
+    cfg->threads = cpus > 2 ? (int)(cpus < 32 ? 2 * cpus : 64) : 4;
     cfg->heartbeat_timeout_ms = MCP_DEFAULT_HEARTBEAT_TIMEOUT_MS;
     cfg->gc_interval_ms = MCP_DEFAULT_GC_INTERVAL_MS;
     cfg->inactive_retention_ms = MCP_DEFAULT_INACTIVE_RETENTION_MS;
@@ -52,8 +55,8 @@ void config_usage(void)
         "  --listen ADDR:PORT          address to listen on (MCPD_LISTEN, default 127.0.0.1:8080;\n"
         "                              port 0 picks a free port, logged at start)\n"
         "  --db PATH                   SQLite database file (MCPD_DB, default ./mcpd.db)\n"
-        "  --threads N                 HTTP worker threads (MCPD_THREADS, default: 16 per\n"
-        "                              CPU, at most 64)\n"
+        "  --threads N                 HTTP worker threads (MCPD_THREADS, default: two per\n"
+        "                              CPU, at least 4, at most 64)\n"
         "  --tls-cert FILE             serve HTTPS with this PEM certificate (chain)\n"
         "                              (MCPD_TLS_CERT; needs --tls-key)\n"
         "  --tls-key FILE              the certificate's PEM private key (MCPD_TLS_KEY)\n"

@@ -252,7 +252,8 @@ static void ep_wake(struct broker_ep *ep)
     MHD_resume_connection(r->conn);
 }
 
-void http_endpoint_init(struct req *r)
+/* Makes r a broker endpoint: park suspends it, wake resumes it. */
+static void endpoint_init(struct req *r)
 {
     r->ep.park = ep_park;
     r->ep.wake = ep_wake;
@@ -509,7 +510,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->conn = conn;
         atomic_init(&r->events, false);
         atomic_init(&r->events_over, false);
-        http_endpoint_init(r);
+        endpoint_init(r);
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         r->cc = ci ? ci->socket_context : NULL;

@@ -105,9 +105,6 @@ struct MHD_Response *http_sse_response(MHD_ContentReaderCallback reader, struct 
 /* The request's provider-session header, or NULL. */
 const char *http_session_header(struct req *r);
 
-/* Makes r a broker endpoint (park suspends it, wake resumes it). */
-void http_endpoint_init(struct req *r);
-
 /* The housekeeper's side (its thread): a watched connection's peer went
  * away; wakes the request waiting on it. For a streamed result post it
  * returns true: call again with final set a little later, once what came
