@@ -191,6 +191,17 @@ int db_open(const char *path, struct db **out, char *err, size_t errlen)
     db->conn = conn;
     atomic_init(&db->route_gen, 1);
     pthread_mutex_init(&db->mu, NULL);
+    pthread_mutex_init(&db->rmu, NULL);
+    if (strcmp(path, ":memory:") != 0 && path[0] != '\0') {
+        if (sqlite3_open_v2(path, &db->rconn, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK) {
+            snprintf(err, errlen, "cannot open database '%s' for reading: %s", path,
+                     db->rconn ? sqlite3_errmsg(db->rconn) : "out of memory");
+            db_close(db);
+            return DB_ERROR;
+        }
+        sqlite3_busy_timeout(db->rconn, 5000);
+    }
     *out = db;
     return DB_OK;
 }
@@ -201,7 +212,10 @@ void db_close(struct db *db)
         return;
     for (int i = 0; i < DB_STMT_CACHE && db->stmts[i].sql; i++)
         sqlite3_finalize(db->stmts[i].st);
+    sqlite3_finalize(db->route_st);
+    sqlite3_close_v2(db->rconn);
     sqlite3_close_v2(db->conn);
     pthread_mutex_destroy(&db->mu);
+    pthread_mutex_destroy(&db->rmu);
     free(db);
 }

@@ -140,7 +140,8 @@ struct llm_route {
     char session[DB_SESSION_ID_LEN]; /* "" when unset */
 };
 
-/* The routing fields of one row: DB_OK or DB_NOT_FOUND. */
+/* The routing fields of one row: DB_OK or DB_NOT_FOUND. Read on a
+ * connection of its own, which does not wait for the writer. */
 int db_llm_route(struct db *db, const char *name, struct llm_route *out);
 
 /* A counter that changes after every committed write that may change any
@@ -158,6 +159,9 @@ int db_llm_list(struct db *db, const char *session, struct llm_row **rows, size_
 /* One GC tick: at most limit rows are flipped and at most limit deleted.
  * on_stale (may be NULL) is called, inside the transaction, with the session
  * of each row flipped to inactive (a session may come more than once).
+ * Deleting rows that were inactive does not move the route generation: a
+ * cached route of a deleted row still says inactive (503) until the next
+ * change, and a sweep of deletions sends no relay to the database.
  * Virtual rows active/hibernating with last_heartbeat_at before now - hb_timeout
  * become inactive; rows inactive since before now - retention are deleted, and
  * so are sessions with no rows left that were last seen before that. */

@@ -15,6 +15,14 @@
 struct db {
     sqlite3 *conn;
     pthread_mutex_t mu;
+    /* A second, read-only connection for the routing reads: in WAL mode it
+     * reads the last commit while the writer works, so a cache refill on
+     * the relay's path never waits behind a GC batch or a checkpoint.
+     * NULL for an in-memory database (a second connection would see
+     * another database). */
+    sqlite3 *rconn;
+    pthread_mutex_t rmu;
+    sqlite3_stmt *route_st;
     atomic_uint_fast64_t route_gen; /* bumped after writes that may change routing */
     struct {
         const char *sql; /* a string literal: cached by its address */

@@ -370,27 +370,42 @@ int db_llm_set_status(struct db *db, const char *name, const char *status, int64
     return rc;
 }
 
+static int route_step(sqlite3_stmt *st, const char *name, struct llm_route *out)
+{
+    int rc = DB_ERROR;
+    db_bind_text(st, 1, name);
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW) {
+        const char *sess = (const char *)sqlite3_column_text(st, 2);
+        out->is_virtual = strcmp((const char *)sqlite3_column_text(st, 0), "virtual") == 0;
+        snprintf(out->status, sizeof out->status, "%s", (const char *)sqlite3_column_text(st, 1));
+        snprintf(out->session, sizeof out->session, "%s", sess ? sess : "");
+        rc = DB_OK;
+    } else if (s == SQLITE_DONE) {
+        rc = DB_NOT_FOUND;
+    }
+    db_done(st);
+    return rc;
+}
+
 int db_llm_route(struct db *db, const char *name, struct llm_route *out)
 {
     static const char sql[] = "SELECT kind, status, provider_session_id FROM Llm WHERE name = ?";
+    int rc = DB_ERROR;
+    if (db->rconn) {
+        pthread_mutex_lock(&db->rmu);
+        if (!db->route_st && sqlite3_prepare_v3(db->rconn, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                                &db->route_st, NULL) != SQLITE_OK)
+            db->route_st = NULL;
+        if (db->route_st)
+            rc = route_step(db->route_st, name, out);
+        pthread_mutex_unlock(&db->rmu);
+        return rc;
+    }
     pthread_mutex_lock(&db->mu);
     sqlite3_stmt *st = db_stmt(db, sql);
-    int rc = DB_ERROR;
-    if (st) {
-        db_bind_text(st, 1, name);
-        int s = sqlite3_step(st);
-        if (s == SQLITE_ROW) {
-            const char *sess = (const char *)sqlite3_column_text(st, 2);
-            out->is_virtual = strcmp((const char *)sqlite3_column_text(st, 0), "virtual") == 0;
-            snprintf(out->status, sizeof out->status, "%s",
-                     (const char *)sqlite3_column_text(st, 1));
-            snprintf(out->session, sizeof out->session, "%s", sess ? sess : "");
-            rc = DB_OK;
-        } else if (s == SQLITE_DONE) {
-            rc = DB_NOT_FOUND;
-        }
-        db_done(st);
-    }
+    if (st)
+        rc = route_step(st, name, out);
     pthread_mutex_unlock(&db->mu);
     return rc;
 }
@@ -508,7 +523,7 @@ int db_gc(struct db *db, int64_t now, int64_t hb_timeout_ms, int64_t retention_m
         rc = rc == DB_OK ? db_exec(db, "COMMIT") : rc;
         if (rc != DB_OK)
             db_exec(db, "ROLLBACK");
-        else if (*inactivated || *deleted)
+        else if (*inactivated)
             db_route_changed(db);
     }
     pthread_mutex_unlock(&db->mu);

@@ -35,7 +35,7 @@ void config_defaults(struct server_config *cfg)
     cfg->wake_timeout_ms = 2 * 60 * 1000;
     cfg->max_inflight = 64;
     cfg->max_held = 256;
-    cfg->gc_batch = 1000;
+    cfg->gc_batch = 250; /* rows per GC transaction: short, so relays never wait long */
     cfg->max_connections = 0;
     cfg->connection_timeout_ms = 30 * 1000;
     cfg->log_level = LOG_LEVEL_INFO;

@@ -26,7 +26,6 @@
  * before the revocation is still found). */
 #define REVOKE_EVERY_MS 1000
 #define REVOKE_LOOKBACK_MS (2 * AUTH_CACHE_TTL_MS)
-#define STALE_MAX 1024
 /* A streamed result post whose poster closed is failed this long after. */
 #define CUT_GRACE_MS 100
 #define CUTS_MAX 256
@@ -59,7 +58,7 @@ struct housekeeper *housekeeper_new(struct server *srv)
     hk->srv = srv;
     hk->epfd = epoll_create1(EPOLL_CLOEXEC);
     hk->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    hk->stale = calloc(STALE_MAX, sizeof *hk->stale);
+    hk->stale = calloc((size_t)srv->cfg.gc_batch, sizeof *hk->stale);
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = STOP_ID};
     if (hk->epfd < 0 || hk->evfd < 0 || !hk->stale ||
         epoll_ctl(hk->epfd, EPOLL_CTL_ADD, hk->evfd, &ev) < 0) {
@@ -96,11 +95,13 @@ void housekeeper_unwatch(struct housekeeper *hk, int fd)
 static void on_stale(void *ud, const char *session)
 {
     struct housekeeper *hk = ud;
-    for (unsigned i = 0; i < hk->nstale; i++)
-        if (strcmp(hk->stale[i], session) == 0)
-            return;
-    if (hk->nstale < STALE_MAX)
+    if (hk->nstale < (unsigned)hk->srv->cfg.gc_batch) /* one per row flipped */
         memcpy(hk->stale[hk->nstale++], session, DB_SESSION_ID_LEN);
+}
+
+static int compare_ids(const void *a, const void *b)
+{
+    return strcmp(a, b);
 }
 
 /* One GC batch: rows without a heartbeat go inactive and their sessions'
@@ -115,18 +116,19 @@ static void gc_batch(struct housekeeper *hk)
     int rc = db_gc(srv->db, clock_wall_ms(), srv->cfg.heartbeat_timeout_ms,
                    srv->cfg.inactive_retention_ms, srv->cfg.gc_batch, on_stale, hk, &inactivated,
                    &deleted);
+    /* A session comes once per row: sorted, each is expired once. */
+    qsort(hk->stale, hk->nstale, sizeof hk->stale[0], compare_ids);
     for (unsigned i = 0; rc == DB_OK && i < hk->nstale; i++)
-        broker_session_expire(srv->broker, hk->stale[i],
-                              "no heartbeat from the publisher within the heartbeat timeout");
+        if (i == 0 || strcmp(hk->stale[i], hk->stale[i - 1]) != 0)
+            broker_session_expire(srv->broker, hk->stale[i],
+                                  "no heartbeat from the publisher within the heartbeat timeout");
     pthread_mutex_unlock(&srv->life_mu);
-    hk->gc_more = rc == DB_OK && (inactivated >= srv->cfg.gc_batch ||
-                                  deleted >= srv->cfg.gc_batch || hk->nstale >= STALE_MAX);
+    hk->gc_more = rc == DB_OK && (inactivated >= srv->cfg.gc_batch || deleted >= srv->cfg.gc_batch);
     if (rc != DB_OK)
         log_error("gc: database error: %s", db_errmsg(srv->db));
     else if (inactivated || deleted)
-        log_info("gc: %d row(s) without heartbeat now inactive (%u session(s) closed), %d "
-                 "expired row(s) deleted",
-                 inactivated, hk->nstale, deleted);
+        log_info("gc: %d row(s) without heartbeat now inactive, %d expired row(s) deleted",
+                 inactivated, deleted);
 }
 
 static void on_revoked(void *ud, const char *hash)
