@@ -118,17 +118,22 @@ static void gc_batch(struct housekeeper *hk)
                    &deleted);
     /* A session comes once per row: sorted, each is expired once. */
     qsort(hk->stale, hk->nstale, sizeof hk->stale[0], compare_ids);
-    for (unsigned i = 0; rc == DB_OK && i < hk->nstale; i++)
-        if (i == 0 || strcmp(hk->stale[i], hk->stale[i - 1]) != 0)
-            broker_session_expire(srv->broker, hk->stale[i],
-                                  "no heartbeat from the publisher within the heartbeat timeout");
+    unsigned sessions = 0;
+    for (unsigned i = 0; rc == DB_OK && i < hk->nstale; i++) {
+        if (i > 0 && strcmp(hk->stale[i], hk->stale[i - 1]) == 0)
+            continue;
+        sessions++;
+        broker_session_expire(srv->broker, hk->stale[i],
+                              "no heartbeat from the publisher within the heartbeat timeout");
+    }
     pthread_mutex_unlock(&srv->life_mu);
     hk->gc_more = rc == DB_OK && (inactivated >= srv->cfg.gc_batch || deleted >= srv->cfg.gc_batch);
     if (rc != DB_OK)
         log_error("gc: database error: %s", db_errmsg(srv->db));
     else if (inactivated || deleted)
-        log_info("gc: %d row(s) without heartbeat now inactive, %d expired row(s) deleted",
-                 inactivated, deleted);
+        log_info("gc: %d row(s) without heartbeat now inactive (%u session(s) closed), %d "
+                 "expired row(s) deleted",
+                 inactivated, sessions, deleted);
 }
 
 static void on_revoked(void *ud, const char *hash)
