@@ -188,6 +188,21 @@ static bool park(struct broker_ep *ep)
     return true;
 }
 
+/* Takes up to max bytes of q for a response's body (lock held): the
+ * bytes, or the end once ended and drained, or parks ep. */
+static ssize_t queue_read(struct buf *q, bool ended, struct broker_ep *ep, char *out, size_t max)
+{
+    if (q->len > 0) {
+        size_t k = q->len < max ? q->len : max;
+        memcpy(out, q->data, k);
+        buf_consume(q, k);
+        return (ssize_t)k;
+    }
+    if (ended)
+        return BROKER_END;
+    return park(ep) ? BROKER_PARKED : BROKER_GONE;
+}
+
 /* ---- streams ---- */
 
 static void stream_list_remove(struct broker *b, struct broker_stream *st)
@@ -745,19 +760,7 @@ struct broker_stream *broker_stream_open(struct broker *b, const char *sid, cons
 ssize_t broker_stream_read(struct broker *b, struct broker_stream *st, char *out, size_t max)
 {
     lock(b);
-    ssize_t n;
-    if (st->broken) {
-        n = BROKER_OVERFLOW;
-    } else if (st->out.len > 0) {
-        size_t k = st->out.len < max ? st->out.len : max;
-        memcpy(out, st->out.data, k);
-        buf_consume(&st->out, k);
-        n = (ssize_t)k;
-    } else if (st->ending) {
-        n = BROKER_END;
-    } else {
-        n = park(st->ep) ? BROKER_PARKED : BROKER_GONE;
-    }
+    ssize_t n = st->broken ? BROKER_OVERFLOW : queue_read(&st->out, st->ending, st->ep, out, max);
     unlock(b);
     return n;
 }
@@ -939,17 +942,7 @@ int broker_call_head(struct broker *b, struct broker_call *c, struct broker_head
 ssize_t broker_call_read(struct broker *b, struct broker_call *c, char *out, size_t max)
 {
     lock(b);
-    ssize_t n;
-    if (c->events.len > 0) {
-        size_t k = c->events.len < max ? c->events.len : max;
-        memcpy(out, c->events.data, k);
-        buf_consume(&c->events, k);
-        n = (ssize_t)k;
-    } else if (c->ended) {
-        n = BROKER_END;
-    } else {
-        n = park(c->ep) ? BROKER_PARKED : BROKER_GONE;
-    }
+    ssize_t n = queue_read(&c->events, c->ended, c->ep, out, max);
     unlock(b);
     return n;
 }
