@@ -16,6 +16,10 @@
 #define MCP_ROUTE_HEALTHZ "/healthz"
 #define MCP_ROUTE_OPENAI_CHAT "/v1/chat/completions"
 #define MCP_ROUTE_OPENAI_MODELS "/v1/models"
+#define MCP_ROUTE_OPENAI_COMPLETIONS "/v1/completions"
+#define MCP_ROUTE_OPENAI_EMBEDDINGS "/v1/embeddings"
+#define MCP_ROUTE_OPENAI_RESPONSES "/v1/responses"
+#define MCP_ROUTE_ANTHROPIC_MESSAGES "/v1/messages"
 
 #define MCP_HEADER_SESSION "x-mcpctl-provider-session"
 

@@ -83,6 +83,7 @@ struct broker_call {
     struct wake *wake;
     struct broker_call *hnext; /* held on a wake */
     bool streaming;
+    bool anthropic;
     /* The request, kept while held for a wake. */
     char llm[BROKER_NAME_MAX];
     char *path;
@@ -383,11 +384,24 @@ static const char *error_type(int status)
     return status >= 500 ? "server_error" : "invalid_request_error";
 }
 
-/* Appends an error event in OpenAI's shape and ends the caller's stream. */
+/* Anthropic's error type for an HTTP status. */
+static const char *anthropic_type(int status)
+{
+    if (status == 429)
+        return "rate_limit_error";
+    if (status == 503)
+        return "overloaded_error";
+    return status >= 500 ? "api_error" : "invalid_request_error";
+}
+
+/* Appends an error event and ends the caller's stream: OpenAI's shape, or
+ * Anthropic's for its Messages API. */
 static void events_error(struct broker *b, struct broker_call *c, const struct broker_error *e)
 {
-    json_t *o = json_pack("{s:{s:s,s:s,s:s?}}", "error", "message", e->msg, "type",
-                          error_type(e->status), "code", e->code);
+    json_t *o = c->anthropic ? json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
+                                         anthropic_type(e->status), "message", e->msg)
+                             : json_pack("{s:{s:s,s:s,s:s?}}", "error", "message", e->msg, "type",
+                                         error_type(e->status), "code", e->code);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     static const char fallback[] =
@@ -859,6 +873,7 @@ struct broker_call *broker_call_start(struct broker *b, const struct broker_call
     }
     c->ep = ep;
     c->streaming = rq->streaming;
+    c->anthropic = rq->anthropic;
     snprintf(c->llm, sizeof c->llm, "%s", rq->llm);
     c->path = rq->path ? strdup(rq->path) : NULL;
     c->body = malloc(rq->body_len ? rq->body_len : 1);

@@ -143,6 +143,7 @@ struct broker_call_req {
     const char *session; /* its publisher's session */
     bool hibernating;    /* wake it first */
     bool streaming;      /* the caller asked for a stream */
+    bool anthropic;      /* error events in Anthropic's shape, not OpenAI's */
     const char *path;    /* the route under the provider's URL; NULL: chat completions */
     const char *body;    /* the caller's JSON body, spliced into the task frame */
     size_t body_len;

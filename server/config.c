@@ -63,6 +63,9 @@ void config_usage(void)
         "  --max-connections N         open connections at most; past it new ones are\n"
         "                              refused (MCPD_MAX_CONNECTIONS, default: what the\n"
         "                              open-file limit allows)\n"
+        "  --cors-origins LIST         origins (comma-separated, or *) whose browser pages may\n"
+        "                              call /v1; preflights need no token\n"
+        "                              (MCPD_CORS_ORIGINS, default: none)\n"
         "  --connection-timeout DUR    idle connections are closed after this; control\n"
         "                              streams and waiting callers excepted\n"
         "                              (MCPD_CONNECTION_TIMEOUT, default 30s)\n"
@@ -126,6 +129,7 @@ static const struct opt opts[] = {
     {"--connection-timeout", "MCPD_CONNECTION_TIMEOUT", OPT_DUR, OFF(connection_timeout_ms), 1000},
     {"--tls-cert", "MCPD_TLS_CERT", OPT_PATH, OFF(tls_cert), 0},
     {"--tls-key", "MCPD_TLS_KEY", OPT_PATH, OFF(tls_key), 0},
+    {"--cors-origins", "MCPD_CORS_ORIGINS", OPT_PATH, OFF(cors_origins), 0},
     {"--log-level", "MCPD_LOG_LEVEL", OPT_LEVEL, 0, 0},
 };
 

@@ -31,6 +31,7 @@ struct server_config {
     int64_t connection_timeout_ms; /* idle connections are closed after this */
     char tls_cert[4096];           /* PEM files; both empty: plain HTTP */
     char tls_key[4096];
+    char cors_origins[4096]; /* origins allowed to call /v1 from a browser; "" none, "*" any */
     enum log_level log_level;
 };
 

@@ -55,6 +55,10 @@ void http_match_route(const char *url, struct route_match *m)
         {MCP_ROUTE_HEARTBEAT, R_HEARTBEAT, "POST"},
         {MCP_ROUTE_OPENAI_CHAT, R_OPENAI_CHAT, "POST"},
         {MCP_ROUTE_OPENAI_MODELS, R_OPENAI_MODELS, "GET"},
+        {MCP_ROUTE_OPENAI_COMPLETIONS, R_OPENAI_COMPLETIONS, "POST"},
+        {MCP_ROUTE_OPENAI_EMBEDDINGS, R_OPENAI_EMBEDDINGS, "POST"},
+        {MCP_ROUTE_OPENAI_RESPONSES, R_OPENAI_RESPONSES, "POST"},
+        {MCP_ROUTE_ANTHROPIC_MESSAGES, R_ANTHROPIC_MESSAGES, "POST"},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
         if (strcmp(url, fixed[i].path) == 0) {
@@ -65,7 +69,12 @@ void http_match_route(const char *url, struct route_match *m)
     }
     static const char llms[] = MCP_ROUTE_LLMS "/";
     static const char task[] = MCP_ROUTE_TASK_PREFIX;
-    if (strncmp(url, task, sizeof task - 1) == 0) {
+    static const char model[] = MCP_ROUTE_OPENAI_MODELS "/";
+    if (strncmp(url, model, sizeof model - 1) == 0) {
+        m->route = R_OPENAI_MODEL;
+        m->method = "GET";
+        m->bad_param = !take_param(m, url + sizeof model - 1, strlen(url + sizeof model - 1));
+    } else if (strncmp(url, task, sizeof task - 1) == 0) {
         const char *id = url + sizeof task - 1;
         const char *slash = strchr(id, '/');
         if (slash && strcmp(slash, "/result") == 0) {
@@ -126,6 +135,108 @@ static const char *openai_code(unsigned status)
     }
 }
 
+/* Anthropic's error types (its Messages API). */
+static const char *anthropic_type(unsigned status)
+{
+    switch (status) {
+    case 401:
+        return "authentication_error";
+    case 403:
+        return "permission_error";
+    case 404:
+        return "not_found_error";
+    case 413:
+        return "request_too_large";
+    case 429:
+        return "rate_limit_error";
+    case 503:
+        return "overloaded_error";
+    default:
+        return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+/* A header value that is safe to send back. */
+static bool value_ok(const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return false;
+    return true;
+}
+
+/* The Origin a /v1 response may be shared with, or NULL. */
+static const char *cors_origin(struct req *r)
+{
+    const char *list = r->srv->cfg.cors_origins;
+    if (!list[0])
+        return NULL;
+    const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
+    if (!origin || !*origin)
+        return NULL;
+    size_t olen = strlen(origin);
+    for (const char *p = list; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        while (n > 0 && p[0] == ' ')
+            p++, n--;
+        while (n > 0 && p[n - 1] == ' ')
+            n--;
+        if (n == 1 && p[0] == '*')
+            return "*";
+        if (n == olen && strncasecmp(p, origin, n) == 0)
+            return origin;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    return NULL;
+}
+
+void http_add_cors(struct req *r, struct MHD_Response *resp)
+{
+    if (!r->openai && !r->anthropic)
+        return;
+    const char *origin = cors_origin(r);
+    if (!origin)
+        return;
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
+    MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                            "Retry-After, x-request-id, x-ratelimit-limit-requests, "
+                            "x-ratelimit-remaining-requests, x-ratelimit-reset-requests, "
+                            "x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, "
+                            "x-ratelimit-reset-tokens");
+    if (strcmp(origin, "*") != 0)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Origin");
+}
+
+/* A CORS preflight: answered without a token. */
+static enum MHD_Result reply_preflight(struct req *r)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    const char *origin = cors_origin(r);
+    if (origin) {
+        const char *req_headers =
+            MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
+        MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                req_headers && value_ok(req_headers)
+                                    ? req_headers
+                                    : "authorization, content-type, x-api-key, "
+                                      "anthropic-version");
+        MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+        if (strcmp(origin, "*") != 0)
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Origin");
+    }
+    enum MHD_Result rc = MHD_queue_response(r->conn, 204, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
 static enum MHD_Result queue(struct req *r, unsigned status, const char *body, size_t len,
                              int retry_after, const char *allow, bool close)
 {
@@ -145,6 +256,7 @@ static enum MHD_Result queue(struct req *r, unsigned status, const char *body, s
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (close)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    http_add_cors(r, resp);
     enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
     return rc;
@@ -166,7 +278,10 @@ static enum MHD_Result reply_error_full(struct req *r, unsigned status, int retr
                                         const char *msg)
 {
     json_t *o;
-    if (r->openai) {
+    if (r->anthropic) {
+        o = json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type", anthropic_type(status),
+                      "message", msg);
+    } else if (r->openai) {
         if (!code)
             code = openai_code(status);
         o = json_pack("{s:{s:s,s:s,s:s?}}", "error", "message", msg, "type", openai_type(status),
@@ -395,6 +510,15 @@ static unsigned check_head(struct req *r, const char *url, const char *method,
     if (api) {
         const char *h =
             MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        /* Anthropic's clients send their key as x-api-key. */
+        char bearer[600];
+        const char *key = r->anthropic && !h
+                              ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "x-api-key")
+                              : NULL;
+        if (key && strlen(key) < sizeof bearer - 8) {
+            snprintf(bearer, sizeof bearer, "Bearer %s", key);
+            h = bearer;
+        }
         int rc = auth_check(srv->auth, h, r->owner, r->token_hash);
         if (rc == DB_ERROR) {
             snprintf(msg, msglen, "cannot check the token: database error");
@@ -402,13 +526,18 @@ static unsigned check_head(struct req *r, const char *url, const char *method,
         }
         if (rc != DB_OK) {
             snprintf(msg, msglen, "%s",
-                     h ? "token not recognised" : "missing Authorization: Bearer <token>");
+                     h ? "token not recognised"
+                       : (r->anthropic ? "missing x-api-key or Authorization: Bearer <token>"
+                                       : "missing Authorization: Bearer <token>"));
             return 401;
         }
     }
     http_match_route(url, m);
     if (m->route == R_NONE) {
-        snprintf(msg, msglen, "no such route: %s", url);
+        if (r->openai || r->anthropic)
+            snprintf(msg, msglen, "Unknown request URL: %s %s", method, url);
+        else
+            snprintf(msg, msglen, "no such route: %s", url);
         return 404;
     }
     if (strcmp(method, m->method) != 0) {
@@ -440,11 +569,18 @@ static enum MHD_Result begin(struct req *r, const char *url, const char *method,
                              const char *version)
 {
     r->openai = strncmp(url, "/v1/", 4) == 0;
+    r->anthropic = strcmp(url, MCP_ROUTE_ANTHROPIC_MESSAGES) == 0;
+    if (r->anthropic)
+        r->openai = false;
     const char *bad = check_framing(r->conn, version);
     if (bad) {
         r->started = true;
         log_debug("refusing a request for %s: %s", url, bad);
         return reply_error_full(r, 400, 0, NULL, NULL, true, bad);
+    }
+    if (strcmp(method, "OPTIONS") == 0 && (r->openai || r->anthropic)) {
+        r->started = true;
+        return reply_preflight(r);
     }
     struct route_match m;
     char msg[512];
@@ -453,7 +589,8 @@ static enum MHD_Result begin(struct req *r, const char *url, const char *method,
         r->started = true;
         /* After a refusal a body may still be on its way: close rather
          * than guess where it ends. */
-        return reply_error_full(r, status, 0, NULL, status == 405 ? m.method : NULL, true, msg);
+        const char *code = status == 404 && m.route == R_NONE ? "unknown_url" : NULL;
+        return reply_error_full(r, status, 0, code, status == 405 ? m.method : NULL, true, msg);
     }
     r->route = m.route;
     snprintf(r->param, sizeof r->param, "%s", m.param);
@@ -490,6 +627,13 @@ static enum MHD_Result run_route(struct req *r)
         return relay_openai_chat(r);
     case R_OPENAI_MODELS:
         return provider_models(r);
+    case R_OPENAI_MODEL:
+        return provider_model(r, r->param);
+    case R_OPENAI_COMPLETIONS:
+    case R_OPENAI_EMBEDDINGS:
+    case R_OPENAI_RESPONSES:
+    case R_ANTHROPIC_MESSAGES:
+        return relay_openai_route(r);
     case R_NONE:
         break;
     }

@@ -35,6 +35,11 @@ enum route {
     R_INFER,
     R_OPENAI_CHAT,
     R_OPENAI_MODELS,
+    R_OPENAI_MODEL,       /* GET /v1/models/{id} */
+    R_OPENAI_COMPLETIONS, /* the relayed /v1 routes besides chat: */
+    R_OPENAI_EMBEDDINGS,
+    R_OPENAI_RESPONSES,
+    R_ANTHROPIC_MESSAGES,
 };
 
 /* A request path matched against the routes. */
@@ -62,8 +67,9 @@ struct req {
     struct conn *cc;
     enum route route;
     char param[MCP_NAME_BUF];
-    bool openai;  /* error bodies in OpenAI's shape */
-    bool started; /* the route ran (or the request was refused) */
+    bool openai;    /* error bodies in OpenAI's shape */
+    bool anthropic; /* ... or in Anthropic's (/v1/messages) */
+    bool started;   /* the route ran (or the request was refused) */
     char owner[DB_OWNER_MAX];
     char token_hash[AUTH_HASH_LEN];
     struct buf body;
@@ -97,6 +103,8 @@ enum MHD_Result http_reply_error(struct req *r, unsigned status, const char *fmt
 /* An error with a Retry-After (seconds, when > 0) and an OpenAI code. */
 enum MHD_Result http_reply_failure(struct req *r, unsigned status, int retry_after,
                                    const char *code, const char *msg);
+/* Adds the CORS headers a /v1 response gets for an allowed Origin. */
+void http_add_cors(struct req *r, struct MHD_Response *resp);
 /* Adds "name\0value\0" pairs to resp. */
 void http_add_headers(struct MHD_Response *resp, const char *pairs, size_t len);
 /* A text/event-stream response whose body reader gets r. */

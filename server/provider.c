@@ -304,6 +304,31 @@ enum MHD_Result provider_get(struct req *r, const char *name)
     return reply_json_value(r, 200, v);
 }
 
+static json_t *model_view(const struct llm_row *row)
+{
+    return json_pack("{s:s,s:s,s:I,s:s,s:s,s:s}", "id", row->name, "object", "model", "created",
+                     (json_int_t)(row->created_at / 1000), "owned_by", row->owner, "status",
+                     row->status, "kind", row->kind);
+}
+
+enum MHD_Result provider_model(struct req *r, const char *id)
+{
+    struct llm_row row;
+    int rc = db_llm_get(r->srv->db, id, &row);
+    if (rc == DB_NOT_FOUND)
+        return http_reply_error(r, 404, "The model '%s' does not exist", id);
+    if (rc != DB_OK)
+        return db_failure(r);
+    enum MHD_Result ret;
+    if (strcmp(row.status, MCP_STATUS_INACTIVE) == 0)
+        ret = http_reply_error(r, 404, "The model '%s' does not exist (its publisher is offline)",
+                               id);
+    else
+        ret = reply_json_value(r, 200, model_view(&row));
+    llm_row_release(&row);
+    return ret;
+}
+
 enum MHD_Result provider_models(struct req *r)
 {
     struct llm_row *rows = NULL;
@@ -314,10 +339,7 @@ enum MHD_Result provider_models(struct req *r)
     for (size_t i = 0; i < n; i++) {
         if (strcmp(rows[i].status, MCP_STATUS_INACTIVE) == 0)
             continue;
-        json_array_append_new(
-            data, json_pack("{s:s,s:s,s:I,s:s,s:s,s:s}", "id", rows[i].name, "object", "model",
-                            "created", (json_int_t)(rows[i].created_at / 1000), "owned_by",
-                            rows[i].owner, "status", rows[i].status, "kind", rows[i].kind));
+        json_array_append_new(data, model_view(&rows[i]));
     }
     llm_rows_free(rows, n);
     return reply_json_value(r, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));

@@ -144,7 +144,8 @@ static void publisher_stalled(struct server *srv, const char *session)
     pthread_mutex_unlock(&srv->life_mu);
 }
 
-static enum MHD_Result start_inference(struct req *r, const char *name, bool streaming)
+static enum MHD_Result start_inference(struct req *r, const char *name, bool streaming,
+                                       const char *path)
 {
     struct server *srv = r->srv;
     struct llm_route route;
@@ -164,7 +165,8 @@ static enum MHD_Result start_inference(struct req *r, const char *name, bool str
         .session = route.session,
         .hibernating = strcmp(route.status, MCP_STATUS_HIBERNATING) == 0,
         .streaming = streaming,
-        .path = NULL,
+        .anthropic = r->anthropic,
+        .path = path,
         .body = r->body.data,
         .body_len = r->body.len,
     };
@@ -187,7 +189,7 @@ enum MHD_Result relay_infer(struct req *r, const char *name)
     bool streaming;
     if (check_chat_body(&r->body, &js, &streaming, err, sizeof err) < 0)
         return http_reply_error(r, 400, "%s", err);
-    return start_inference(r, name, streaming);
+    return start_inference(r, name, streaming, NULL);
 }
 
 enum MHD_Result relay_openai_chat(struct req *r)
@@ -206,7 +208,52 @@ enum MHD_Result relay_openai_chat(struct req *r)
     if (!name || !mcp_name_valid(name))
         rc = http_reply_error(r, 404, "no Llm named '%s'", name ? name : "");
     else
-        rc = start_inference(r, name, streaming);
+        rc = start_inference(r, name, streaming, NULL);
+    json_decref(v);
+    return rc;
+}
+
+/* The /v1 routes relayed as tasks with a path: what each needs of its
+ * body, besides a string "model". */
+static const struct {
+    enum route route;
+    const char *path;
+    const char *required; /* a member that must be present, or NULL */
+    bool streams;         /* "stream": true asks for a stream */
+} relayed[] = {
+    {R_OPENAI_COMPLETIONS, "/completions", "prompt", true},
+    {R_OPENAI_EMBEDDINGS, "/embeddings", "input", false},
+    {R_OPENAI_RESPONSES, "/responses", NULL, true},
+    {R_ANTHROPIC_MESSAGES, "/messages", "messages", true},
+};
+
+enum MHD_Result relay_openai_route(struct req *r)
+{
+    size_t i = 0;
+    while (i < sizeof relayed / sizeof relayed[0] && relayed[i].route != r->route)
+        i++;
+    if (i == sizeof relayed / sizeof relayed[0])
+        return http_reply_error(r, 404, "no such route");
+    struct jsonscan js;
+    if (r->body.len == 0 || jsonscan_parse(&js, r->body.data, r->body.len) < 0)
+        return http_reply_error(r, 400, "body is not a valid JSON object");
+    const struct json_field *model = jsonscan_find(&js, "model");
+    if (!model || model->kind != JSON_K_STRING)
+        return http_reply_error(r, 400, "model must be a string naming an Llm");
+    if (relayed[i].required && !jsonscan_find(&js, relayed[i].required))
+        return http_reply_error(r, 400, "%s is required", relayed[i].required);
+    const struct json_field *stream = jsonscan_find(&js, "stream");
+    if (stream && stream->kind != JSON_K_TRUE && stream->kind != JSON_K_FALSE &&
+        stream->kind != JSON_K_NULL)
+        return http_reply_error(r, 400, "stream must be a boolean");
+    bool streaming = relayed[i].streams && stream && stream->kind == JSON_K_TRUE;
+    json_t *v = json_loadb(model->val, model->val_len, JSON_DECODE_ANY, NULL);
+    const char *name = json_string_value(v);
+    enum MHD_Result rc;
+    if (!name || !mcp_name_valid(name))
+        rc = http_reply_error(r, 404, "no Llm named '%s'", name ? name : "");
+    else
+        rc = start_inference(r, name, streaming, relayed[i].path);
     json_decref(v);
     return rc;
 }
@@ -249,8 +296,10 @@ enum MHD_Result relay_resume(struct req *r)
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                                     h.ctype ? h.ctype : "application/json");
     }
-    if (resp)
+    if (resp) {
         http_add_headers(resp, h.headers, h.headers_len);
+        http_add_cors(r, resp);
+    }
     free(h.headers);
     if (!resp)
         return MHD_NO;

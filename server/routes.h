@@ -16,6 +16,8 @@ enum MHD_Result provider_heartbeat(struct req *r);
 enum MHD_Result provider_list(struct req *r);
 enum MHD_Result provider_get(struct req *r, const char *name);
 enum MHD_Result provider_models(struct req *r);
+/* GET /v1/models/{id}: one Llm that is not inactive, as OpenAI's model. */
+enum MHD_Result provider_model(struct req *r, const char *id);
 
 /* ---- stream.c: control streams ---- */
 enum MHD_Result stream_open(struct req *r);
@@ -25,6 +27,9 @@ void stream_closed(struct req *r);
 /* ---- relay.c: inference and results ---- */
 enum MHD_Result relay_infer(struct req *r, const char *name);
 enum MHD_Result relay_openai_chat(struct req *r);
+/* /v1/completions, /v1/embeddings, /v1/responses and /v1/messages: a task
+ * whose "path" is the route under the provider's URL. */
+enum MHD_Result relay_openai_route(struct req *r);
 /* The caller's request was resumed: its answer (or its failure) is ready. */
 enum MHD_Result relay_resume(struct req *r);
 /* The caller's request is over. */
