@@ -104,8 +104,6 @@ static const char *openai_type(unsigned status)
     switch (status) {
     case 401:
         return "authentication_error";
-    case 404:
-        return "not_found_error";
     case 409:
         return "conflict_error";
     case 429:
