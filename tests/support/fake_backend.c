@@ -17,12 +17,19 @@
 
 #define FB_MAX_CHUNKS 4096
 #define FB_MAX_BODY (4 * 1024 * 1024)
+/* The vector every embedding is (exact in float32). */
+#define FB_EMBEDDING                                                                               \
+    {                                                                                              \
+        0.5f, -0.25f, 0.125f                                                                       \
+    }
+#define FB_EMBEDDING_JSON "[0.5,-0.25,0.125]"
 
 struct fb_rec {
     char *method;
     char *path;
     char *headers; /* "Name: value\n" lines */
     char *body;
+    char *reply; /* a whole answer's body, or NULL */
 };
 
 struct fake_backend {
@@ -48,6 +55,7 @@ struct fake_backend {
     int cut_after;
     char *stream_ctype;
     bool named;
+    bool realistic;
     char *sent; /* the latest stream's bytes */
     size_t sent_len;
     /* records */
@@ -59,16 +67,26 @@ struct fake_backend {
     unsigned stream_gen;
 };
 
+/* What a streaming answer looks like. */
+enum fb_kind {
+    FB_CHAT,        /* chat.completion.chunk data events, data: [DONE] */
+    FB_COMPLETIONS, /* text_completion data events, data: [DONE] */
+    FB_RESPONSES,   /* named response.* events */
+    FB_MESSAGES,    /* Anthropic's named message events */
+};
+
 struct fb_stream {
     struct fake_backend *fb;
     struct MHD_Connection *conn;
     unsigned gen;
+    enum fb_kind kind;
     int n, delay_ms, next, cut_after;
+    int ev; /* events produced so far, deltas included */
     bool named;
     char model[256];
+    char *qmodel; /* the model as a JSON string */
     char *pending;
     size_t plen, poff;
-    bool done_sent;
     bool finished;
 };
 
@@ -92,8 +110,9 @@ static enum MHD_Result fb_header_iter(void *cls, enum MHD_ValueKind kind, const 
     return MHD_YES;
 }
 
-static void fb_record(struct fake_backend *fb, struct MHD_Connection *c, const char *method,
-                      const char *path, const char *body)
+/* Returns the record's index, or (size_t)-1. */
+static size_t fb_record(struct fake_backend *fb, struct MHD_Connection *c, const char *method,
+                        const char *path, const char *body)
 {
     char *headers = NULL;
     MHD_get_connection_values(c, MHD_HEADER_KIND, fb_header_iter, &headers);
@@ -104,7 +123,7 @@ static void fb_record(struct fake_backend *fb, struct MHD_Connection *c, const c
         if (!r) {
             pthread_mutex_unlock(&fb->mu);
             free(headers);
-            return;
+            return (size_t)-1;
         }
         fb->recs = r;
         fb->caprecs = cap;
@@ -114,8 +133,24 @@ static void fb_record(struct fake_backend *fb, struct MHD_Connection *c, const c
     r->path = strdup(path);
     r->headers = headers ? headers : strdup("");
     r->body = strdup(body ? body : "");
+    r->reply = NULL;
+    size_t idx = fb->nrecs - 1;
     pthread_cond_broadcast(&fb->cv);
     pthread_mutex_unlock(&fb->mu);
+    return idx;
+}
+
+/* Answers 200 with a JSON body and keeps the body with record idx. */
+static enum MHD_Result fb_json_recorded(struct fake_backend *fb, struct MHD_Connection *c,
+                                        size_t idx, const char *body)
+{
+    pthread_mutex_lock(&fb->mu);
+    if (idx < fb->nrecs) {
+        free(fb->recs[idx].reply);
+        fb->recs[idx].reply = strdup(body);
+    }
+    pthread_mutex_unlock(&fb->mu);
+    return fake_http_reply(c, 200, "application/json", body);
 }
 
 static enum MHD_Result fb_json(struct MHD_Connection *c, unsigned status, const char *body)
@@ -132,6 +167,165 @@ static bool fb_is_asleep(struct fake_backend *fb)
         return false;
     }
     return true;
+}
+
+/* Events before the first delta and after the last one. */
+static int fb_pre(enum fb_kind k)
+{
+    return k == FB_RESPONSES ? 1 : k == FB_MESSAGES ? 3 : 0;
+}
+
+static int fb_post(enum fb_kind k)
+{
+    return k == FB_RESPONSES ? 2 : k == FB_MESSAGES ? 3 : 1;
+}
+
+/* "tok0tok1…" up to n, as a new string. */
+static char *fb_all_tokens(int n)
+{
+    size_t cap = (size_t)n * 8 + 1, len = 0;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    out[0] = '\0';
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(out + len, cap - len, "tok%d", i);
+    return out;
+}
+
+/* A Responses API response object with the given status and text (NULL:
+ * no output yet), as a new string. */
+static char *fb_response_object(const char *qmodel, const char *status, const char *text)
+{
+    json_t *t = json_string(text ? text : "");
+    char *qtext = json_dumps(t, JSON_ENCODE_ANY);
+    json_decref(t);
+    char *out = NULL;
+    char output[4096 + 256];
+    if (text && qtext && strlen(qtext) < 4096)
+        snprintf(output, sizeof output,
+                 "[{\"type\":\"message\",\"id\":\"msg_fake\",\"status\":\"completed\","
+                 "\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":%s,"
+                 "\"annotations\":[]}]}]",
+                 qtext);
+    else
+        snprintf(output, sizeof output, "[]");
+    if (asprintf(&out,
+                 "{\"id\":\"resp_fake\",\"object\":\"response\",\"created_at\":1700000000,"
+                 "\"status\":\"%s\",\"error\":null,\"incomplete_details\":null,"
+                 "\"instructions\":null,\"model\":%s,\"output\":%s,\"parallel_tool_calls\":true,"
+                 "\"temperature\":1.0,\"tool_choice\":\"auto\",\"tools\":[],\"top_p\":1.0,"
+                 "\"usage\":%s}",
+                 status, qmodel, output,
+                 text ? "{\"input_tokens\":1,\"output_tokens\":3,\"total_tokens\":4}" : "null") < 0)
+        out = NULL;
+    free(qtext);
+    return out;
+}
+
+/* Event number st->ev of the stream as a new string; NULL after the last.
+ * *delta says whether it is one of the n token deltas. */
+static char *fb_event(struct fb_stream *st, bool *delta)
+{
+    int pre = fb_pre(st->kind), i = st->ev - pre;
+    *delta = i >= 0 && i < st->n;
+    if (i >= st->n + fb_post(st->kind))
+        return NULL;
+    char *out = NULL;
+    int rc = 0;
+    const char *m = st->qmodel;
+    switch (st->kind) {
+    case FB_CHAT:
+        if (*delta)
+            rc = asprintf(&out,
+                          "%sdata: {\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion.chunk\","
+                          "\"model\":\"%s\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+                          "\"tok%d\"},\"finish_reason\":null}]}\n\n",
+                          st->named ? "event: delta\n" : "", st->model, i);
+        else
+            out = strdup(st->named ? "event: done\ndata: [DONE]\n\n" : "data: [DONE]\n\n");
+        break;
+    case FB_COMPLETIONS:
+        if (*delta)
+            rc = asprintf(&out,
+                          "data: {\"id\":\"cmpl-fake\",\"object\":\"text_completion\","
+                          "\"created\":1700000000,\"model\":%s,\"choices\":[{\"text\":\"tok%d\","
+                          "\"index\":0,\"logprobs\":null,\"finish_reason\":%s}]}\n\n",
+                          m, i, i == st->n - 1 ? "\"stop\"" : "null");
+        else
+            out = strdup("data: [DONE]\n\n");
+        break;
+    case FB_RESPONSES:
+        if (i < 0) {
+            char *resp = fb_response_object(m, "in_progress", NULL);
+            rc = asprintf(&out,
+                          "event: response.created\ndata: {\"type\":\"response.created\","
+                          "\"sequence_number\":0,\"response\":%s}\n\n",
+                          resp ? resp : "{}");
+            free(resp);
+        } else if (*delta) {
+            rc = asprintf(&out,
+                          "event: response.output_text.delta\ndata: {\"type\":"
+                          "\"response.output_text.delta\",\"sequence_number\":%d,\"item_id\":"
+                          "\"msg_fake\",\"output_index\":0,\"content_index\":0,\"delta\":"
+                          "\"tok%d\"}\n\n",
+                          st->ev, i);
+        } else {
+            char *text = fb_all_tokens(st->n);
+            if (i == st->n) {
+                rc = asprintf(&out,
+                              "event: response.output_text.done\ndata: {\"type\":"
+                              "\"response.output_text.done\",\"sequence_number\":%d,\"item_id\":"
+                              "\"msg_fake\",\"output_index\":0,\"content_index\":0,\"text\":"
+                              "\"%s\"}\n\n",
+                              st->ev, text ? text : "");
+            } else {
+                char *resp = fb_response_object(m, "completed", text ? text : "");
+                rc = asprintf(&out,
+                              "event: response.completed\ndata: {\"type\":\"response.completed\","
+                              "\"sequence_number\":%d,\"response\":%s}\n\n",
+                              st->ev, resp ? resp : "{}");
+                free(resp);
+            }
+            free(text);
+        }
+        break;
+    case FB_MESSAGES:
+        if (i == -3)
+            rc = asprintf(&out,
+                          "event: message_start\ndata: {\"type\":\"message_start\",\"message\":"
+                          "{\"id\":\"msg_fake\",\"type\":\"message\",\"role\":\"assistant\","
+                          "\"model\":%s,\"content\":[],\"stop_reason\":null,"
+                          "\"stop_sequence\":null,\"usage\":{\"input_tokens\":1,"
+                          "\"output_tokens\":1}}}\n\n",
+                          m);
+        else if (i == -2)
+            out = strdup("event: content_block_start\ndata: {\"type\":\"content_block_start\","
+                         "\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+        else if (i == -1)
+            out = strdup("event: ping\ndata: {\"type\": \"ping\"}\n\n");
+        else if (*delta)
+            rc = asprintf(&out,
+                          "event: content_block_delta\ndata: {\"type\":\"content_block_delta\","
+                          "\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"tok%d\"}}"
+                          "\n\n",
+                          i);
+        else if (i == st->n)
+            out = strdup("event: content_block_stop\ndata: {\"type\":\"content_block_stop\","
+                         "\"index\":0}\n\n");
+        else if (i == st->n + 1)
+            rc = asprintf(&out,
+                          "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":"
+                          "{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":"
+                          "{\"output_tokens\":%d}}\n\n",
+                          st->n);
+        else
+            out = strdup("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        break;
+    }
+    if (rc < 0)
+        out = NULL;
+    return out ? out : strdup("");
 }
 
 static ssize_t fb_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -163,41 +357,38 @@ static ssize_t fb_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     st->plen = st->poff = 0;
     if (st->cut_after > 0 && st->next >= st->cut_after)
         return MHD_CONTENT_READER_END_WITH_ERROR;
-    if (st->next < st->n) {
+    bool delta;
+    char *ev = fb_event(st, &delta);
+    if (!ev)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (delta) {
         /* Sleep in slices so a client that goes away is noticed at once. */
         for (int waited = 0; waited < st->delay_ms; waited += 5) {
             pthread_mutex_lock(&fb->mu);
             bool stopping = fb->stopping;
             pthread_mutex_unlock(&fb->mu);
-            if (stopping || fake_http_peer_gone(st->conn))
+            if (stopping || fake_http_peer_gone(st->conn)) {
+                free(ev);
                 return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
             fake_http_sleep_ms(st->delay_ms - waited < 5 ? st->delay_ms - waited : 5);
         }
-        if (fake_http_peer_gone(st->conn))
+        if (fake_http_peer_gone(st->conn)) {
+            free(ev);
             return MHD_CONTENT_READER_END_WITH_ERROR;
-        char tmp[768];
-        int len = snprintf(tmp, sizeof tmp,
-                           "%sdata: {\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion.chunk\","
-                           "\"model\":\"%s\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
-                           "\"tok%d\"},\"finish_reason\":null}]}\n\n",
-                           st->named ? "event: delta\n" : "", st->model, st->next);
-        st->pending = strndup(tmp, (size_t)len);
-        st->plen = (size_t)len;
+        }
         pthread_mutex_lock(&fb->mu);
         if (st->gen == fb->stream_gen && st->next < FB_MAX_CHUNKS)
             fb->chunk_ms[st->next] = fb_now();
         pthread_mutex_unlock(&fb->mu);
         st->next++;
-        return fb_stream_read(cls, pos, buf, max);
     }
-    if (!st->done_sent) {
-        st->done_sent = true;
-        st->pending = strdup(st->named ? "event: done\ndata: [DONE]\n\n" : "data: [DONE]\n\n");
-        st->plen = strlen(st->pending);
+    st->ev++;
+    if (st->ev == fb_pre(st->kind) + st->n + fb_post(st->kind))
         st->finished = true;
-        return fb_stream_read(cls, pos, buf, max);
-    }
-    return MHD_CONTENT_READER_END_OF_STREAM;
+    st->pending = ev;
+    st->plen = strlen(ev);
+    return fb_stream_read(cls, pos, buf, max);
 }
 
 static void fb_stream_free(void *cls)
@@ -212,7 +403,52 @@ static void fb_stream_free(void *cls)
     pthread_cond_broadcast(&fb->cv);
     pthread_mutex_unlock(&fb->mu);
     free(st->pending);
+    free(st->qmodel);
     free(st);
+}
+
+/* Starts a streaming answer of the given kind; model is the request's. */
+static enum MHD_Result fb_stream_start(struct fake_backend *fb, struct MHD_Connection *c,
+                                       enum fb_kind kind, const char *model)
+{
+    struct fb_stream *st = calloc(1, sizeof *st);
+    if (!st)
+        return MHD_NO;
+    st->fb = fb;
+    st->conn = c;
+    st->kind = kind;
+    snprintf(st->model, sizeof st->model, "%s", model);
+    json_t *q = json_string(model);
+    st->qmodel = q ? json_dumps(q, JSON_ENCODE_ANY) : NULL;
+    json_decref(q);
+    if (!st->qmodel)
+        st->qmodel = strdup("\"\"");
+    pthread_mutex_lock(&fb->mu);
+    st->n = fb->chunks;
+    st->delay_ms = fb->delay_ms;
+    st->cut_after = fb->cut_after;
+    st->named = fb->named;
+    char ctype[128];
+    snprintf(ctype, sizeof ctype, "%s", fb->stream_ctype ? fb->stream_ctype : "text/event-stream");
+    free(fb->sent);
+    fb->sent = NULL;
+    fb->sent_len = 0;
+    st->gen = ++fb->stream_gen;
+    for (int i = 0; i < FB_MAX_CHUNKS; i++)
+        fb->chunk_ms[i] = -1;
+    pthread_mutex_unlock(&fb->mu);
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096,
+                                                               fb_stream_read, st, fb_stream_free);
+    if (!r) {
+        free(st->qmodel);
+        free(st);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", ctype);
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    enum MHD_Result rc = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return rc;
 }
 
 static enum MHD_Result fb_chat(struct fake_backend *fb, struct MHD_Connection *c, const char *body)
@@ -230,7 +466,6 @@ static enum MHD_Result fb_chat(struct fake_backend *fb, struct MHD_Connection *c
 
     pthread_mutex_lock(&fb->mu);
     int fail = fb->fail_status;
-    int chunks = fb->chunks, delay = fb->delay_ms;
     int reply = fb->reply_status;
     pthread_mutex_unlock(&fb->mu);
     if (reply) {
@@ -273,37 +508,140 @@ static enum MHD_Result fb_chat(struct fake_backend *fb, struct MHD_Connection *c
                  m);
         return fb_json(c, 200, out);
     }
-    struct fb_stream *st = calloc(1, sizeof *st);
-    if (!st)
-        return MHD_NO;
-    st->fb = fb;
-    st->conn = c;
-    st->n = chunks;
-    st->delay_ms = delay;
-    snprintf(st->model, sizeof st->model, "%s", m);
-    pthread_mutex_lock(&fb->mu);
-    st->cut_after = fb->cut_after;
-    st->named = fb->named;
-    char ctype[128];
-    snprintf(ctype, sizeof ctype, "%s", fb->stream_ctype ? fb->stream_ctype : "text/event-stream");
-    free(fb->sent);
-    fb->sent = NULL;
-    fb->sent_len = 0;
-    st->gen = ++fb->stream_gen;
-    for (int i = 0; i < FB_MAX_CHUNKS; i++)
-        fb->chunk_ms[i] = -1;
-    pthread_mutex_unlock(&fb->mu);
-    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096,
-                                                               fb_stream_read, st, fb_stream_free);
-    if (!r) {
-        free(st);
-        return MHD_NO;
+    return fb_stream_start(fb, c, FB_CHAT, m);
+}
+
+/* Base64 of len bytes, as a new string. */
+static char *fb_base64(const unsigned char *in, size_t len)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *out = malloc((len + 2) / 3 * 4 + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < len; i += 3) {
+        unsigned v = (unsigned)in[i] << 16;
+        if (i + 1 < len)
+            v |= (unsigned)in[i + 1] << 8;
+        if (i + 2 < len)
+            v |= in[i + 2];
+        *o++ = tab[(v >> 18) & 63];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = i + 1 < len ? tab[(v >> 6) & 63] : '=';
+        *o++ = i + 2 < len ? tab[v & 63] : '=';
     }
-    MHD_add_response_header(r, "Content-Type", ctype);
-    MHD_add_response_header(r, "Cache-Control", "no-cache");
-    enum MHD_Result rc = MHD_queue_response(c, 200, r);
-    MHD_destroy_response(r);
-    return rc;
+    *o = '\0';
+    return out;
+}
+
+/* An embeddings list: one FB_EMBEDDING vector per input, as floats or as
+ * base64 of little-endian float32s (encoding_format "base64"). */
+static char *fb_embeddings(const char *qmodel, json_t *req)
+{
+    json_t *input = json_object_get(req, "input");
+    size_t count = 1;
+    if (json_is_array(input) && json_array_size(input) > 0 &&
+        !json_is_integer(json_array_get(input, 0)))
+        count = json_array_size(input);
+    bool b64 = json_is_string(json_object_get(req, "encoding_format")) &&
+               strcmp(json_string_value(json_object_get(req, "encoding_format")), "base64") == 0;
+    static const float vec[] = FB_EMBEDDING;
+    char *vtext;
+    if (b64) {
+        unsigned char raw[sizeof vec];
+        for (size_t i = 0; i < sizeof vec / sizeof vec[0]; i++) {
+            uint32_t u;
+            memcpy(&u, &vec[i], sizeof u);
+            for (int k = 0; k < 4; k++)
+                raw[i * 4 + (size_t)k] = (unsigned char)(u >> (8 * k));
+        }
+        char *b = fb_base64(raw, sizeof raw);
+        if (!b || asprintf(&vtext, "\"%s\"", b) < 0)
+            vtext = NULL;
+        free(b);
+    } else {
+        vtext = strdup(FB_EMBEDDING_JSON);
+    }
+    if (!vtext)
+        return NULL;
+    size_t cap = count * (strlen(vtext) + 64) + 512, len = 0;
+    char *out = malloc(cap);
+    if (out) {
+        len += (size_t)snprintf(out + len, cap - len, "{\"object\":\"list\",\"data\":[");
+        for (size_t i = 0; i < count; i++)
+            len += (size_t)snprintf(out + len, cap - len,
+                                    "%s{\"object\":\"embedding\",\"embedding\":%s,\"index\":%zu}",
+                                    i ? "," : "", vtext, i);
+        snprintf(out + len, cap - len,
+                 "],\"model\":%s,\"usage\":{\"prompt_tokens\":2,\"total_tokens\":2}}", qmodel);
+    }
+    free(vtext);
+    return out;
+}
+
+/* /v1/completions, /v1/embeddings, /v1/responses and /v1/messages as the
+ * real APIs answer them. */
+static enum MHD_Result fb_route(struct fake_backend *fb, struct MHD_Connection *c, size_t idx,
+                                const char *url, const char *body)
+{
+    json_t *req = json_loads(body, 0, NULL);
+    if (!json_is_object(req)) {
+        json_decref(req);
+        return fb_json(c, 400, "{\"error\":{\"message\":\"body is not JSON\"}}");
+    }
+    const char *model = json_string_value(json_object_get(req, "model"));
+    char m[256];
+    snprintf(m, sizeof m, "%s", model ? model : "");
+    json_t *q = json_string(m);
+    char *qm = q ? json_dumps(q, JSON_ENCODE_ANY) : NULL;
+    json_decref(q);
+    bool stream = json_is_true(json_object_get(req, "stream"));
+    enum fb_kind kind = strcmp(url, "/v1/completions") == 0 ? FB_COMPLETIONS
+                        : strcmp(url, "/v1/responses") == 0 ? FB_RESPONSES
+                                                            : FB_MESSAGES;
+    char *out = NULL;
+    int rc = 0;
+    if (!qm) {
+        out = NULL;
+    } else if (strcmp(url, "/v1/embeddings") == 0) {
+        out = fb_embeddings(qm, req);
+        stream = false;
+    } else if (stream) {
+        /* below */
+    } else if (kind == FB_COMPLETIONS) {
+        rc = asprintf(&out,
+                      "{\"id\":\"cmpl-fake\",\"object\":\"text_completion\","
+                      "\"created\":1700000000,\"model\":%s,\"choices\":[{\"text\":\"hello from "
+                      "fake\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+                      "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":3,"
+                      "\"total_tokens\":4}}",
+                      qm);
+    } else if (kind == FB_RESPONSES) {
+        out = fb_response_object(qm, "completed", "hello from fake");
+    } else {
+        rc = asprintf(&out,
+                      "{\"id\":\"msg_fake\",\"type\":\"message\",\"role\":\"assistant\","
+                      "\"model\":%s,\"content\":[{\"type\":\"text\",\"text\":\"hello from "
+                      "fake\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,"
+                      "\"usage\":{\"input_tokens\":1,\"output_tokens\":3}}",
+                      qm);
+    }
+    json_decref(req);
+    free(qm);
+    if (rc < 0)
+        out = NULL;
+    if (stream && !out)
+        return fb_stream_start(fb, c, kind, m);
+    if (!out)
+        return MHD_NO;
+    enum MHD_Result ret = fb_json_recorded(fb, c, idx, out);
+    free(out);
+    return ret;
+}
+
+static bool fb_is_route(const char *url)
+{
+    return strcmp(url, "/v1/completions") == 0 || strcmp(url, "/v1/embeddings") == 0 ||
+           strcmp(url, "/v1/responses") == 0 || strcmp(url, "/v1/messages") == 0;
 }
 
 static enum MHD_Result fb_handler(void *cls, struct MHD_Connection *c, const char *url,
@@ -315,7 +653,7 @@ static enum MHD_Result fb_handler(void *cls, struct MHD_Connection *c, const cha
     const char *body = fake_http_collect(con_cls, upload, upload_size, FB_MAX_BODY);
     if (!body)
         return MHD_YES;
-    fb_record(fb, c, method, url, body);
+    size_t idx = fb_record(fb, c, method, url, body);
 
     if (strcmp(url, "/wake") == 0) {
         pthread_mutex_lock(&fb->mu);
@@ -332,6 +670,7 @@ static enum MHD_Result fb_handler(void *cls, struct MHD_Connection *c, const cha
     pthread_mutex_lock(&fb->mu);
     bool asleep = fb_is_asleep(fb);
     int models_delay = fb->models_delay_ms;
+    bool realistic = fb->realistic;
     pthread_mutex_unlock(&fb->mu);
     if (asleep)
         return fb_json(c, 503, "{\"error\":\"asleep\"}");
@@ -344,6 +683,8 @@ static enum MHD_Result fb_handler(void *cls, struct MHD_Connection *c, const cha
     }
     if (strcmp(url, "/v1/chat/completions") == 0 && strcmp(method, "POST") == 0)
         return fb_chat(fb, c, body);
+    if (realistic && strcmp(method, "POST") == 0 && fb_is_route(url))
+        return fb_route(fb, c, idx, url, body);
     if (strcmp(method, "POST") == 0) {
         json_t *req = json_loads(body, 0, NULL);
         json_t *out = json_pack("{s:s, s:s, s:O?}", "object", "echo", "path", url, "model",
@@ -396,6 +737,7 @@ void fake_backend_stop(struct fake_backend *fb)
         free(fb->recs[i].path);
         free(fb->recs[i].headers);
         free(fb->recs[i].body);
+        free(fb->recs[i].reply);
     }
     free(fb->recs);
     free(fb->reply_ctype);
@@ -473,6 +815,13 @@ void fake_backend_set_stream_ctype(struct fake_backend *fb, const char *ctype)
     pthread_mutex_lock(&fb->mu);
     free(fb->stream_ctype);
     fb->stream_ctype = ctype ? strdup(ctype) : NULL;
+    pthread_mutex_unlock(&fb->mu);
+}
+
+void fake_backend_set_realistic(struct fake_backend *fb, bool on)
+{
+    pthread_mutex_lock(&fb->mu);
+    fb->realistic = on;
     pthread_mutex_unlock(&fb->mu);
 }
 
@@ -560,6 +909,15 @@ char *fake_backend_last_body(struct fake_backend *fb, const char *path)
     pthread_mutex_lock(&fb->mu);
     struct fb_rec *r = fb_last(fb, path);
     char *out = r ? strdup(r->body) : NULL;
+    pthread_mutex_unlock(&fb->mu);
+    return out;
+}
+
+char *fake_backend_last_reply(struct fake_backend *fb, const char *path)
+{
+    pthread_mutex_lock(&fb->mu);
+    struct fb_rec *r = fb_last(fb, path);
+    char *out = r && r->reply ? strdup(r->reply) : NULL;
     pthread_mutex_unlock(&fb->mu);
     return out;
 }

@@ -13,7 +13,26 @@
  *                              each after a delay, then "data: [DONE]"
  *   POST /v1/<anything else>   {"object":"echo","path":...,"model":...}
  *                              (the request's model), for routes other than
- *                              chat completions
+ *                              chat completions; with fake_backend_set_realistic()
+ *                              these four answer as the real APIs do instead,
+ *                              "model" echoing the request's:
+ *   POST /v1/completions       a text_completion, choices[0].text "hello from
+ *                              fake"; streaming: N text_completion data events
+ *                              (text "tok0", ...), then "data: [DONE]"
+ *   POST /v1/embeddings        {"object":"list","data":[{"object":"embedding",
+ *                              "embedding":[0.5,-0.25,0.125],"index":i}...]},
+ *                              one per input; base64 float32s when the request
+ *                              asks for "encoding_format":"base64"; never streams
+ *   POST /v1/responses         a completed response object whose output is one
+ *                              message with output_text "hello from fake";
+ *                              streaming: event: response.created, N
+ *                              response.output_text.delta ("tok0", ...),
+ *                              response.output_text.done, response.completed
+ *   POST /v1/messages          an Anthropic message, content [{"type":"text",
+ *                              "text":"hello from fake"}]; streaming: events
+ *                              message_start, content_block_start, ping, N
+ *                              content_block_delta ("tok0", ...),
+ *                              content_block_stop, message_delta, message_stop
  *   ANY  /wake                 the wake endpoint (see fake_backend_set_asleep)
  *
  * Scripts: fail chat completions with a status, be asleep (every /v1 route
@@ -61,6 +80,9 @@ void fake_backend_set_stream_ctype(struct fake_backend *fb, const char *ctype);
 /* Streaming answers name their events ("event: delta" before each data
  * line, "event: done" before [DONE]). */
 void fake_backend_set_stream_named(struct fake_backend *fb, bool named);
+/* Realistic answers on /v1/completions, /v1/embeddings, /v1/responses and
+ * /v1/messages (above) instead of the echo object. */
+void fake_backend_set_realistic(struct fake_backend *fb, bool on);
 /* Every byte of the most recent streaming answer's body sent so far, as a
  * new string. */
 char *fake_backend_stream_bytes(struct fake_backend *fb);
@@ -78,6 +100,9 @@ int fake_backend_count(struct fake_backend *fb, const char *path);
 int fake_backend_wait_count(struct fake_backend *fb, const char *path, int n, int timeout_ms);
 /* The body of the last request to path, as a new string; NULL if none. */
 char *fake_backend_last_body(struct fake_backend *fb, const char *path);
+/* The body of the realistic whole answer to the last request to path, as
+ * a new string; NULL if none (or it streamed). */
+char *fake_backend_last_reply(struct fake_backend *fb, const char *path);
 /* A header (case-insensitive name) of the last request to path, as a new
  * string; NULL if none. */
 char *fake_backend_last_header(struct fake_backend *fb, const char *path, const char *name);
