@@ -289,8 +289,10 @@ static const struct {
      "data,data,data,data"},
     {"/v1/responses",
      "{\"model\":\"laptop\",\"input\":\"hi\",\"stream\":true,\"metadata\":{\"k\":\"v\"}}",
-     "response.created,response.output_text.delta,response.output_text.delta,"
-     "response.output_text.delta,response.output_text.done,response.completed"},
+     "response.created,response.in_progress,response.output_item.added,"
+     "response.content_part.added,response.output_text.delta,response.output_text.delta,"
+     "response.output_text.delta,response.output_text.done,response.content_part.done,"
+     "response.output_item.done,response.completed"},
     {"/v1/messages",
      "{\"model\":\"laptop\",\"max_tokens\":16,\"stream\":true,\"messages\":[{\"role\":\"user\","
      "\"content\":\"hello\"}]}",

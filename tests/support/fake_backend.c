@@ -172,12 +172,12 @@ static bool fb_is_asleep(struct fake_backend *fb)
 /* Events before the first delta and after the last one. */
 static int fb_pre(enum fb_kind k)
 {
-    return k == FB_RESPONSES ? 1 : k == FB_MESSAGES ? 3 : 0;
+    return k == FB_RESPONSES ? 4 : k == FB_MESSAGES ? 3 : 0;
 }
 
 static int fb_post(enum fb_kind k)
 {
-    return k == FB_RESPONSES ? 2 : k == FB_MESSAGES ? 3 : 1;
+    return k == FB_RESPONSES ? 4 : k == FB_MESSAGES ? 3 : 1;
 }
 
 /* "tok0tok1…" up to n, as a new string. */
@@ -256,13 +256,28 @@ static char *fb_event(struct fb_stream *st, bool *delta)
             out = strdup("data: [DONE]\n\n");
         break;
     case FB_RESPONSES:
-        if (i < 0) {
+        if (i == -4 || i == -3) {
             char *resp = fb_response_object(m, "in_progress", NULL);
+            const char *type = i == -4 ? "response.created" : "response.in_progress";
             rc = asprintf(&out,
-                          "event: response.created\ndata: {\"type\":\"response.created\","
-                          "\"sequence_number\":0,\"response\":%s}\n\n",
-                          resp ? resp : "{}");
+                          "event: %s\ndata: {\"type\":\"%s\",\"sequence_number\":%d,"
+                          "\"response\":%s}\n\n",
+                          type, type, st->ev, resp ? resp : "{}");
             free(resp);
+        } else if (i == -2) {
+            rc = asprintf(&out,
+                          "event: response.output_item.added\ndata: {\"type\":"
+                          "\"response.output_item.added\",\"sequence_number\":%d,"
+                          "\"output_index\":0,\"item\":{\"id\":\"msg_fake\",\"type\":\"message\","
+                          "\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}}\n\n",
+                          st->ev);
+        } else if (i == -1) {
+            rc = asprintf(&out,
+                          "event: response.content_part.added\ndata: {\"type\":"
+                          "\"response.content_part.added\",\"sequence_number\":%d,\"item_id\":"
+                          "\"msg_fake\",\"output_index\":0,\"content_index\":0,\"part\":{\"type\":"
+                          "\"output_text\",\"annotations\":[],\"text\":\"\"}}\n\n",
+                          st->ev);
         } else if (*delta) {
             rc = asprintf(&out,
                           "event: response.output_text.delta\ndata: {\"type\":"
@@ -272,15 +287,32 @@ static char *fb_event(struct fb_stream *st, bool *delta)
                           st->ev, i);
         } else {
             char *text = fb_all_tokens(st->n);
+            const char *t = text ? text : "";
             if (i == st->n) {
                 rc = asprintf(&out,
                               "event: response.output_text.done\ndata: {\"type\":"
                               "\"response.output_text.done\",\"sequence_number\":%d,\"item_id\":"
                               "\"msg_fake\",\"output_index\":0,\"content_index\":0,\"text\":"
                               "\"%s\"}\n\n",
-                              st->ev, text ? text : "");
+                              st->ev, t);
+            } else if (i == st->n + 1) {
+                rc = asprintf(&out,
+                              "event: response.content_part.done\ndata: {\"type\":"
+                              "\"response.content_part.done\",\"sequence_number\":%d,\"item_id\":"
+                              "\"msg_fake\",\"output_index\":0,\"content_index\":0,\"part\":"
+                              "{\"type\":\"output_text\",\"annotations\":[],\"text\":\"%s\"}}\n\n",
+                              st->ev, t);
+            } else if (i == st->n + 2) {
+                rc = asprintf(&out,
+                              "event: response.output_item.done\ndata: {\"type\":"
+                              "\"response.output_item.done\",\"sequence_number\":%d,"
+                              "\"output_index\":0,\"item\":{\"id\":\"msg_fake\",\"type\":"
+                              "\"message\",\"status\":\"completed\",\"content\":[{\"type\":"
+                              "\"output_text\",\"annotations\":[],\"text\":\"%s\"}],\"role\":"
+                              "\"assistant\"}}\n\n",
+                              st->ev, t);
             } else {
-                char *resp = fb_response_object(m, "completed", text ? text : "");
+                char *resp = fb_response_object(m, "completed", t);
                 rc = asprintf(&out,
                               "event: response.completed\ndata: {\"type\":\"response.completed\","
                               "\"sequence_number\":%d,\"response\":%s}\n\n",

@@ -25,9 +25,13 @@
  *                              asks for "encoding_format":"base64"; never streams
  *   POST /v1/responses         a completed response object whose output is one
  *                              message with output_text "hello from fake";
- *                              streaming: event: response.created, N
+ *                              streaming: events response.created,
+ *                              response.in_progress, response.output_item.added,
+ *                              response.content_part.added, N
  *                              response.output_text.delta ("tok0", ...),
- *                              response.output_text.done, response.completed
+ *                              response.output_text.done,
+ *                              response.content_part.done,
+ *                              response.output_item.done, response.completed
  *   POST /v1/messages          an Anthropic message, content [{"type":"text",
  *                              "text":"hello from fake"}]; streaming: events
  *                              message_start, content_block_start, ping, N
