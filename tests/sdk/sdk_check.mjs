@@ -1,6 +1,8 @@
 // mcpd's /v1 surface driven by the official SDKs, as an application would
 // use them: the `openai` package for chat, embeddings, completions,
-// responses and models, `@anthropic-ai/sdk` for Anthropic's Messages API.
+// responses and models, `@anthropic-ai/sdk` for Anthropic's Messages API,
+// and the Vercel AI SDK (`ai` with its default OpenAI provider,
+// `@ai-sdk/openai`, whose openai(model) speaks the Responses API).
 //
 // Environment: MCPD_URL (e.g. http://127.0.0.1:8080), TOKEN (an mcpd
 // token), MODEL (a published Llm whose backend answers as the test
@@ -9,6 +11,8 @@
 // check failed, 2 when the environment is incomplete.
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
+import { APICallError, generateText, streamText } from 'ai';
+import { createOpenAI } from '@ai-sdk/openai';
 
 const { MCPD_URL, TOKEN, MODEL } = process.env;
 if (!MCPD_URL || !TOKEN || !MODEL) {
@@ -22,12 +26,16 @@ const WHOLE = 'hello from fake';
 // No retries: a failure must show, not be papered over.
 const openai = new OpenAI({ baseURL: `${MCPD_URL}/v1`, apiKey: TOKEN, maxRetries: 0, timeout: 20000 });
 const anthropic = new Anthropic({ baseURL: MCPD_URL, apiKey: TOKEN, maxRetries: 0, timeout: 20000 });
+const aisdk = createOpenAI({ baseURL: `${MCPD_URL}/v1`, apiKey: TOKEN });
 
 let failures = 0;
 
 function describe(e) {
   if (e instanceof OpenAI.APIError || e instanceof Anthropic.APIError) {
     return `${e.constructor.name} status=${e.status} ${e.message} body=${JSON.stringify(e.error)}`;
+  }
+  if (APICallError.isInstance(e)) {
+    return `APICallError status=${e.statusCode} url=${e.url} ${e.message} body=${e.responseBody}`;
   }
   return e && e.stack ? e.stack : String(e);
 }
@@ -234,6 +242,48 @@ await check('anthropic errors: bad key is AuthenticationError', async () => {
     401,
   );
   expectEqual(e.error?.error?.type, 'authentication_error', 'error type');
+});
+
+// ---- ai (Vercel AI SDK) with @ai-sdk/openai ----
+
+// The default model factory: openai(model) is the Responses API model.
+const aiModel = aisdk(MODEL);
+const prompt = 'hi';
+
+await check('ai generateText (openai provider, Responses API)', async () => {
+  const r = await generateText({
+    model: aiModel,
+    prompt,
+    maxRetries: 0,
+    abortSignal: AbortSignal.timeout(20000),
+  });
+  expectEqual(r.text, WHOLE, 'text');
+  expectEqual(r.finishReason, 'stop', 'finishReason');
+  const id = r.providerMetadata?.openai?.responseId;
+  expect(typeof id === 'string' && id.length > 0, 'a Responses API response id', r.providerMetadata);
+  return `response ${id}`;
+});
+
+await check('ai streamText textStream (openai provider, Responses API)', async () => {
+  let streamError;
+  const r = streamText({
+    model: aiModel,
+    prompt,
+    maxRetries: 0,
+    abortSignal: AbortSignal.timeout(20000),
+    // streamText reports errors here rather than throwing from textStream.
+    onError: ({ error }) => {
+      streamError ??= error;
+    },
+  });
+  const parts = [];
+  for await (const t of r.textStream) parts.push(t);
+  if (streamError) throw streamError;
+  const text = parts.join('');
+  expect(parts.length > 0 && text.length > 0, 'a non-empty text stream', parts);
+  expectEqual(text, TOKENS, 'streamed text');
+  expectEqual(await r.finishReason, 'stop', 'finishReason');
+  return `${parts.length} parts`;
 });
 
 if (failures) {

@@ -1,6 +1,7 @@
 /* The official SDKs against mcpd: the real mcpd, the real mcplocal and the
  * fake backend (answering like the real APIs), driven by sdk_check.mjs
- * with the `openai` and `@anthropic-ai/sdk` npm packages.
+ * with the `openai`, `@anthropic-ai/sdk`, `ai` and `@ai-sdk/openai` npm
+ * packages.
  *
  * The packages are installed at test time (npm install, from
  * tests/sdk/package.json and its lock file) into SDK_WORK_DIR in the build
@@ -172,7 +173,9 @@ static int install_packages(const char *npm)
     int rc = 0;
     if (have && strcmp(have, want) == 0 &&
         exists(SDK_WORK_DIR, "node_modules/openai/package.json") &&
-        exists(SDK_WORK_DIR, "node_modules/@anthropic-ai/sdk/package.json")) {
+        exists(SDK_WORK_DIR, "node_modules/@anthropic-ai/sdk/package.json") &&
+        exists(SDK_WORK_DIR, "node_modules/ai/package.json") &&
+        exists(SDK_WORK_DIR, "node_modules/@ai-sdk/openai/package.json")) {
         printf("reusing the npm packages in %s\n", SDK_WORK_DIR);
     } else {
         unlink(stamp_path);
@@ -308,7 +311,7 @@ int main(void)
     if (!node || !npm) {
         fprintf(stderr,
                 "FAIL: %s not found on PATH (%s): this test runs the official OpenAI and "
-                "Anthropic SDKs and needs Node.js 20 or later with npm\n",
+                "Anthropic SDKs and the Vercel AI SDK and needs Node.js 20 or later with npm\n",
                 !node && !npm ? "node and npm"
                 : !node       ? "node"
                               : "npm",
@@ -334,7 +337,7 @@ int main(void)
     }
     free(node);
     free(npm);
-    printf("%s\n", rc == 0 ? "PASS: the OpenAI and Anthropic SDKs work against mcpd"
+    printf("%s\n", rc == 0 ? "PASS: the OpenAI, Anthropic and Vercel AI SDKs work against mcpd"
                            : "the SDK test FAILED");
     return rc;
 }
