@@ -50,15 +50,15 @@
 struct slot {
     CURL *easy;
     bool busy;
-    int64_t next_start; /* monotonic ns; when idle, when to start again */
+    int64_t next_start;           /* monotonic ns; when idle, when to start again */
     int64_t started, first, last; /* monotonic ns */
     long events;
     int64_t max_lag; /* ns behind the pace, worst event of the stream */
     bool done_seen, error_event, extra_after_done;
     /* SSE parsing state */
     char line[LINE_PEEK];
-    size_t line_len; /* bytes of the current line seen (capped copy in line) */
-    bool after_cr; /* the last byte was a CR: a LF next belongs to it */
+    size_t line_len;                 /* bytes of the current line seen (capped copy in line) */
+    bool after_cr;                   /* the last byte was a CR: a LF next belongs to it */
     bool ev_data, ev_done, ev_error; /* fields of the event being read */
 };
 
@@ -90,8 +90,8 @@ static int64_t now_ns(void)
 }
 
 static int epfd;
-static int64_t curl_due = -1; /* monotonic ns of libcurl's next timeout */
-static int64_t interval_ns;   /* the pace asked of the backend, 0 for none */
+static int64_t curl_due = -1;    /* monotonic ns of libcurl's next timeout */
+static int64_t interval_ns;      /* the pace asked of the backend, 0 for none */
 static int64_t win_from, win_to; /* the steady-state window, monotonic ns */
 static long window_events;
 static int64_t cb_now; /* time of the write callback running now */
@@ -425,13 +425,12 @@ int main(int argc, char **argv)
             busy--;
             chunks_seen += x->events;
             finished++;
-            if (res != CURLE_OK || status != 200 || !sse || !x->done_seen ||
-                x->events != chunks || x->error_event || x->extra_after_done) {
+            if (res != CURLE_OK || status != 200 || !sse || !x->done_seen || x->events != chunks ||
+                x->error_event || x->extra_after_done) {
                 if (errors++ == 0)
                     snprintf(first_error, sizeof first_error,
-                             "%s, status %ld, %s, %ld of %ld chunks, %s%s",
-                             curl_easy_strerror(res), status,
-                             sse ? "text/event-stream" : "not text/event-stream", x->events,
+                             "%s, status %ld, %s, %ld of %ld chunks, %s%s", curl_easy_strerror(res),
+                             status, sse ? "text/event-stream" : "not text/event-stream", x->events,
                              chunks, x->done_seen ? "[DONE] seen" : "no [DONE]",
                              x->error_event ? ", error event" : "");
                 for (char *q = first_error; *q; q++)
