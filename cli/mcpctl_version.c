@@ -2,5 +2,5 @@
 
 const char *mcpctl_version(void)
 {
-    return "0.1.0";
+    return MCP_VERSION;
 }

@@ -49,6 +49,7 @@ static void on_signals(struct loop *l, int fd, short revents, void *ud)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: mcplocal [--home DIR] [--log-level debug|info|warn|error]\n"
+               "       mcplocal --help | --version\n"
                "\n"
                "Publishes the local model servers marked \"publish\": true in DIR/config.json\n"
                "to the mcpd named in DIR/credentials, and serves the tasks mcpd sends.\n"

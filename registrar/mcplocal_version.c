@@ -1,5 +1,5 @@
 const char *mcplocal_version(void);
 const char *mcplocal_version(void)
 {
-    return "0.1.0";
+    return MCP_VERSION;
 }

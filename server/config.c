@@ -91,6 +91,7 @@ void config_usage(void)
         "                              (MCPD_MAX_HELD, default 256)\n"
         "  --log-level LEVEL           debug|info|warn (MCPD_LOG_LEVEL, default info)\n"
         "  -h, --help                  show this help\n"
+        "  --version                   print \"mcpd VERSION\" and exit\n"
         "\n"
         "DUR is a whole number with ms, s, m or h (a bare number means seconds).\n"
         "SIGTERM or SIGINT shut down cleanly: streams closed, rows inactive, exit 0.\n"
@@ -209,6 +210,10 @@ int config_parse(struct server_config *cfg, int argc, char **argv, int first, ch
         const char *arg = argv[a];
         if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
             config_usage();
+            return 1;
+        }
+        if (strcmp(arg, "--version") == 0) {
+            printf("mcpd %s\n", mcpd_version());
             return 1;
         }
         const char *eq = strchr(arg, '=');

@@ -39,11 +39,15 @@ struct server_config {
 void config_defaults(struct server_config *cfg);
 
 /* Applies MCPD_* variables, then argv[first..argc). Returns 0; 1 when --help
- * was asked (usage printed); -1 with a message in err naming the flag. */
+ * or --version was asked (usage or "mcpd VERSION" printed to stdout); -1
+ * with a message in err naming the flag. */
 int config_parse(struct server_config *cfg, int argc, char **argv, int first, char *err,
                  size_t errlen);
 
 /* Prints the usage text to stdout. */
 void config_usage(void);
+
+/* Returns mcpd's version, e.g. "0.1.0" (static): the CMake project's. */
+const char *mcpd_version(void);
 
 #endif

@@ -1,4 +1,5 @@
-/* mcpd's flags: defaults, environment, flags winning, refusals naming the flag. */
+/* mcpd's flags: defaults, environment, flags winning, refusals naming the
+ * flag, --version. */
 #include "config.h"
 
 #include <setjmp.h>
@@ -70,9 +71,22 @@ static void test_refusals_name_the_flag(void **state)
     unsetenv("MCPD_IDLE_TIMEOUT");
 }
 
+static void test_version_is_recognised(void **state)
+{
+    (void)state;
+    assert_string_equal(mcpd_version(), MCP_VERSION);
+    struct server_config c;
+    config_defaults(&c);
+    char *argv[] = {"mcpd", "--version", NULL};
+    char err[256] = "";
+    assert_int_equal(config_parse(&c, 2, argv, 1, err, sizeof err), 1);
+    assert_string_equal(err, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_defaults_env_and_flags),
-                                       cmocka_unit_test(test_refusals_name_the_flag)};
+                                       cmocka_unit_test(test_refusals_name_the_flag),
+                                       cmocka_unit_test(test_version_is_recognised)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

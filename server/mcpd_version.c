@@ -1,0 +1,6 @@
+#include "config.h"
+
+const char *mcpd_version(void)
+{
+    return MCP_VERSION;
+}
