@@ -14,6 +14,7 @@
 #define MCP_ROUTE_HEARTBEAT "/api/v1/llms/_provider-heartbeat"
 #define MCP_ROUTE_TASK_PREFIX "/api/v1/llms/_provider-task/"
 #define MCP_ROUTE_HEALTHZ "/healthz"
+#define MCP_ROUTE_READYZ "/readyz"
 #define MCP_ROUTE_OPENAI_CHAT "/v1/chat/completions"
 #define MCP_ROUTE_OPENAI_MODELS "/v1/models"
 #define MCP_ROUTE_OPENAI_COMPLETIONS "/v1/completions"

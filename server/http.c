@@ -28,6 +28,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Retry-After (seconds) on GET /readyz once shutdown has begun. */
+#define READYZ_RETRY_AFTER 5
+
 /* ---- routes ---- */
 
 /* Copies the path segment [s, s+n) into m->param when it fits. */
@@ -49,6 +52,7 @@ void http_match_route(const char *url, struct route_match *m)
         const char *method;
     } fixed[] = {
         {MCP_ROUTE_HEALTHZ, R_HEALTHZ, "GET"},
+        {MCP_ROUTE_READYZ, R_READYZ, "GET"},
         {MCP_ROUTE_LLMS, R_LIST, "GET"},
         {MCP_ROUTE_REGISTER, R_REGISTER, "POST"},
         {MCP_ROUTE_STREAM, R_STREAM, "GET"},
@@ -269,6 +273,19 @@ enum MHD_Result http_reply_ok(struct req *r)
 {
     static const char ok[] = "{\"ok\":true}";
     return queue(r, 200, ok, sizeof ok - 1, 0, NULL, false);
+}
+
+/* GET /readyz: mcpd answers only once its database is open and it
+ * serves, so ready until shutdown begins; then 503, so that a load balancer
+ * sends new callers elsewhere. */
+static enum MHD_Result reply_readyz(struct req *r)
+{
+    if (atomic_load(&r->srv->stopping)) {
+        static const char no[] = "{\"ready\":false,\"error\":\"shutting down\"}";
+        return queue(r, 503, no, sizeof no - 1, READYZ_RETRY_AFTER, NULL, false);
+    }
+    static const char yes[] = "{\"ready\":true}";
+    return queue(r, 200, yes, sizeof yes - 1, 0, NULL, false);
 }
 
 static enum MHD_Result reply_error_full(struct req *r, unsigned status, int retry_after,
@@ -607,6 +624,8 @@ static enum MHD_Result run_route(struct req *r)
     switch (r->route) {
     case R_HEALTHZ:
         return http_reply_ok(r);
+    case R_READYZ:
+        return reply_readyz(r);
     case R_LIST:
         return provider_list(r);
     case R_GET:

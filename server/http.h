@@ -26,6 +26,7 @@
 enum route {
     R_NONE,
     R_HEALTHZ,
+    R_READYZ,
     R_LIST,
     R_GET,
     R_REGISTER,

@@ -90,6 +90,20 @@ static void test_auth_and_health(void **state)
     assert_int_equal(call_status(env, "GET", "/api/v1/llms", env->mcpd.token, NULL, NULL), 200);
 }
 
+/* GET /readyz needs no token and answers ready while mcpd serves. */
+static void test_readyz(void **state)
+{
+    struct test_env *env = *state;
+    struct http_resp r;
+    test_call(env, "GET", "/readyz", NULL, NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"ready\":true}");
+    assert_non_null(strstr(r.headers, "application/json"));
+    http_resp_free(&r);
+    assert_int_equal(call_status(env, "GET", "/readyz", "mcp_nope", NULL, NULL), 200);
+    assert_int_equal(call_status(env, "POST", "/readyz", NULL, JSON_HDR, "{}"), 405);
+}
+
 static void test_routes_and_errors(void **state)
 {
     struct test_env *env = *state;
@@ -386,6 +400,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_auth_and_health, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readyz, setup, teardown),
         cmocka_unit_test_setup_teardown(test_routes_and_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_register_list_and_sticky_session, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conflict_is_all_or_nothing, setup, teardown),
