@@ -594,8 +594,10 @@ static enum MHD_Result begin(struct req *r, const char *url, const char *method,
         return reply_error_full(r, 400, 0, NULL, NULL, true, bad);
     }
     if (strcmp(method, "OPTIONS") == 0 && (r->openai || r->anthropic)) {
-        r->started = true;
-        return reply_preflight(r);
+        /* Answered with the request's last call, as other routes are:
+         * answered now, libmicrohttpd would close the connection after. */
+        r->route = R_PREFLIGHT;
+        return MHD_YES;
     }
     struct route_match m;
     char msg[512];
@@ -651,6 +653,8 @@ static enum MHD_Result run_route(struct req *r)
     case R_OPENAI_RESPONSES:
     case R_ANTHROPIC_MESSAGES:
         return relay_openai_route(r);
+    case R_PREFLIGHT:
+        return reply_preflight(r);
     case R_NONE:
         break;
     }

@@ -41,6 +41,7 @@ enum route {
     R_OPENAI_EMBEDDINGS,
     R_OPENAI_RESPONSES,
     R_ANTHROPIC_MESSAGES,
+    R_PREFLIGHT, /* OPTIONS on /v1: a CORS preflight */
 };
 
 /* A request path matched against the routes. */
