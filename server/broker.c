@@ -285,6 +285,17 @@ static struct session *session_get(struct broker *b, const char *sid, const char
 
 /* ---- tasks and calls ---- */
 
+static void tombstone_drop_oldest(struct broker *b)
+{
+    struct tombstone *ts = b->tomb_head;
+    b->tomb_head = ts->next;
+    if (!b->tomb_head)
+        b->tomb_tail = NULL;
+    HASH_DEL(b->tombs, ts);
+    free(ts);
+    b->ntombs--;
+}
+
 static void tombstone_add(struct broker *b, const struct task *t, int64_t now)
 {
     struct tombstone *ts;
@@ -304,15 +315,8 @@ static void tombstone_add(struct broker *b, const struct task *t, int64_t now)
         b->tomb_head = ts;
     b->tomb_tail = ts;
     b->ntombs++;
-    if (b->ntombs > TOMBSTONES_MAX) {
-        struct tombstone *old = b->tomb_head;
-        b->tomb_head = old->next;
-        if (!b->tomb_head)
-            b->tomb_tail = NULL;
-        HASH_DEL(b->tombs, old);
-        free(old);
-        b->ntombs--;
-    }
+    if (b->ntombs > TOMBSTONES_MAX)
+        tombstone_drop_oldest(b);
 }
 
 /* Takes a task out of its session and the table, leaves a tombstone. */
@@ -1235,15 +1239,8 @@ int64_t broker_tick(struct broker *b, int64_t now)
         if (t->idle_deadline && t->idle_deadline < next)
             next = t->idle_deadline;
     }
-    while (b->tomb_head && b->tomb_head->expires <= now) {
-        struct tombstone *ts = b->tomb_head;
-        b->tomb_head = ts->next;
-        if (!b->tomb_head)
-            b->tomb_tail = NULL;
-        HASH_DEL(b->tombs, ts);
-        free(ts);
-        b->ntombs--;
-    }
+    while (b->tomb_head && b->tomb_head->expires <= now)
+        tombstone_drop_oldest(b);
     if (b->tomb_head && b->tomb_head->expires < next)
         next = b->tomb_head->expires;
     if (now >= b->next_reap) {

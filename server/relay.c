@@ -192,14 +192,11 @@ enum MHD_Result relay_infer(struct req *r, const char *name)
     return start_inference(r, name, streaming, NULL);
 }
 
-enum MHD_Result relay_openai_chat(struct req *r)
+/* Starts the inference a /v1 body's "model" names. */
+static enum MHD_Result start_for_model(struct req *r, const struct jsonscan *js, bool streaming,
+                                       const char *path)
 {
-    struct jsonscan js;
-    char err[128];
-    bool streaming;
-    if (check_chat_body(&r->body, &js, &streaming, err, sizeof err) < 0)
-        return http_reply_error(r, 400, "%s", err);
-    const struct json_field *model = jsonscan_find(&js, "model");
+    const struct json_field *model = jsonscan_find(js, "model");
     if (!model || model->kind != JSON_K_STRING)
         return http_reply_error(r, 400, "model must be a string naming an Llm");
     json_t *v = json_loadb(model->val, model->val_len, JSON_DECODE_ANY, NULL);
@@ -208,9 +205,19 @@ enum MHD_Result relay_openai_chat(struct req *r)
     if (!name || !mcp_name_valid(name))
         rc = http_reply_error(r, 404, "no Llm named '%s'", name ? name : "");
     else
-        rc = start_inference(r, name, streaming, NULL);
+        rc = start_inference(r, name, streaming, path);
     json_decref(v);
     return rc;
+}
+
+enum MHD_Result relay_openai_chat(struct req *r)
+{
+    struct jsonscan js;
+    char err[128];
+    bool streaming;
+    if (check_chat_body(&r->body, &js, &streaming, err, sizeof err) < 0)
+        return http_reply_error(r, 400, "%s", err);
+    return start_for_model(r, &js, streaming, NULL);
 }
 
 /* The /v1 routes relayed as tasks with a path: what each needs of its
@@ -237,9 +244,6 @@ enum MHD_Result relay_openai_route(struct req *r)
     struct jsonscan js;
     if (r->body.len == 0 || jsonscan_parse(&js, r->body.data, r->body.len) < 0)
         return http_reply_error(r, 400, "body is not a valid JSON object");
-    const struct json_field *model = jsonscan_find(&js, "model");
-    if (!model || model->kind != JSON_K_STRING)
-        return http_reply_error(r, 400, "model must be a string naming an Llm");
     if (relayed[i].required && !jsonscan_find(&js, relayed[i].required))
         return http_reply_error(r, 400, "%s is required", relayed[i].required);
     const struct json_field *stream = jsonscan_find(&js, "stream");
@@ -247,15 +251,7 @@ enum MHD_Result relay_openai_route(struct req *r)
         stream->kind != JSON_K_NULL)
         return http_reply_error(r, 400, "stream must be a boolean");
     bool streaming = relayed[i].streams && stream && stream->kind == JSON_K_TRUE;
-    json_t *v = json_loadb(model->val, model->val_len, JSON_DECODE_ANY, NULL);
-    const char *name = json_string_value(v);
-    enum MHD_Result rc;
-    if (!name || !mcp_name_valid(name))
-        rc = http_reply_error(r, 404, "no Llm named '%s'", name ? name : "");
-    else
-        rc = start_inference(r, name, streaming, relayed[i].path);
-    json_decref(v);
-    return rc;
+    return start_for_model(r, &js, streaming, relayed[i].path);
 }
 
 /* ---- the caller's answer ---- */
