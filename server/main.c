@@ -74,8 +74,9 @@ static int token_main(int argc, char **argv)
                 fprintf(stderr, "mcpd: cannot store the token: %s\n", db_errmsg(db));
                 rc = 1;
             } else {
-                fprintf(stderr, "created token %lld for owner '%s' (shown once):\n", (long long)id,
-                        owner);
+                fprintf(stderr,
+                        "created token %lld for owner '%s' in database '%s' (shown once):\n",
+                        (long long)id, owner, db_path);
                 printf("%s\n", token);
             }
         }
@@ -97,7 +98,7 @@ static int token_main(int argc, char **argv)
                 fprintf(stderr, "mcpd: cannot revoke: %s\n", db_errmsg(db));
                 rc = 1;
             } else {
-                printf("revoked token %lld\n", id);
+                printf("revoked token %lld in database '%s'\n", id, db_path);
             }
         }
     } else {
