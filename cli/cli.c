@@ -38,7 +38,7 @@ enum opt_id {
 
 static const struct cli_opt global_opts[] = {GLOBAL_OPTS, {"version", 0, false, OPT_VERSION}};
 static const struct cli_opt get_opts[] = {GLOBAL_OPTS, {"output", 'o', true, OPT_OUTPUT}};
-static const struct cli_opt describe_opts[] = {GLOBAL_OPTS};
+static const struct cli_opt describe_opts[] = {GLOBAL_OPTS, {"output", 'o', true, OPT_OUTPUT}};
 static const struct cli_opt chat_opts_spec[] = {
     GLOBAL_OPTS,
     {"message", 'm', true, OPT_MESSAGE},
@@ -77,8 +77,9 @@ static const char usage_main[] =
     "Usage: mcpctl [--server URL] [--token TOKEN] COMMAND [ARGS...]\n"
     "\n"
     "Commands:\n"
-    "  get llm [NAME] [-o table|json|yaml]  list the Llms, or show one\n"
-    "  describe llm NAME                    show every field of one Llm\n"
+    "  get llm [NAME] [-o FORMAT]           list the Llms, or show one; FORMAT is\n"
+    "                                       table (default), wide, json or yaml\n"
+    "  describe llm NAME [-o json|yaml]     show every field of one Llm\n"
     "  chat-llm NAME [-m MESSAGE] ...       chat with an Llm\n"
     "  login --server URL --token TOKEN     save the server and token for later commands\n"
     "        [--cacert FILE]                (and the CA that signed mcpd's certificate)\n"
@@ -107,21 +108,28 @@ static const char usage_main[] =
     "  7  inference failed or timed out (502/504, error in the stream)\n";
 
 static const char usage_get[] =
-    "Usage: mcpctl get llm [NAME] [-o table|json|yaml]\n"
+    "Usage: mcpctl get llm [NAME] [-o table|wide|json|yaml]\n"
     "\n"
     "Lists the Llms mcpd knows (sorted by name), or shows the one named NAME.\n"
     "\n"
     "Options:\n"
     "  -o, --output FORMAT  table (default): NAME KIND STATUS TYPE MODEL TIER POOL AGE\n"
+    "                       wide: the table plus OWNER and LAST-HEARTBEAT (the time\n"
+    "                         since the last heartbeat, \"-\" when there is none)\n"
     "                       json: the API's objects\n"
     "                       yaml: the same as YAML\n";
 
 static const char usage_describe[] =
-    "Usage: mcpctl describe llm NAME\n"
+    "Usage: mcpctl describe llm NAME [-o json|yaml]\n"
     "\n"
     "Shows every field of the Llm named NAME: kind, status, model, owner, pool,\n"
     "last heartbeat and inactive-since times with their age, the provider\n"
-    "session (when it is yours) and the extra configuration.\n";
+    "session (when it is yours) and the extra configuration.\n"
+    "\n"
+    "Options:\n"
+    "  -o, --output FORMAT  (default: the description above)\n"
+    "                       json: the API's object\n"
+    "                       yaml: the same as YAML\n";
 
 static const char usage_chat[] =
     "Usage: mcpctl chat-llm NAME [-m MESSAGE] [--system TEXT] [--no-stream]\n"
@@ -224,7 +232,8 @@ static int cmd_get(struct ctx *c)
         return usage_error(c, "get", "too many arguments");
     if (o && llm_output_parse(o, &fmt) < 0) {
         char what[200];
-        snprintf(what, sizeof what, "unknown output format '%.100s' (use table, json or yaml)", o);
+        snprintf(what, sizeof what,
+                 "unknown output format '%.100s' (use table, wide, json or yaml)", o);
         return usage_error(c, "get", what);
     }
     const char *name = c->args->npos == 2 ? c->args->pos[1] : NULL;
@@ -238,7 +247,8 @@ static int cmd_get(struct ctx *c)
         goto out;
     if (name ? api_get_llm(a, name, &v, c->err) : api_list_llms(a, &v, c->err))
         goto out;
-    if (fmt == LLM_OUTPUT_TABLE && json_is_array(v) && json_array_size(v) == 0) {
+    if ((fmt == LLM_OUTPUT_TABLE || fmt == LLM_OUTPUT_WIDE) && json_is_array(v) &&
+        json_array_size(v) == 0) {
         fprintf(c->errf, "no Llms found\n");
         rc = 0;
         goto out;
@@ -256,12 +266,20 @@ out:
 
 static int cmd_describe(struct ctx *c)
 {
+    enum llm_output fmt = LLM_OUTPUT_TABLE;
+    const char *o = cli_args_get(c->args, OPT_OUTPUT);
     if (check_resource(c, "describe") < 0)
         return -1;
     if (c->args->npos < 2)
         return usage_error(c, "describe", "missing the Llm's name");
     if (c->args->npos > 2)
         return usage_error(c, "describe", "too many arguments");
+    if (o &&
+        (llm_output_parse(o, &fmt) < 0 || (fmt != LLM_OUTPUT_JSON && fmt != LLM_OUTPUT_YAML))) {
+        char what[200];
+        snprintf(what, sizeof what, "unknown output format '%.100s' (use json or yaml)", o);
+        return usage_error(c, "describe", what);
+    }
     const char *name = c->args->pos[1];
     if (check_name(c, "describe", name) < 0)
         return -1;
@@ -271,7 +289,7 @@ static int cmd_describe(struct ctx *c)
     int rc = -1;
     if (connect_api(c, &a) < 0 || api_get_llm(a, name, &v, c->err) < 0)
         goto out;
-    if (llm_format_describe(v, clock_wall_ms(), c->out) < 0) {
+    if (llm_format_describe_as(fmt, v, clock_wall_ms(), c->out) < 0) {
         cli_error_set(c->err, CLI_EXIT_ERROR, "cannot write the output");
         goto out;
     }

@@ -12,6 +12,8 @@ int llm_output_parse(const char *s, enum llm_output *out)
 {
     if (strcmp(s, "table") == 0)
         *out = LLM_OUTPUT_TABLE;
+    else if (strcmp(s, "wide") == 0)
+        *out = LLM_OUTPUT_WIDE;
     else if (strcmp(s, "json") == 0)
         *out = LLM_OUTPUT_JSON;
     else if (strcmp(s, "yaml") == 0)
@@ -28,24 +30,28 @@ static const char *str_field(const json_t *obj, const char *key)
     return s && *s ? s : NULL;
 }
 
+/* Adds llm's row; a table of the default width takes the first eight cells. */
 static int add_llm_row(struct table *t, const json_t *llm, int64_t now_ms)
 {
-    char age[TIMEFMT_AGE_MAX];
+    char age[TIMEFMT_AGE_MAX], heartbeat[TIMEFMT_AGE_MAX];
     timefmt_age(str_field(llm, "createdAt"), now_ms, age, sizeof age);
+    timefmt_age(str_field(llm, "lastHeartbeatAt"), now_ms, heartbeat, sizeof heartbeat);
     const char *cells[] = {
         str_field(llm, "name"),     str_field(llm, "kind"),
         str_field(llm, "status"),   str_field(llm, "type"),
         str_field(llm, "model"),    str_field(llm, "tier"),
         str_field(llm, "poolName"), age,
+        str_field(llm, "owner"),    heartbeat,
     };
     return table_add_row(t, cells);
 }
 
-int llm_format_table(const json_t *llms, int64_t now_ms, FILE *out)
+static int write_table(const json_t *llms, bool wide, int64_t now_ms, FILE *out)
 {
-    static const char *const cols[] = {"NAME",  "KIND", "STATUS", "TYPE",
-                                       "MODEL", "TIER", "POOL",   "AGE"};
-    struct table *t = table_new(sizeof cols / sizeof cols[0], cols);
+    static const char *const cols[] = {"NAME", "KIND", "STATUS", "TYPE",  "MODEL",
+                                       "TIER", "POOL", "AGE",    "OWNER", "LAST-HEARTBEAT"};
+    size_t ncols = wide ? sizeof cols / sizeof cols[0] : 8; /* up to AGE */
+    struct table *t = table_new(ncols, cols);
     int rc = -1;
     if (!t)
         return -1;
@@ -66,6 +72,16 @@ out:
     return rc;
 }
 
+int llm_format_table(const json_t *llms, int64_t now_ms, FILE *out)
+{
+    return write_table(llms, false, now_ms, out);
+}
+
+int llm_format_wide(const json_t *llms, int64_t now_ms, FILE *out)
+{
+    return write_table(llms, true, now_ms, out);
+}
+
 int llm_format_write(enum llm_output fmt, const json_t *value, int64_t now_ms, FILE *out)
 {
     switch (fmt) {
@@ -76,6 +92,8 @@ int llm_format_write(enum llm_output fmt, const json_t *value, int64_t now_ms, F
         return ferror(out) ? -1 : 0;
     case LLM_OUTPUT_YAML:
         return yaml_out_write(value, out);
+    case LLM_OUTPUT_WIDE:
+        return llm_format_wide(value, now_ms, out);
     case LLM_OUTPUT_TABLE:
     default:
         return llm_format_table(value, now_ms, out);
@@ -193,6 +211,13 @@ static void put_json(FILE *out, const char *label, const json_t *v)
         put_text(out, s ? s : "?");
         free(s);
     }
+}
+
+int llm_format_describe_as(enum llm_output fmt, const json_t *llm, int64_t now_ms, FILE *out)
+{
+    if (fmt == LLM_OUTPUT_JSON || fmt == LLM_OUTPUT_YAML)
+        return llm_format_write(fmt, llm, now_ms, out);
+    return llm_format_describe(llm, now_ms, out);
 }
 
 int llm_format_describe(const json_t *llm, int64_t now_ms, FILE *out)

@@ -152,6 +152,33 @@ static void test_table_one(void **state)
     cli_t_result_free(&r);
 }
 
+static void test_table_wide(void **state)
+{
+    (void)state;
+    struct cli_t_result r;
+    run(&r, 0, (const char *[]){"get", "llm", "vllm-local", "-o", "wide", NULL});
+    assert_string_equal(r.err, "");
+    char *row = strchr(r.out, '\n');
+    assert_non_null(row);
+    *row++ = '\0';
+    assert_string_equal(strchr(row, '\n'), "\n"); /* exactly one row */
+    *strchr(row, '\n') = '\0';
+    char *w[16];
+    const char *cols[] = {"NAME", "KIND", "STATUS", "TYPE",  "MODEL",
+                          "TIER", "POOL", "AGE",    "OWNER", "LAST-HEARTBEAT"};
+    assert_int_equal(words(r.out, w, 16), 10);
+    for (int c = 0; c < 10; c++)
+        assert_string_equal(w[c], cols[c]);
+    assert_int_equal(words(row, w, 16), 10);
+    assert_string_equal(w[0], "vllm-local");
+    json_t *api = api_get("/api/v1/llms/vllm-local");
+    assert_string_equal(w[8], json_string_value(json_object_get(api, "owner")));
+    json_decref(api);
+    /* Heartbeating: an age in seconds. */
+    assert_true(w[9][strlen(w[9]) - 1] == 's');
+    cli_t_result_free(&r);
+}
+
 static void test_json(void **state)
 {
     (void)state;
@@ -190,6 +217,27 @@ static void test_yaml(void **state)
     assert_non_null(got);
     assert_same_objects(got, api_get("/api/v1/llms/pooled"));
     assert_non_null(strstr(r.out, "name: pooled\n"));
+    cli_t_result_free(&r);
+}
+
+static void test_describe_json_yaml(void **state)
+{
+    (void)state;
+    struct cli_t_result r;
+    char err[256];
+    run(&r, 0, (const char *[]){"describe", "llm", "vllm-local", "-o", "json", NULL});
+    json_t *got = json_loads(r.out, 0, NULL);
+    assert_true(json_is_object(got));
+    assert_non_null(strstr(r.out, "\n  \"name\": \"vllm-local\",\n"));
+    assert_same_objects(got, api_get("/api/v1/llms/vllm-local"));
+    cli_t_result_free(&r);
+
+    run(&r, 0, (const char *[]){"describe", "llm", "pooled", "--output=yaml", NULL});
+    got = cli_t_yaml_to_json(r.out, err, sizeof err);
+    if (!got)
+        fail_msg("%s\n%s", err, r.out);
+    assert_true(json_is_object(got));
+    assert_same_objects(got, api_get("/api/v1/llms/pooled"));
     cli_t_result_free(&r);
 }
 
@@ -289,6 +337,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),          cmocka_unit_test(test_table_one),
+        cmocka_unit_test(test_table_wide),     cmocka_unit_test(test_describe_json_yaml),
         cmocka_unit_test(test_json),           cmocka_unit_test(test_yaml),
         cmocka_unit_test(test_describe),       cmocka_unit_test(test_describe_other_owner),
         cmocka_unit_test(test_publisher_gone), cmocka_unit_test(test_empty_list),

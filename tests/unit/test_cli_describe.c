@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "cli_support.h"
 #include "llm_format.h"
 #include "timefmt.h"
 
@@ -23,6 +24,16 @@ static char *describe(const char *json, int64_t now)
     assert_int_equal(llm_format_describe(v, now, f), 0);
     fclose(f);
     json_decref(v);
+    return text;
+}
+
+static char *describe_as(enum llm_output fmt, const json_t *v, int64_t now)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_int_equal(llm_format_describe_as(fmt, v, now, f), 0);
+    fclose(f);
     return text;
 }
 
@@ -88,11 +99,89 @@ static void test_inactive_not_owned_with_unknown_field(void **state)
     free(text);
 }
 
+static const char *view_json =
+    "{\"id\":\"abc\",\"name\":\"vllm-local\",\"kind\":\"virtual\",\"status\":\"active\","
+    "\"tier\":\"fast\",\"extraConfig\":{\"ctx\":8192},\"poolName\":null,\"owner\":\"alice\","
+    "\"lastHeartbeatAt\":\"2026-01-02T03:04:00.000Z\",\"futureField\":[1,2]}";
+
+static void test_output_json(void **state)
+{
+    (void)state;
+    json_t *v = json_loads(view_json, 0, NULL);
+    char *text = describe_as(LLM_OUTPUT_JSON, v, 0);
+    /* The object as mcpd returned it: indented, keys in the API's order, nulls
+     * and unknown fields kept. */
+    assert_string_equal(text, "{\n"
+                              "  \"id\": \"abc\",\n"
+                              "  \"name\": \"vllm-local\",\n"
+                              "  \"kind\": \"virtual\",\n"
+                              "  \"status\": \"active\",\n"
+                              "  \"tier\": \"fast\",\n"
+                              "  \"extraConfig\": {\n"
+                              "    \"ctx\": 8192\n"
+                              "  },\n"
+                              "  \"poolName\": null,\n"
+                              "  \"owner\": \"alice\",\n"
+                              "  \"lastHeartbeatAt\": \"2026-01-02T03:04:00.000Z\",\n"
+                              "  \"futureField\": [\n"
+                              "    1,\n"
+                              "    2\n"
+                              "  ]\n"
+                              "}\n");
+    free(text);
+    json_decref(v);
+}
+
+static void test_output_yaml(void **state)
+{
+    (void)state;
+    json_t *v = json_loads(view_json, 0, NULL);
+    char *text = describe_as(LLM_OUTPUT_YAML, v, 0);
+    char err[256];
+    json_t *back = cli_t_yaml_to_json(text, err, sizeof err);
+    if (!back)
+        fail_msg("%s\n%s", err, text);
+    assert_true(json_equal(back, v));
+    /* The same object as YAML, keys in the API's order; a timestamp stays a string. */
+    assert_string_equal(text, "id: abc\n"
+                              "name: vllm-local\n"
+                              "kind: virtual\n"
+                              "status: active\n"
+                              "tier: fast\n"
+                              "extraConfig:\n"
+                              "  ctx: 8192\n"
+                              "poolName: null\n"
+                              "owner: alice\n"
+                              "lastHeartbeatAt: '2026-01-02T03:04:00.000Z'\n"
+                              "futureField:\n"
+                              "- 1\n"
+                              "- 2\n");
+    free(text);
+    json_decref(back);
+    json_decref(v);
+}
+
+static void test_output_default_is_the_description(void **state)
+{
+    (void)state;
+    json_t *v = json_loads(view_json, 0, NULL);
+    char *text = describe_as(LLM_OUTPUT_TABLE, v, at("2026-01-02T03:04:12.000Z"));
+    char *plain = describe(view_json, at("2026-01-02T03:04:12.000Z"));
+    assert_string_equal(text, plain);
+    assert_non_null(strstr(text, "Last heartbeat:   2026-01-02T03:04:00.000Z (12s ago)\n"));
+    free(plain);
+    free(text);
+    json_decref(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_active_owned),
         cmocka_unit_test(test_inactive_not_owned_with_unknown_field),
+        cmocka_unit_test(test_output_json),
+        cmocka_unit_test(test_output_yaml),
+        cmocka_unit_test(test_output_default_is_the_description),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -127,12 +127,61 @@ static void test_llm_table_header_and_row(void **state)
     json_decref(llm);
 }
 
+static void test_llm_table_wide(void **state)
+{
+    (void)state;
+    int64_t created;
+    assert_int_equal(timefmt_parse_rfc3339("2026-01-02T03:00:00.000Z", &created), 0);
+    json_t *llm = json_loads(llm_json, 0, NULL);
+    json_object_set_new(llm, "owner", json_string("alice"));
+    json_object_set_new(llm, "lastHeartbeatAt", json_string("2026-01-02T03:04:50.000Z"));
+    json_t *pooled = json_deep_copy(llm);
+    json_object_set_new(pooled, "name", json_string("b"));
+    json_object_set_new(pooled, "poolName", json_string("gpu-pool"));
+    json_object_set_new(pooled, "owner", json_null());
+    json_object_set_new(pooled, "lastHeartbeatAt", json_null());
+    json_t *arr = json_pack("[OO]", llm, pooled);
+
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_int_equal(llm_format_write(LLM_OUTPUT_WIDE, arr, created + 5 * 60 * 1000, f), 0);
+    fclose(f);
+    /* POOL stays where the default table has it; OWNER and LAST-HEARTBEAT follow AGE. */
+    assert_string_equal(text,
+                        "NAME         KIND      STATUS   TYPE     MODEL             TIER   POOL    "
+                        "   AGE   OWNER   LAST-HEARTBEAT\n"
+                        "vllm-local   virtual   active   openai   Qwen/Qwen2.5-7B   fast   -       "
+                        "   5m    alice   10s\n"
+                        "b            virtual   active   openai   Qwen/Qwen2.5-7B   fast   gpu-pool"
+                        "   5m    -       -\n");
+    free(text);
+
+    /* One object is a one-row table too. */
+    text = NULL;
+    f = open_memstream(&text, &len);
+    assert_int_equal(llm_format_wide(llm, created + 2 * 3600 * 1000, f), 0);
+    fclose(f);
+    assert_string_equal(text,
+                        "NAME         KIND      STATUS   TYPE     MODEL             TIER   POOL   "
+                        "AGE   OWNER   LAST-HEARTBEAT\n"
+                        "vllm-local   virtual   active   openai   Qwen/Qwen2.5-7B   fast   -      "
+                        "2h    alice   1h\n");
+    free(text);
+
+    json_decref(arr);
+    json_decref(pooled);
+    json_decref(llm);
+}
+
 static void test_output_parse(void **state)
 {
     (void)state;
     enum llm_output o;
     assert_int_equal(llm_output_parse("table", &o), 0);
     assert_int_equal(o, LLM_OUTPUT_TABLE);
+    assert_int_equal(llm_output_parse("wide", &o), 0);
+    assert_int_equal(o, LLM_OUTPUT_WIDE);
     assert_int_equal(llm_output_parse("json", &o), 0);
     assert_int_equal(o, LLM_OUTPUT_JSON);
     assert_int_equal(llm_output_parse("yaml", &o), 0);
@@ -169,6 +218,7 @@ int main(void)
         cmocka_unit_test(test_utf8_width),
         cmocka_unit_test(test_free_null),
         cmocka_unit_test(test_llm_table_header_and_row),
+        cmocka_unit_test(test_llm_table_wide),
         cmocka_unit_test(test_output_parse),
         cmocka_unit_test(test_json_output_is_the_api_object),
     };
