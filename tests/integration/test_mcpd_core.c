@@ -31,30 +31,6 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Registers providers_json for token; returns the session id (new string)
- * when status is 200. */
-static char *do_register(struct test_env *env, const char *token, const char *session,
-                         const char *providers_json, long *status)
-{
-    char body[2048];
-    if (session)
-        snprintf(body, sizeof body, "{\"providerSessionId\":\"%s\",\"providers\":%s}", session,
-                 providers_json);
-    else
-        snprintf(body, sizeof body, "{\"providers\":%s}", providers_json);
-    struct http_resp r;
-    test_call(env, "POST", "/api/v1/llms/_provider-register", token, JSON_HDR, body, &r);
-    *status = r.status;
-    char *sid = NULL;
-    if (r.status == 200) {
-        json_t *o = json_loads(r.body, 0, NULL);
-        sid = strdup(json_string_value(json_object_get(o, "providerSessionId")));
-        json_decref(o);
-    }
-    http_resp_free(&r);
-    return sid;
-}
-
 static struct http_stream *open_stream(struct test_env *env, const char *token, const char *sid)
 {
     char hdr[128];
@@ -157,10 +133,10 @@ static void test_register_list_and_sticky_session(void **state)
     struct test_env *env = *state;
     const char *t = env->mcpd.token;
     long st;
-    char *sid = do_register(env, t, NULL,
-                            "[{\"name\":\"m1\",\"type\":\"openai\",\"model\":\"q\",\"tier\":"
-                            "\"fast\",\"extraConfig\":{\"a\":1},\"poolName\":\"p\"}]",
-                            &st);
+    char *sid = test_register(env, t, NULL,
+                              "[{\"name\":\"m1\",\"type\":\"openai\",\"model\":\"q\",\"tier\":"
+                              "\"fast\",\"extraConfig\":{\"a\":1},\"poolName\":\"p\"}]",
+                              &st);
     assert_int_equal(st, 200);
     assert_int_equal(strlen(sid), 32);
     struct http_resp r;
@@ -183,8 +159,8 @@ static void test_register_list_and_sticky_session(void **state)
 
     /* the same session id comes back (sticky), and updates the row */
     long st2;
-    char *sid2 =
-        do_register(env, t, sid, "[{\"name\":\"m1\",\"type\":\"openai\",\"model\":\"q2\"}]", &st2);
+    char *sid2 = test_register(env, t, sid,
+                               "[{\"name\":\"m1\",\"type\":\"openai\",\"model\":\"q2\"}]", &st2);
     assert_int_equal(st2, 200);
     assert_string_equal(sid, sid2);
     test_call(env, "GET", "/api/v1/llms/m1", t, NULL, NULL, &r);
@@ -198,8 +174,8 @@ static void test_register_list_and_sticky_session(void **state)
     assert_non_null(strstr(r.body, "\"providerSessionId\":null"));
     http_resp_free(&r);
     long st3;
-    char *none =
-        do_register(env, bob, sid, "[{\"name\":\"b1\",\"type\":\"openai\",\"model\":\"q\"}]", &st3);
+    char *none = test_register(env, bob, sid,
+                               "[{\"name\":\"b1\",\"type\":\"openai\",\"model\":\"q\"}]", &st3);
     assert_null(none);
     assert_int_equal(st3, 404);
     char hdr[128];
@@ -217,8 +193,8 @@ static void test_conflict_is_all_or_nothing(void **state)
 {
     struct test_env *env = *state;
     long st;
-    char *sid = do_register(env, env->mcpd.token, NULL,
-                            "[{\"name\":\"held\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
+    char *sid = test_register(env, env->mcpd.token, NULL,
+                              "[{\"name\":\"held\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
     assert_int_equal(st, 200);
     char *bob = mcpd_create_token(env->mcpd.db, "bob");
     struct http_resp r;
@@ -232,8 +208,8 @@ static void test_conflict_is_all_or_nothing(void **state)
     assert_int_equal(call_status(env, "GET", "/api/v1/llms/fresh", bob, NULL, NULL), 404);
     /* the same owner's other live session may not take it either */
     long st2;
-    char *other = do_register(env, env->mcpd.token, NULL,
-                              "[{\"name\":\"held\",\"type\":\"openai\",\"model\":\"q\"}]", &st2);
+    char *other = test_register(env, env->mcpd.token, NULL,
+                                "[{\"name\":\"held\",\"type\":\"openai\",\"model\":\"q\"}]", &st2);
     assert_null(other);
     assert_int_equal(st2, 409);
     free(bob);
@@ -246,7 +222,7 @@ static void test_stream_hello_ping_close_heartbeat(void **state)
     const char *t = env->mcpd.token;
     long st;
     char *sid =
-        do_register(env, t, NULL, "[{\"name\":\"s1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
+        test_register(env, t, NULL, "[{\"name\":\"s1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
     assert_int_equal(st, 200);
     assert_int_equal(call_status(env, "GET", "/api/v1/llms/_provider-stream", t, NULL, NULL), 400);
     const char *bad[] = {"x-mcpctl-provider-session: 0123456789abcdef0123456789abcdef", NULL};
@@ -296,7 +272,7 @@ static void test_second_stream_replaces_first(void **state)
     const char *t = env->mcpd.token;
     long st;
     char *sid =
-        do_register(env, t, NULL, "[{\"name\":\"r1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
+        test_register(env, t, NULL, "[{\"name\":\"r1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
     struct http_stream *a = open_stream(env, t, sid);
     assert_int_equal(http_stream_wait_for(a, "event: hello", 1, 5000), 0);
     struct http_stream *b = open_stream(env, t, sid);
@@ -318,13 +294,13 @@ static void test_adopt_inactive_row_of_same_owner(void **state)
     const char *t = env->mcpd.token;
     long st;
     char *sid =
-        do_register(env, t, NULL, "[{\"name\":\"a1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
+        test_register(env, t, NULL, "[{\"name\":\"a1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
     struct http_stream *s = open_stream(env, t, sid);
     assert_int_equal(http_stream_wait_for(s, "event: hello", 1, 5000), 0);
     http_stream_close(s);
     assert_int_equal(test_wait_status(env, "a1", "inactive", 5000), 0);
     char *sid2 =
-        do_register(env, t, NULL, "[{\"name\":\"a1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
+        test_register(env, t, NULL, "[{\"name\":\"a1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
     assert_int_equal(st, 200);
     assert_string_not_equal(sid, sid2);
     struct http_resp r;
@@ -349,8 +325,8 @@ static void test_silent_session_decays_then_is_deleted(void **state)
     struct test_env *env = test_env_start(args);
     assert_non_null(env);
     long st;
-    char *sid = do_register(env, env->mcpd.token, NULL,
-                            "[{\"name\":\"d1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
+    char *sid = test_register(env, env->mcpd.token, NULL,
+                              "[{\"name\":\"d1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
     assert_int_equal(st, 200);
     char *status = test_llm_status(env, "d1");
     assert_string_equal(status, "active");
@@ -369,8 +345,8 @@ static void test_sigterm_flips_rows_inactive(void **state)
     struct test_env *env = test_env_start(NULL);
     assert_non_null(env);
     long st;
-    char *sid = do_register(env, env->mcpd.token, NULL,
-                            "[{\"name\":\"t1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
+    char *sid = test_register(env, env->mcpd.token, NULL,
+                              "[{\"name\":\"t1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
     struct http_stream *s = open_stream(env, env->mcpd.token, sid);
     assert_int_equal(http_stream_wait_for(s, "event: hello", 1, 5000), 0);
     /* restart on the same database: the row must be inactive after a clean stop */

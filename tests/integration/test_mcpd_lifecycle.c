@@ -98,33 +98,6 @@ static int revoke_token(const char *db, long long id)
     return rc;
 }
 
-/* Registers providers_json for token (session may be NULL); returns the
- * session id, a new string, when the answer is 200. */
-static char *do_register(struct test_env *env, const char *token, const char *session,
-                         const char *providers_json, long *status)
-{
-    char body[2048];
-    if (session)
-        snprintf(body, sizeof body, "{\"providerSessionId\":\"%s\",\"providers\":%s}", session,
-                 providers_json);
-    else
-        snprintf(body, sizeof body, "{\"providers\":%s}", providers_json);
-    struct http_resp r;
-    test_call(env, "POST", "/api/v1/llms/_provider-register", token, JSON_HDR, body, &r);
-    *status = r.status;
-    char *sid = NULL;
-    if (r.status == 200) {
-        json_t *o = json_loads(r.body, 0, NULL);
-        const char *s = json_string_value(json_object_get(o, "providerSessionId"));
-        sid = s ? strdup(s) : NULL;
-        json_decref(o);
-    } else {
-        fprintf(stderr, "register: %ld %s\n", r.status, r.body);
-    }
-    http_resp_free(&r);
-    return sid;
-}
-
 static struct http_stream *open_stream_at(const char *base, const char *token, const char *sid)
 {
     char hdr[128], url[256];
@@ -277,14 +250,14 @@ static void test_quick_reconnect_keeps_rows_active(void **state)
     const char *t = env->mcpd.token;
     static const char P[] = "[{\"name\":\"qr1\",\"type\":\"openai\",\"model\":\"q\"}]";
     long st;
-    char *sid = do_register(env, t, NULL, P, &st);
+    char *sid = test_register(env, t, NULL, P, &st);
     assert_int_equal(st, 200);
     struct http_stream *a = open_stream(env, t, sid);
     assert_int_equal(http_stream_wait_for(a, "event: hello", 1, 5000), 0);
     assert_status_now(env, "qr1", "active");
 
     /* Reconnect: register with the session id, open B while A is open. */
-    char *again = do_register(env, t, sid, P, &st);
+    char *again = test_register(env, t, sid, P, &st);
     assert_int_equal(st, 200);
     assert_string_equal(again, sid);
     free(again);
@@ -308,7 +281,7 @@ static void test_quick_reconnect_keeps_rows_active(void **state)
 
     /* Register again, close the stream before the new one is opened: the
      * rows go inactive, and come back once the new stream is bound. */
-    again = do_register(env, t, sid, P, &st);
+    again = test_register(env, t, sid, P, &st);
     assert_int_equal(st, 200);
     free(again);
     http_stream_close(b);
@@ -498,8 +471,8 @@ static void test_restart_leaves_rows_inactive_until_bound(void **state)
     struct test_env *env = test_env_start(NULL);
     assert_non_null(env);
     long st;
-    char *sid = do_register(env, env->mcpd.token, NULL,
-                            "[{\"name\":\"rs0\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
+    char *sid = test_register(env, env->mcpd.token, NULL,
+                              "[{\"name\":\"rs0\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
     assert_int_equal(st, 200);
     struct http_stream *s = open_stream(env, env->mcpd.token, sid);
     assert_int_equal(http_stream_wait_for(s, "event: hello", 1, 5000), 0);
@@ -525,15 +498,15 @@ static void test_restart_leaves_rows_inactive_until_bound(void **state)
     env = test_env_start(NULL);
     assert_non_null(env);
     const char *t = env->mcpd.token;
-    char *sid1 = do_register(env, t, NULL,
-                             "[{\"name\":\"rk1\",\"type\":\"openai\",\"model\":\"q\"},"
-                             "{\"name\":\"rk2\",\"type\":\"openai\",\"model\":\"q\"}]",
-                             &st);
+    char *sid1 = test_register(env, t, NULL,
+                               "[{\"name\":\"rk1\",\"type\":\"openai\",\"model\":\"q\"},"
+                               "{\"name\":\"rk2\",\"type\":\"openai\",\"model\":\"q\"}]",
+                               &st);
     assert_int_equal(st, 200);
-    char *sid2 = do_register(env, t, NULL,
-                             "[{\"name\":\"rh1\",\"type\":\"openai\",\"model\":\"q\","
-                             "\"initialStatus\":\"hibernating\"}]",
-                             &st);
+    char *sid2 = test_register(env, t, NULL,
+                               "[{\"name\":\"rh1\",\"type\":\"openai\",\"model\":\"q\","
+                               "\"initialStatus\":\"hibernating\"}]",
+                               &st);
     assert_int_equal(st, 200);
     struct http_stream *s1 = open_stream(env, t, sid1);
     struct http_stream *s2 = open_stream(env, t, sid2);
@@ -776,8 +749,8 @@ static void test_idle_timeout_spares_streams_and_waiting_callers(void **state)
 
     /* An idle control stream of its own. */
     long st;
-    char *sid = do_register(env, env->mcpd.token, NULL,
-                            "[{\"name\":\"idle1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
+    char *sid = test_register(env, env->mcpd.token, NULL,
+                              "[{\"name\":\"idle1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
     assert_int_equal(st, 200);
     struct http_stream *s = open_stream(env, env->mcpd.token, sid);
     assert_int_equal(http_stream_wait_for(s, "event: hello", 1, 5000), 0);
@@ -826,8 +799,8 @@ static void test_idle_timeout_spares_streams_between_sparse_pings(void **state)
     struct test_env *env = test_env_start(args);
     assert_non_null(env);
     long st;
-    char *sid = do_register(env, env->mcpd.token, NULL,
-                            "[{\"name\":\"sparse1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
+    char *sid = test_register(env, env->mcpd.token, NULL,
+                              "[{\"name\":\"sparse1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
     assert_int_equal(st, 200);
     struct http_stream *s = open_stream(env, env->mcpd.token, sid);
     assert_int_equal(http_stream_wait_for(s, "event: hello", 1, 5000), 0);
@@ -859,8 +832,8 @@ static void test_database_files_are_private(void **state)
     umask(old);
     assert_non_null(env);
     long st;
-    char *sid = do_register(env, env->mcpd.token, NULL,
-                            "[{\"name\":\"db1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
+    char *sid = test_register(env, env->mcpd.token, NULL,
+                              "[{\"name\":\"db1\",\"type\":\"openai\",\"model\":\"q\"}]", &st);
     assert_int_equal(st, 200);
     static const char *const names[] = {"mcpd.db", "mcpd.db-wal", "mcpd.db-shm"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {

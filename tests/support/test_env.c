@@ -40,6 +40,30 @@ int test_call(struct test_env *env, const char *method, const char *path, const 
     return rc;
 }
 
+char *test_register(struct test_env *env, const char *token, const char *session,
+                    const char *providers_json, long *status)
+{
+    static const char *const json_hdr[] = {"Content-Type: application/json", NULL};
+    char body[2048];
+    if (session)
+        snprintf(body, sizeof body, "{\"providerSessionId\":\"%s\",\"providers\":%s}", session,
+                 providers_json);
+    else
+        snprintf(body, sizeof body, "{\"providers\":%s}", providers_json);
+    struct http_resp r;
+    test_call(env, "POST", "/api/v1/llms/_provider-register", token, json_hdr, body, &r);
+    *status = r.status;
+    char *sid = NULL;
+    if (r.status == 200) {
+        json_t *o = json_loads(r.body, 0, NULL);
+        const char *s = json_string_value(json_object_get(o, "providerSessionId"));
+        sid = s ? strdup(s) : NULL;
+        json_decref(o);
+    }
+    http_resp_free(&r);
+    return sid;
+}
+
 char *test_llm_status(struct test_env *env, const char *name)
 {
     char path[256];

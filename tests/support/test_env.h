@@ -36,6 +36,11 @@ int fixture_stop(struct fixture *f);
  * body as for http_do(). */
 int test_call(struct test_env *env, const char *method, const char *path, const char *token,
               const char *const headers[], const char *body, struct http_resp *out);
+/* Registers providers_json (a JSON array) with token, under session when
+ * not NULL; *status gets the answer's status. Returns the session id, a new
+ * string, when it is 200, else NULL. */
+char *test_register(struct test_env *env, const char *token, const char *session,
+                    const char *providers_json, long *status);
 /* Fetches GET /api/v1/llms/NAME's "status" into a new string (or NULL). */
 char *test_llm_status(struct test_env *env, const char *name);
 /* Waits until test_llm_status(name) equals status. 0 or -1. */
