@@ -49,11 +49,7 @@ static struct proc *start_mcplocal(struct fx *x)
 
 static int stop_mcplocal(struct fx *x)
 {
-    proc_signal(x->p, SIGTERM);
-    int rc = proc_wait_exit(x->p, WAIT_MS);
-    if (rc != 0)
-        proc_dump(x->p);
-    proc_free(x->p);
+    int rc = proc_stop(x->p, WAIT_MS);
     x->p = NULL;
     return rc;
 }

@@ -79,14 +79,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *x = *state;
-    if (x->p) {
-        proc_signal(x->p, SIGTERM);
-        int rc = proc_wait_exit(x->p, WAIT_MS);
-        if (rc != 0)
-            proc_dump(x->p);
-        proc_free(x->p);
-        assert_int_equal(rc, 0);
-    }
+    assert_int_equal(proc_stop(x->p, WAIT_MS), 0);
     fake_mcpd_stop(x->fm);
     fake_backend_stop(x->asleep);
     fake_backend_stop(x->awake);

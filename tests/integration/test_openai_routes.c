@@ -96,14 +96,7 @@ static int setup_cors_any(void **state)
 static int teardown(void **state)
 {
     struct fx *x = *state;
-    if (x->p) {
-        proc_signal(x->p, SIGTERM);
-        int rc = proc_wait_exit(x->p, WAIT_MS);
-        if (rc != 0)
-            proc_dump(x->p);
-        proc_free(x->p);
-        assert_int_equal(rc, 0);
-    }
+    assert_int_equal(proc_stop(x->p, WAIT_MS), 0);
     fake_backend_stop(x->fb);
     assert_int_equal(test_env_stop(x->env), 0);
     tmpdir_remove(x->home);

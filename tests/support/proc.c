@@ -368,3 +368,15 @@ void proc_expect(struct proc *p, const char *needle, int count, int timeout_ms)
     proc_dump(p);
     fail_msg("never logged '%s' (%d time(s) within %d ms)", needle, count, timeout_ms);
 }
+
+int proc_stop(struct proc *p, int timeout_ms)
+{
+    if (!p)
+        return 0;
+    proc_signal(p, SIGTERM);
+    int rc = proc_wait_exit(p, timeout_ms);
+    if (rc != 0)
+        proc_dump(p);
+    proc_free(p);
+    return rc;
+}

@@ -37,6 +37,11 @@ int proc_signal(struct proc *p, int sig);
 int proc_wait_exit(struct proc *p, int timeout_ms);
 /* Kills the program if it still runs (SIGKILL) and frees everything. */
 void proc_free(struct proc *p);
+/* Stops p as a service manager would (SIGTERM, then waits up to timeout_ms),
+ * prints its output when it did not exit 0, and frees it (killing it if it
+ * still runs). Returns what proc_wait_exit() did. NULL is a no-op returning
+ * 0. */
+int proc_stop(struct proc *p, int timeout_ms);
 
 /* Runs argv to completion (killed after timeout_ms). stdin_data may be NULL
  * (empty stdin). *out and *err receive new strings when non-NULL. Returns the
