@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <uthash.h>
+#include <utlist.h>
 
 #define TOMBSTONE_MS 60000
 #define TOMBSTONES_MAX 65536
@@ -81,7 +82,7 @@ struct broker_call {
     enum call_state state;
     struct task *task;
     struct wake *wake;
-    struct broker_call *hnext; /* held on a wake */
+    struct broker_call *hprev, *hnext; /* held on a wake (utlist) */
     bool streaming;
     bool anthropic;
     /* The request, kept while held for a wake. */
@@ -104,7 +105,7 @@ struct broker_call {
 struct wake {
     char llm[BROKER_NAME_MAX];
     struct task *task;
-    struct broker_call *held, *held_tail;
+    struct broker_call *held; /* in arrival order (utlist) */
     int nheld;
     UT_hash_handle hh;
 };
@@ -113,8 +114,7 @@ struct tombstone {
     char id[BROKER_ID_LEN];
     char sid[BROKER_ID_LEN];
     int64_t expires;
-    struct tombstone *next; /* oldest first */
-    UT_hash_handle hh;
+    UT_hash_handle hh; /* the table keeps insertion order: oldest first */
 };
 
 struct broker {
@@ -125,9 +125,9 @@ struct broker {
     struct session *sessions;
     struct task *tasks;
     struct wake *wake_by_llm;
-    struct tombstone *tombs, *tomb_head, *tomb_tail;
+    struct tombstone *tombs;
     unsigned ntombs;
-    struct broker_stream *streams, *streams_tail; /* open, by next_ping */
+    struct broker_stream *streams; /* open, by next_ping (utlist) */
     unsigned nstreams, ncalls;
     unsigned overflows; /* streams cut off for their backlog, ever */
     int64_t next_reap;
@@ -206,32 +206,6 @@ static ssize_t queue_read(struct buf *q, bool ended, struct broker_ep *ep, char 
 
 /* ---- streams ---- */
 
-static void stream_list_remove(struct broker *b, struct broker_stream *st)
-{
-    if (st->prev)
-        st->prev->next = st->next;
-    else if (b->streams == st)
-        b->streams = st->next;
-    else
-        return; /* not on the list */
-    if (st->next)
-        st->next->prev = st->prev;
-    else
-        b->streams_tail = st->prev;
-    st->prev = st->next = NULL;
-}
-
-static void stream_list_append(struct broker *b, struct broker_stream *st)
-{
-    st->prev = b->streams_tail;
-    st->next = NULL;
-    if (b->streams_tail)
-        b->streams_tail->next = st;
-    else
-        b->streams = st;
-    b->streams_tail = st;
-}
-
 /* Queues bytes on a stream. A stream too far behind is cut off: its
  * session loses it and its tasks fail at once, and its response is
  * aborted as soon as libmicrohttpd runs its reader (or times it out). */
@@ -287,10 +261,7 @@ static struct session *session_get(struct broker *b, const char *sid, const char
 
 static void tombstone_drop_oldest(struct broker *b)
 {
-    struct tombstone *ts = b->tomb_head;
-    b->tomb_head = ts->next;
-    if (!b->tomb_head)
-        b->tomb_tail = NULL;
+    struct tombstone *ts = b->tombs;
     HASH_DEL(b->tombs, ts);
     free(ts);
     b->ntombs--;
@@ -309,11 +280,6 @@ static void tombstone_add(struct broker *b, const struct task *t, int64_t now)
     memcpy(ts->sid, t->session ? t->session->id : "", sizeof ts->sid);
     ts->expires = now + TOMBSTONE_MS;
     HASH_ADD_STR(b->tombs, id, ts);
-    if (b->tomb_tail)
-        b->tomb_tail->next = ts;
-    else
-        b->tomb_head = ts;
-    b->tomb_tail = ts;
     b->ntombs++;
     if (b->ntombs > TOMBSTONES_MAX)
         tombstone_drop_oldest(b);
@@ -572,8 +538,7 @@ static void wake_fail(struct broker *b, struct wake *w, const struct broker_erro
         held.retry_after = RETRY_OFFLINE;
     while (w->held) {
         struct broker_call *c = w->held;
-        w->held = c->hnext;
-        c->hnext = NULL;
+        DL_DELETE2(w->held, c, hprev, hnext);
         c->wake = NULL;
         call_fail(b, c, &held);
     }
@@ -584,8 +549,7 @@ static void wake_succeeded(struct broker *b, struct wake *w, struct session *s, 
 {
     while (w->held) {
         struct broker_call *c = w->held;
-        w->held = c->hnext;
-        c->hnext = NULL;
+        DL_DELETE2(w->held, c, hprev, hnext);
         c->wake = NULL;
         struct broker_error e;
         if (start_task(b, c, s, now, &e) < 0)
@@ -637,29 +601,15 @@ static int hold_for_wake(struct broker *b, struct broker_call *c, struct session
     }
     c->state = CALL_HELD;
     c->wake = w;
-    if (w->held_tail)
-        w->held_tail->hnext = c;
-    else
-        w->held = c;
-    w->held_tail = c;
+    DL_APPEND2(w->held, c, hprev, hnext);
     w->nheld++;
     return 0;
 }
 
 static void wake_unhold(struct wake *w, struct broker_call *c)
 {
-    struct broker_call **pp = &w->held;
-    w->held_tail = NULL;
-    while (*pp) {
-        if (*pp == c) {
-            *pp = c->hnext;
-            w->nheld--;
-            continue;
-        }
-        w->held_tail = *pp;
-        pp = &(*pp)->hnext;
-    }
-    c->hnext = NULL;
+    DL_DELETE2(w->held, c, hprev, hnext);
+    w->nheld--;
     c->wake = NULL;
 }
 
@@ -707,11 +657,11 @@ void broker_free(struct broker *b)
         HASH_DEL(b->sessions, s);
         free(s);
     }
-    HASH_CLEAR(hh, b->tombs);
-    while (b->tomb_head) {
-        struct tombstone *n = b->tomb_head->next;
-        free(b->tomb_head);
-        b->tomb_head = n;
+    struct tombstone *ts, *ts_tmp;
+    HASH_ITER(hh, b->tombs, ts, ts_tmp)
+    {
+        HASH_DEL(b->tombs, ts);
+        free(ts);
     }
     pthread_mutex_destroy(&b->mu);
     free(b);
@@ -769,7 +719,7 @@ struct broker_stream *broker_stream_open(struct broker *b, const char *sid, cons
                      (long long)b->cfg.heartbeat_interval_ms, (long long)b->cfg.ping_interval_ms);
     buf_append(&st->out, hello, (size_t)n);
     st->next_ping = now + b->cfg.ping_interval_ms;
-    stream_list_append(b, st);
+    DL_APPEND(b->streams, st);
     b->nstreams++;
     unlock(b);
     return st;
@@ -795,7 +745,7 @@ bool broker_stream_closed(struct broker *b, struct broker_stream *st, char sid[B
     /* A stream cut off earlier still speaks for the rows, unless a newer
      * one has been bound since. */
     bool deactivate = st->deactivate && !(s && s->stream);
-    stream_list_remove(b, st);
+    DL_DELETE(b->streams, st);
     b->nstreams--;
     unlock(b);
     buf_release(&st->out);
@@ -1211,11 +1161,11 @@ int64_t broker_tick(struct broker *b, int64_t now)
     while (b->streams && b->streams->next_ping <= now && budget > 0) {
         budget--;
         struct broker_stream *st = b->streams;
-        stream_list_remove(b, st);
+        DL_DELETE(b->streams, st);
         if (!st->ending && !st->broken)
             stream_queue(b, st, ping, sizeof ping - 1);
         st->next_ping = now + b->cfg.ping_interval_ms;
-        stream_list_append(b, st);
+        DL_APPEND(b->streams, st);
     }
     if (b->streams && b->streams->next_ping < next)
         next = budget == 0 ? now + PING_BATCH_GAP_MS : b->streams->next_ping;
@@ -1239,10 +1189,10 @@ int64_t broker_tick(struct broker *b, int64_t now)
         if (t->idle_deadline && t->idle_deadline < next)
             next = t->idle_deadline;
     }
-    while (b->tomb_head && b->tomb_head->expires <= now)
+    while (b->tombs && b->tombs->expires <= now)
         tombstone_drop_oldest(b);
-    if (b->tomb_head && b->tomb_head->expires < next)
-        next = b->tomb_head->expires;
+    if (b->tombs && b->tombs->expires < next)
+        next = b->tombs->expires;
     if (now >= b->next_reap) {
         reap_sessions(b, now);
         b->next_reap = now + SESSION_REAP_EVERY_MS;
