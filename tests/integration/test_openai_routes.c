@@ -314,6 +314,7 @@ static void test_streams(void **state)
         assert_upstream(x, STREAMS[i].route, STREAMS[i].body);
         http_resp_free(&r);
     }
+    assert_int_equal(fake_backend_wait_completed(x->fb, 3, 5000), 0);
     assert_int_equal(fake_backend_streams_completed(x->fb), 3);
     /* The completions stream ends as OpenAI's do. */
     struct http_resp r;

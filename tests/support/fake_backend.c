@@ -985,20 +985,31 @@ int fake_backend_aborted(struct fake_backend *fb)
     return n;
 }
 
-int fake_backend_wait_aborted(struct fake_backend *fb, int n, int timeout_ms)
+/* Waits until *counter (guarded by fb->mu) reaches n. 0 or -1. */
+static int wait_counter(struct fake_backend *fb, const int *counter, int n, int timeout_ms)
 {
     struct timespec dl;
     fake_http_deadline(&dl, timeout_ms);
     pthread_mutex_lock(&fb->mu);
     int rc = 0;
-    while (fb->aborted < n) {
+    while (*counter < n) {
         if (pthread_cond_timedwait(&fb->cv, &fb->mu, &dl) != 0) {
-            rc = fb->aborted >= n ? 0 : -1;
+            rc = *counter >= n ? 0 : -1;
             break;
         }
     }
     pthread_mutex_unlock(&fb->mu);
     return rc;
+}
+
+int fake_backend_wait_aborted(struct fake_backend *fb, int n, int timeout_ms)
+{
+    return wait_counter(fb, &fb->aborted, n, timeout_ms);
+}
+
+int fake_backend_wait_completed(struct fake_backend *fb, int n, int timeout_ms)
+{
+    return wait_counter(fb, &fb->completed, n, timeout_ms);
 }
 
 int fake_backend_streams_completed(struct fake_backend *fb)

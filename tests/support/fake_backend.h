@@ -114,8 +114,11 @@ char *fake_backend_last_header(struct fake_backend *fb, const char *path, const 
 /* Streaming responses the client closed before the end. */
 int fake_backend_aborted(struct fake_backend *fb);
 int fake_backend_wait_aborted(struct fake_backend *fb, int n, int timeout_ms);
-/* Streaming responses that ran to "data: [DONE]". */
+/* Streaming responses that ran to "data: [DONE]" (counted once the server
+ * is done with the connection's request, which may be after the client has
+ * read the last byte: wait for it). */
 int fake_backend_streams_completed(struct fake_backend *fb);
+int fake_backend_wait_completed(struct fake_backend *fb, int n, int timeout_ms);
 /* When chunk i of the most recent streaming response was handed to the
  * socket, or -1 when it was not (yet). */
 int64_t fake_backend_chunk_sent_ms(struct fake_backend *fb, int i);
