@@ -13,6 +13,9 @@
 #define MCP_ROUTE_STREAM "/api/v1/llms/_provider-stream"
 #define MCP_ROUTE_HEARTBEAT "/api/v1/llms/_provider-heartbeat"
 #define MCP_ROUTE_TASK_PREFIX "/api/v1/llms/_provider-task/"
+#define MCP_ROUTE_RESULTS "/api/v1/llms/_provider-results"
+/* What mcpd offers in its hello frame's "features". */
+#define MCP_FEATURE_RESULT_STREAM "result-stream"
 #define MCP_ROUTE_HEALTHZ "/healthz"
 #define MCP_ROUTE_READYZ "/readyz"
 #define MCP_ROUTE_OPENAI_CHAT "/v1/chat/completions"

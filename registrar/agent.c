@@ -9,6 +9,7 @@
 #include "log.h"
 #include "protocol.h"
 #include "provider_openai.h"
+#include "results.h"
 #include "sse.h"
 #include "transport.h"
 #include "wake.h"
@@ -127,6 +128,8 @@ struct agent {
     bool sent_session;
     bool token_rejected; /* mcpd answered 401; said once until it takes the token again */
     bool chunks_only;    /* this mcpd refused a streamed result: post chunks */
+    struct results *rs;  /* the result stream, while it is open */
+    bool rs_refused;     /* this mcpd refused a result stream: post each result */
     struct backoff bo;
     struct loop_timer retry_t, hb_t, healthy_t, stall_t, grace_t;
     struct http_req *reg;
@@ -267,6 +270,9 @@ static bool task_alive(const struct agent *a, const struct task *t, uint64_t ser
 static void check_stop_done(struct agent *a);
 static void send_heartbeat(struct agent *a);
 static void token_rejected(struct agent *a, const char *what);
+static void connection_lost(struct agent *a, const char *why);
+static struct task *task_new(struct agent *a, const char *id);
+static void task_post(struct task *t, char *body, bool final);
 
 static void drop_queue(struct task *t)
 {
@@ -408,6 +414,17 @@ static void task_post(struct task *t, char *body, bool final)
     }
     if (!body) {
         log_error("task %s (%s): out of memory building a result", t->id, t->llm);
+        task_end(t);
+        return;
+    }
+    /* A final result with nothing before it in flight goes down the result
+     * stream; the task is done once it is queued there. */
+    struct agent *a = t->a;
+    if (final && a->rs && a->state == ST_UP && !t->post && !t->qhead &&
+        results_push(a->rs, t->id, body) == 0) {
+        free(body);
+        log_debug("task %s (%s): done in %lld ms", t->id, t->llm,
+                  (long long)(loop_now(a->loop) - t->started));
         task_end(t);
         return;
     }
@@ -988,6 +1005,8 @@ static void drop_connection_ex(struct agent *a, const char *why, bool keep_tasks
     a->stream = NULL;
     http_req_free(a->hb);
     a->hb = NULL;
+    results_free(a->rs);
+    a->rs = NULL;
     a->updating = false;
     if (!keep_tasks)
         abort_tasks(a, why);
@@ -1138,6 +1157,73 @@ static void on_stall_timer(struct loop *l, void *ud)
     connection_lost(a, why);
 }
 
+/* ---- the result stream ---------------------------------------------- */
+
+/* A result the stream never sent goes out as a post of its own. */
+static void post_unsent(const char *task_id, char *body, void *ud)
+{
+    struct agent *a = ud;
+    struct task *t = task_new(a, task_id);
+    if (!t) {
+        log_error("task %s: cannot post its result: out of memory", task_id);
+        free(body);
+        return;
+    }
+    snprintf(t->llm, sizeof t->llm, "-");
+    task_post(t, body, true);
+}
+
+static void on_results_end(struct results *rs, const struct results_end *e, void *ud)
+{
+    struct agent *a = ud;
+    a->rs = NULL;
+    if (e->clean) {
+        log_debug("result stream ended");
+    } else if (e->nothing_sent) {
+        /* mcpd saw none of it: the results go out one by one. */
+        if (e->status == 404 || e->status == 405 || e->status == 400) {
+            log_info("mcpd does not take a result stream (%s); posting each result", e->why);
+            a->rs_refused = true;
+        } else if (a->state == ST_UP) {
+            log_warn("result stream refused (%s); posting each result", e->why);
+        }
+    }
+    results_take_unsent(rs, post_unsent, a);
+    results_free(rs);
+    if (a->state == ST_STOPPING) {
+        check_stop_done(a);
+        return;
+    }
+    if (!e->clean && !e->nothing_sent && a->state == ST_UP) {
+        /* Results that went out may be lost: mcpd ends the control stream
+         * too, and everything starts again. */
+        char why[600];
+        snprintf(why, sizeof why, "the result stream broke off (%s)", e->why);
+        connection_lost(a, why);
+    }
+}
+
+static void open_results(struct agent *a)
+{
+    struct mcpd_headers h;
+    char *url = mcpd_url(a, MCP_ROUTE_RESULTS);
+    if (!url) {
+        log_error("cannot open the result stream: out of memory");
+        return;
+    }
+    struct results_opts o = {
+        .url = url,
+        .headers = mcpd_headers(a, &h, true, NULL, "Content-Type: application/x-ndjson"),
+        .ca_file = a->creds.ca_file,
+        .keepalive_ms = a->ping_ms,
+        .on_end = on_results_end,
+        .ud = a,
+    };
+    if (results_open(a->loop, &o, &a->rs) < 0)
+        log_error("cannot open the result stream: out of memory");
+    free(url);
+}
+
 static void on_hello(struct agent *a, const char *data, size_t len)
 {
     struct hello_frame h;
@@ -1155,6 +1241,8 @@ static void on_hello(struct agent *a, const char *data, size_t len)
     loop_timer_start(a->loop, &a->healthy_t, a->o.healthy_ms);
     a->stall_recheck = false;
     loop_timer_start(a->loop, &a->stall_t, STALL_PINGS * a->ping_ms);
+    if (h.result_stream && !a->rs_refused && !a->rs)
+        open_results(a);
 }
 
 static int on_stream_event(void *ud, const struct sse_event *ev)
@@ -1663,8 +1751,13 @@ static void finish_stop(struct agent *a)
 
 static void check_stop_done(struct agent *a)
 {
-    if (a->state == ST_STOPPING && a->n_tasks == 0)
-        finish_stop(a);
+    if (a->state != ST_STOPPING || a->n_tasks > 0)
+        return;
+    if (a->rs) {
+        results_finish(a->rs); /* its on_end calls again */
+        return;
+    }
+    finish_stop(a);
 }
 
 static void on_grace(struct loop *l, void *ud)

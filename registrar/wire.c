@@ -47,6 +47,14 @@ int wire_parse_hello(const char *data, size_t len, struct hello_frame *out)
     /* mcpd also sends the exact values in ms (seconds are rounded up). */
     out->heartbeat_ms = millis(json_object_get(root, "heartbeatIntervalMs"), out->heartbeat_ms);
     out->ping_ms = millis(json_object_get(root, "pingIntervalMs"), out->ping_ms);
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(root, "features"), i, f)
+    {
+        const char *name = json_string_value(f);
+        if (name && strcmp(name, MCP_FEATURE_RESULT_STREAM) == 0)
+            out->result_stream = true;
+    }
     json_decref(root);
     return 0;
 }

@@ -30,6 +30,7 @@ struct hello_frame {
     char session[SESSION_ID_MAX + 1];
     int64_t heartbeat_ms; /* heartbeatIntervalSeconds (fractions allowed) */
     int64_t ping_ms;      /* pingIntervalSeconds */
+    bool result_stream;   /* "features" has "result-stream" */
 };
 
 /* Parses a hello frame's data. heartbeatIntervalMs / pingIntervalMs win

@@ -7,6 +7,7 @@
 #include "broker.h"
 #include "buf.h"
 #include "ids.h"
+#include "protocol.h"
 #include "sse.h"
 
 #include <jansson.h>
@@ -48,6 +49,7 @@ struct broker_stream {
     bool ending;     /* end the body once out is drained */
     bool broken;     /* abort the body */
     bool deactivate; /* its close makes the session's rows inactive */
+    uint64_t serial; /* tells this stream from the session's others */
     int64_t next_ping;
     struct broker_stream *prev, *next; /* open streams, by next_ping */
     struct broker_stream *next_cut;    /* on broker.cuts */
@@ -130,6 +132,7 @@ struct broker {
     struct broker_stream *streams; /* open, by next_ping (utlist) */
     unsigned nstreams, ncalls;
     unsigned overflows; /* streams cut off for their backlog, ever */
+    uint64_t stream_serial;
     int64_t next_reap;
     int64_t now; /* the latest time a caller passed in, for calls that take none */
     bool stopping;
@@ -709,11 +712,13 @@ struct broker_stream *broker_stream_open(struct broker *b, const char *sid, cons
     }
     s->stream = st;
     st->session = s;
-    char hello[256];
+    st->serial = ++b->stream_serial;
+    char hello[320];
     int n = snprintf(hello, sizeof hello,
                      "event: hello\ndata: {\"providerSessionId\":\"%s\","
                      "\"heartbeatIntervalSeconds\":%lld,\"pingIntervalSeconds\":%lld,"
-                     "\"heartbeatIntervalMs\":%lld,\"pingIntervalMs\":%lld}\n\n",
+                     "\"heartbeatIntervalMs\":%lld,\"pingIntervalMs\":%lld,"
+                     "\"features\":[\"" MCP_FEATURE_RESULT_STREAM "\"]}\n\n",
                      sid, (long long)(b->cfg.heartbeat_interval_ms / 1000),
                      (long long)(b->cfg.ping_interval_ms / 1000),
                      (long long)b->cfg.heartbeat_interval_ms, (long long)b->cfg.ping_interval_ms);
@@ -781,6 +786,30 @@ void broker_session_expire(struct broker *b, const char *sid, const char *why)
     lock(b);
     struct session *s = session_find(b, sid);
     if (s)
+        session_cut(b, s, 502, why);
+    unlock(b);
+}
+
+int broker_results_open(struct broker *b, const char *sid, const char *owner, uint64_t *serial)
+{
+    lock(b);
+    struct session *s = session_find(b, sid);
+    int status = 200;
+    if (!s || strcmp(s->owner, owner) != 0)
+        status = 404;
+    else if (!s->stream)
+        status = 409;
+    else
+        *serial = s->stream->serial;
+    unlock(b);
+    return status;
+}
+
+void broker_results_cut(struct broker *b, const char *sid, uint64_t serial, const char *why)
+{
+    lock(b);
+    struct session *s = session_find(b, sid);
+    if (s && s->stream && s->stream->serial == serial)
         session_cut(b, s, 502, why);
     unlock(b);
 }

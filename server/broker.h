@@ -124,6 +124,15 @@ bool broker_session_live(struct broker *b, const char *sid);
  * with 502 at once. */
 void broker_session_expire(struct broker *b, const char *sid, const char *why);
 
+/* A result stream (one long post of a session's results) opens: 200 with
+ * serial set to the session's current control stream, 404 when sid is not
+ * a session of owner, 409 when no control stream is bound. */
+int broker_results_open(struct broker *b, const char *sid, const char *owner, uint64_t *serial);
+/* The result stream opened with serial broke off: results it carried may
+ * be lost, so the control stream it belongs to ends and its tasks fail
+ * with 502, unless a newer stream has replaced it. */
+void broker_results_cut(struct broker *b, const char *sid, uint64_t serial, const char *why);
+
 /* The token was revoked: every stream it opened ends and the tasks sent
  * down them fail. Returns how many streams were ended. */
 int broker_revoke(struct broker *b, const char *token_hash);

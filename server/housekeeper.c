@@ -87,6 +87,12 @@ void housekeeper_watch(struct housekeeper *hk, int fd, uint64_t conn_id)
     epoll_ctl(hk->epfd, EPOLL_CTL_ADD, fd, &ev);
 }
 
+void housekeeper_rearm(struct housekeeper *hk, int fd, uint64_t conn_id)
+{
+    struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLET, .data.u64 = conn_id};
+    epoll_ctl(hk->epfd, EPOLL_CTL_MOD, fd, &ev);
+}
+
 void housekeeper_unwatch(struct housekeeper *hk, int fd)
 {
     epoll_ctl(hk->epfd, EPOLL_CTL_DEL, fd, NULL);

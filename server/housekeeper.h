@@ -26,5 +26,8 @@ void housekeeper_free(struct housekeeper *hk);
 /* Any thread: watch (or stop watching) a connection's socket. */
 void housekeeper_watch(struct housekeeper *hk, int fd, uint64_t conn_id);
 void housekeeper_unwatch(struct housekeeper *hk, int fd);
+/* Reports the connection's close again if it has already happened: for a
+ * request that became a streamed upload after the first report. */
+void housekeeper_rearm(struct housekeeper *hk, int fd, uint64_t conn_id);
 
 #endif

@@ -57,6 +57,7 @@ void http_match_route(const char *url, struct route_match *m)
         {MCP_ROUTE_REGISTER, R_REGISTER, "POST"},
         {MCP_ROUTE_STREAM, R_STREAM, "GET"},
         {MCP_ROUTE_HEARTBEAT, R_HEARTBEAT, "POST"},
+        {MCP_ROUTE_RESULTS, R_RESULTS, "POST"},
         {MCP_ROUTE_OPENAI_CHAT, R_OPENAI_CHAT, "POST"},
         {MCP_ROUTE_OPENAI_MODELS, R_OPENAI_MODELS, "GET"},
         {MCP_ROUTE_OPENAI_COMPLETIONS, R_OPENAI_COMPLETIONS, "POST"},
@@ -389,6 +390,14 @@ static void endpoint_init(struct req *r)
     r->ep.wake = ep_wake;
 }
 
+void http_upload_started(struct req *r)
+{
+    /* The close may have been reported while r was still an ordinary
+     * request, when it meant nothing to it. */
+    if (r->cc && r->cc->fd >= 0 && atomic_load(&r->cc->peer_gone))
+        housekeeper_rearm(r->srv->hk, r->cc->fd, r->cc->id);
+}
+
 bool http_peer_gone(struct server *srv, uint64_t conn_id, bool final)
 {
     bool again = false;
@@ -398,13 +407,15 @@ bool http_peer_gone(struct server *srv, uint64_t conn_id, bool final)
     if (cc) {
         atomic_store(&cc->peer_gone, true);
         struct req *r = cc->req;
-        if (r && atomic_load(&r->events)) {
+        if (r && (atomic_load(&r->events) || atomic_load(&r->results))) {
             /* Bytes that came with the close may still be on their way
              * through libmicrohttpd: give them a moment first. */
-            if (final)
-                relay_events_peer_gone(r);
-            else
+            if (!final)
                 again = true;
+            else if (atomic_load(&r->results))
+                relay_results_peer_gone(r);
+            else
+                relay_events_peer_gone(r);
         } else if (r) {
             broker_kick(srv->broker, &r->ep); /* nothing unless it is parked */
         }
@@ -618,6 +629,13 @@ static enum MHD_Result begin(struct req *r, const char *url, const char *method,
             r->started = true;
         return rc;
     }
+    if (r->route == R_RESULTS) {
+        bool replied = false;
+        enum MHD_Result rc = relay_results_begin(r, &replied);
+        if (replied)
+            r->started = true;
+        return rc;
+    }
     return MHD_YES;
 }
 
@@ -640,6 +658,8 @@ static enum MHD_Result run_route(struct req *r)
         return provider_heartbeat(r);
     case R_RESULT:
         return relay_result(r, r->param);
+    case R_RESULTS: /* refused in begin() or taken as a stream */
+        break;
     case R_INFER:
         return relay_infer(r, r->param);
     case R_OPENAI_CHAT:
@@ -675,6 +695,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->conn = conn;
         atomic_init(&r->events, false);
         atomic_init(&r->events_over, false);
+        atomic_init(&r->results, false);
         endpoint_init(r);
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -695,6 +716,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_YES; /* a refused request's body, discarded */
         if (atomic_load(&r->events))
             return relay_events_piece(r, upload_data, n);
+        if (atomic_load(&r->results))
+            return relay_results_piece(r, upload_data, n);
         if (buf_append(&r->body, upload_data, n) < 0) {
             /* libmicrohttpd can answer only before the body or after all of
              * it: a chunked body past the cap is cut off here rather than
@@ -712,6 +735,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     r->started = true;
     if (atomic_load(&r->events))
         return relay_events_end(r);
+    if (atomic_load(&r->results))
+        return relay_results_end(r);
     return run_route(r);
 }
 
@@ -736,6 +761,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         relay_done(r);
     if (atomic_load(&r->events))
         relay_events_done(r);
+    if (atomic_load(&r->results))
+        relay_results_done(r);
     buf_release(&r->body);
     buf_release(&r->partial);
     free(r);

@@ -13,6 +13,7 @@
 #include "auth.h"
 #include "broker.h"
 #include "buf.h"
+#include "jsonsplit.h"
 #include "protocol.h"
 #include "server.h"
 
@@ -33,6 +34,7 @@ enum route {
     R_STREAM,
     R_HEARTBEAT,
     R_RESULT,
+    R_RESULTS, /* a session's result stream */
     R_INFER,
     R_OPENAI_CHAT,
     R_OPENAI_MODELS,
@@ -82,8 +84,12 @@ struct req {
     /* A streamed result post: events pass through as they arrive. */
     atomic_bool events;      /* set once the post is accepted */
     atomic_bool events_over; /* ended, cut or refused: reported once */
-    struct buf partial;      /* the bytes of an event not yet complete */
+    struct buf partial;      /* the bytes of an event (or result) not yet complete */
     char session[DB_SESSION_ID_LEN];
+    /* A result stream: the session's results, one JSON object each. */
+    atomic_bool results; /* set once the stream is accepted */
+    uint64_t results_serial;
+    struct jsonsplit split;
 };
 
 /* Listens on srv->cfg's address (srv->port gets the port bound), starts
@@ -115,8 +121,13 @@ struct MHD_Response *http_sse_response(MHD_ContentReaderCallback reader, struct 
 /* The request's provider-session header, or NULL. */
 const char *http_session_header(struct req *r);
 
+/* r has just become a streamed upload (its events or results flag is
+ * set): makes sure a close of its peer is seen. */
+void http_upload_started(struct req *r);
+
 /* The housekeeper's side (its thread): a watched connection's peer went
- * away; wakes the request waiting on it. For a streamed result post it
+ * away; wakes the request waiting on it. For a streamed result post or a
+ * result stream it
  * returns true: call again with final set a little later, once what came
  * with the close has been read. */
 bool http_peer_gone(struct server *srv, uint64_t conn_id, bool final);

@@ -405,12 +405,26 @@ static int decode_string(const struct json_field *f, struct result_post *p, cons
     return 0;
 }
 
-static int parse_result(const struct buf *body, struct result_post *p, char *err, size_t errlen)
+/* Parses a result object (text, len): a result post's body or, with
+ * task_id, one record of a result stream, whose "taskId" goes there. */
+static int parse_result(const char *text, size_t len, struct result_post *p,
+                        char task_id[BROKER_ID_LEN], char *err, size_t errlen)
 {
     struct jsonscan js;
-    if (body->len == 0 || jsonscan_parse(&js, body->data, body->len) < 0) {
+    if (len == 0 || jsonscan_parse(&js, text, len) < 0) {
         snprintf(err, errlen, "body is not a valid JSON object");
         return -1;
+    }
+    if (task_id) {
+        /* Task ids are hex digits: the raw string needs no decoding. */
+        const struct json_field *id = jsonscan_find(&js, "taskId");
+        if (!id || id->kind != JSON_K_STRING || id->val_len < 3 ||
+            id->val_len - 2 >= BROKER_ID_LEN || memchr(id->val, '\\', id->val_len)) {
+            snprintf(err, errlen, "taskId must be a task id");
+            return -1;
+        }
+        memcpy(task_id, id->val + 1, id->val_len - 2);
+        task_id[id->val_len - 2] = '\0';
     }
     const struct json_field *status = jsonscan_find(&js, "status");
     const struct json_field *rbody = jsonscan_find(&js, "body");
@@ -526,7 +540,7 @@ enum MHD_Result relay_result(struct req *r, const char *task_id)
     buf_init(&p.headers, 8192);
     char msg[256];
     enum MHD_Result ret;
-    if (parse_result(&r->body, &p, msg, sizeof msg) < 0) {
+    if (parse_result(r->body.data, r->body.len, &p, NULL, msg, sizeof msg) < 0) {
         ret = http_reply_error(r, 400, "%s", msg);
     } else {
         int status = deliver(r, sid, task_id, &p.piece, msg, sizeof msg);
@@ -565,9 +579,10 @@ enum MHD_Result relay_events_begin(struct req *r, const char *task_id, bool *rep
     if (status != 200)
         return http_reply_error(r, (unsigned)status, "%s", msg);
     *replied = false;
-    atomic_store(&r->events, true);
     snprintf(r->session, sizeof r->session, "%s", sid);
     buf_init(&r->partial, (size_t)srv->cfg.max_body);
+    atomic_store(&r->events, true);
+    http_upload_started(r);
     /* Quiet spells between events are the broker's idle timeout to judge. */
     MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
                               (unsigned int)(srv->cfg.idle_timeout_ms / 1000 + 5));
@@ -639,4 +654,115 @@ void relay_events_peer_gone(struct req *r)
 {
     if (events_finish(r))
         events_deliver(r, PIECE_EVENTS_CUT, NULL, 0);
+}
+
+/* ---- result streams ---- */
+
+enum MHD_Result relay_results_begin(struct req *r, bool *replied)
+{
+    struct server *srv = r->srv;
+    const char *sid = http_session_header(r);
+    *replied = true;
+    if (!sid)
+        return http_reply_error(r, 400, "missing header " MCP_HEADER_SESSION);
+    int status = broker_results_open(srv->broker, sid, r->owner, &r->results_serial);
+    if (status == 404)
+        return http_reply_error(r, 404, "no provider session %s for this token", sid);
+    if (status != 200)
+        return http_reply_error(r, 409, "session %s has no control stream", sid);
+    *replied = false;
+    snprintf(r->session, sizeof r->session, "%s", sid);
+    buf_init(&r->partial, (size_t)srv->cfg.max_body);
+    jsonsplit_init(&r->split);
+    atomic_store(&r->results, true);
+    http_upload_started(r);
+    /* The publisher keeps the stream alive with a blank line every ping
+     * interval; three missed ones end it. */
+    MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned int)(3 * srv->cfg.ping_interval_ms / 1000 + 5));
+    log_debug("session %.8s…: result stream open", sid);
+    return MHD_YES;
+}
+
+/* The stream broke off or carried something that is not a result: the
+ * results in it may be lost, so the control stream it belongs to ends. */
+static void results_cut(struct req *r, const char *why)
+{
+    if (atomic_exchange(&r->events_over, true))
+        return;
+    log_warn("session %.8s…: result stream %s; ending its control stream", r->session, why);
+    broker_results_cut(r->srv->broker, r->session, r->results_serial,
+                       "the publisher's result stream broke off");
+}
+
+/* Hands one record to its task. false when the stream must end. */
+static bool results_record(struct req *r, const char *data, size_t len)
+{
+    struct result_post p = {0};
+    buf_init(&p.headers, 8192);
+    char task_id[BROKER_ID_LEN];
+    char msg[256];
+    bool ok = true;
+    if (parse_result(data, len, &p, task_id, msg, sizeof msg) < 0) {
+        log_warn("session %.8s…: a result stream record is not a result: %s", r->session, msg);
+        ok = false;
+    } else {
+        int status = deliver(r, r->session, task_id, &p.piece, msg, sizeof msg);
+        if (status != 200)
+            log_debug("session %.8s…: result for task %.8s…: %d %s", r->session, task_id, status,
+                      msg);
+    }
+    result_release(&p);
+    return ok;
+}
+
+enum MHD_Result relay_results_piece(struct req *r, const char *data, size_t len)
+{
+    if (atomic_load(&r->events_over))
+        return MHD_NO;
+    if (buf_append(&r->partial, data, len) < 0) {
+        results_cut(r, "sent a record over the body cap");
+        return MHD_NO;
+    }
+    for (;;) {
+        size_t start, end;
+        int rc = jsonsplit_next(&r->split, r->partial.data, r->partial.len, &start, &end);
+        if (rc == JSONSPLIT_MORE)
+            break;
+        if (rc == JSONSPLIT_BAD || !results_record(r, r->partial.data + start, end - start)) {
+            results_cut(r, "carried something that is not a result");
+            return MHD_NO;
+        }
+        buf_consume(&r->partial, end);
+        jsonsplit_init(&r->split);
+    }
+    /* Whitespace between records (the keep-alive lines) is not kept. */
+    if (r->split.depth == 0) {
+        buf_reset(&r->partial);
+        jsonsplit_init(&r->split);
+    }
+    return MHD_YES;
+}
+
+enum MHD_Result relay_results_end(struct req *r)
+{
+    if (atomic_load(&r->events_over))
+        return MHD_NO;
+    if (r->partial.len > 0) {
+        results_cut(r, "ended inside a record");
+        return http_reply_error(r, 400, "the result stream ended inside a record");
+    }
+    atomic_store(&r->events_over, true);
+    log_debug("session %.8s…: result stream ended", r->session);
+    return http_reply_ok(r);
+}
+
+void relay_results_done(struct req *r)
+{
+    results_cut(r, "broke off");
+}
+
+void relay_results_peer_gone(struct req *r)
+{
+    results_cut(r, "was closed by the publisher");
 }

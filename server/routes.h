@@ -49,6 +49,17 @@ void relay_events_done(struct req *r);
  * times out, so the task fails here, at once. */
 void relay_events_peer_gone(struct req *r);
 
+/* A result stream (POST _provider-results): begin once the headers are
+ * in (it may refuse the stream), piece for each part of the body as it
+ * arrives, end once the body is complete, done when the request is over,
+ * peer_gone from the housekeeper's thread as for streamed result posts. A
+ * stream that breaks off ends its control stream: results may be lost. */
+enum MHD_Result relay_results_begin(struct req *r, bool *replied);
+enum MHD_Result relay_results_piece(struct req *r, const char *data, size_t len);
+enum MHD_Result relay_results_end(struct req *r);
+void relay_results_done(struct req *r);
+void relay_results_peer_gone(struct req *r);
+
 /* The routing cache: an Llm's kind, status and session, valid while the
  * database's route generation stands still (db_route_generation()). Any
  * thread. */

@@ -368,8 +368,8 @@ static void test_stream_hello_and_reads(void **state)
     char want[256], got[256];
     snprintf(want, sizeof want,
              "event: hello\ndata: {\"providerSessionId\":\"%s\",\"heartbeatIntervalSeconds\":20,"
-             "\"pingIntervalSeconds\":40,\"heartbeatIntervalMs\":20000,\"pingIntervalMs\":40000}"
-             "\n\n",
+             "\"pingIntervalSeconds\":40,\"heartbeatIntervalMs\":20000,\"pingIntervalMs\":40000,"
+             "\"features\":[\"result-stream\"]}\n\n",
              SID_A);
     size_t len = 0;
     for (;;) {
@@ -1393,6 +1393,49 @@ static void test_session_expire(void **state)
     assert_no_tasks(f);
 }
 
+static void test_results_stream(void **state)
+{
+    struct fx *f = *state;
+    uint64_t serial = 0, newer = 0;
+    /* no such session, another owner's, no stream bound */
+    assert_int_equal(broker_results_open(f->b, SID_A, OWNER, &serial), 404);
+    assert_int_equal(broker_session_registered(f->b, SID_A, OWNER, 0, f->now), 0);
+    assert_int_equal(broker_results_open(f->b, SID_A, "someone-else", &serial), 404);
+    assert_int_equal(broker_results_open(f->b, SID_A, OWNER, &serial), 409);
+
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    assert_int_equal(broker_results_open(f->b, SID_A, OWNER, &serial), 200);
+    struct fake_ep ce;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ce, req("llm-a", SID_A), id);
+
+    /* a cut of a stream the session no longer has changes nothing */
+    broker_results_cut(f->b, SID_A, serial + 1, "stale");
+    assert_true(broker_session_live(f->b, SID_A));
+    assert_int_equal(ce.wakes, 0);
+
+    /* the stream's own cut ends its control stream and fails its tasks */
+    broker_results_cut(f->b, SID_A, serial, "the result stream broke off");
+    assert_int_equal(ce.wakes, 1);
+    struct broker_error e = failure(f, c, 502);
+    assert_non_null(strstr(e.msg, "result stream"));
+    assert_false(broker_session_live(f->b, SID_A));
+    assert_string_equal(pub_read(f, &p, BROKER_END), "");
+    broker_call_done(f->b, c);
+    pub_close(f, &p, true);
+
+    /* a new control stream gets a new serial, which an old cut cannot touch */
+    struct pub q;
+    pub_open(f, &q, SID_A, OWNER, HASH_1, 0);
+    assert_int_equal(broker_results_open(f->b, SID_A, OWNER, &newer), 200);
+    assert_true(newer != serial);
+    broker_results_cut(f->b, SID_A, serial, "late");
+    assert_true(broker_session_live(f->b, SID_A));
+    pub_close(f, &q, true);
+    assert_no_tasks(f);
+}
+
 /* ---- features and caps ---- */
 
 static void test_paths_feature(void **state)
@@ -1668,6 +1711,7 @@ int main(void)
         T(test_stream_closed_fails_tasks),
         T(test_revoke),
         T(test_session_expire),
+        T(test_results_stream),
         T(test_paths_feature),
         T(test_paths_feature_after_wake),
         T(test_unavailable_and_busy),
