@@ -47,6 +47,7 @@ struct fm_conn {
     char *data;
     size_t len;
     bool streamed; /* a streamed result: recorded as it arrives */
+    bool results;  /* ... of a result stream */
     long rec;      /* its record, or -1 */
 };
 
@@ -54,6 +55,8 @@ struct fake_mcpd {
     struct MHD_Daemon *d;
     char *tls_cert, *tls_key;
     int streamed_mode;
+    int results_mode; /* enum fake_mcpd_results */
+    bool results_cut; /* close the next result stream's connection at its next piece */
     char url[64];
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -237,9 +240,10 @@ static enum MHD_Result fm_stream(struct fake_mcpd *fm, struct MHD_Connection *c,
     char hello[512];
     snprintf(hello, sizeof hello,
              "event: hello\ndata: {\"providerSessionId\":\"%s\",\"heartbeatIntervalSeconds\":%.3f,"
-             "\"pingIntervalSeconds\":%.3f,\"heartbeatIntervalMs\":%d,\"pingIntervalMs\":%d}\n\n",
+             "\"pingIntervalSeconds\":%.3f,\"heartbeatIntervalMs\":%d,\"pingIntervalMs\":%d%s}\n\n",
              session, fm->heartbeat_ms / 1000.0, fm->ping_ms / 1000.0, fm->heartbeat_ms,
-             fm->ping_ms);
+             fm->ping_ms,
+             fm->results_mode != FAKE_MCPD_RESULTS_OFF ? ",\"features\":[\"result-stream\"]" : "");
     /* A new stream for the session replaces the old ones. */
     for (struct fm_stream *o = fm->streams; o; o = o->next)
         o->closing = true;
@@ -317,12 +321,15 @@ static enum MHD_Result fm_streamed_begin(struct fake_mcpd *fm, struct MHD_Connec
 {
     fc->streamed = true;
     size_t tp = strlen(MCP_ROUTE_TASK_PREFIX);
+    bool results = strcmp(url, MCP_ROUTE_RESULTS) == 0;
     pthread_mutex_lock(&fm->mu);
     int status = 0;
     char want[600];
     if (fm->token)
         snprintf(want, sizeof want, "Bearer %s", fm->token);
-    if (strncmp(url, MCP_ROUTE_TASK_PREFIX, tp) != 0)
+    if (results && fm->results_mode != FAKE_MCPD_RESULTS_ON)
+        status = 404;
+    else if (!results && strncmp(url, MCP_ROUTE_TASK_PREFIX, tp) != 0)
         status = 404;
     else if (fm->token && (!auth || strcmp(auth, want) != 0))
         status = 401;
@@ -330,9 +337,9 @@ static enum MHD_Result fm_streamed_begin(struct fake_mcpd *fm, struct MHD_Connec
         ;
     else if (!fm_known_locked(fm, session))
         status = 404;
-    else if (fm->result_status)
+    else if (!results && fm->result_status)
         status = fm->result_status;
-    else if (fm->streamed_mode == FAKE_MCPD_STREAMED_415)
+    else if (!results && fm->streamed_mode == FAKE_MCPD_STREAMED_415)
         status = 415;
     long rec = fm_record_locked(fm, method, url, session, auth, "", status);
     if (rec >= 0) {
@@ -340,8 +347,9 @@ static enum MHD_Result fm_streamed_begin(struct fake_mcpd *fm, struct MHD_Connec
         r->streamed = true;
         r->complete = status != 0;
         free(r->ctype);
-        r->ctype = strdup("text/event-stream");
+        r->ctype = strdup(results ? "application/x-ndjson" : "text/event-stream");
     }
+    fc->results = results;
     pthread_mutex_unlock(&fm->mu);
     if (status) {
         fc->streamed = false;
@@ -357,7 +365,7 @@ static enum MHD_Result fm_streamed_end(struct fake_mcpd *fm, struct MHD_Connecti
                                        struct fm_conn *fc)
 {
     pthread_mutex_lock(&fm->mu);
-    int status = fm->streamed_mode == FAKE_MCPD_STREAMED_400_AT_END ? 400 : 200;
+    int status = !fc->results && fm->streamed_mode == FAKE_MCPD_STREAMED_400_AT_END ? 400 : 200;
     if (fc->rec >= 0) {
         struct fake_mcpd_req *r = &fm->recs[fc->rec];
         r->complete = true;
@@ -410,7 +418,8 @@ static enum MHD_Result fm_handler(void *cls, struct MHD_Connection *c, const cha
         fc->rec = -1;
         *con_cls = fc;
         const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
-        if (strcmp(method, "POST") == 0 && ct && strncasecmp(ct, "text/event-stream", 17) == 0)
+        if (strcmp(method, "POST") == 0 && ((ct && strncasecmp(ct, "text/event-stream", 17) == 0) ||
+                                            strcmp(url, MCP_ROUTE_RESULTS) == 0))
             return fm_streamed_begin(fm, c, fc, url, method, session, auth);
         return MHD_YES;
     }
@@ -426,6 +435,11 @@ static enum MHD_Result fm_handler(void *cls, struct MHD_Connection *c, const cha
         }
         if (fc->streamed && fc->rec >= 0) {
             pthread_mutex_lock(&fm->mu);
+            if (fc->results && fm->results_cut) {
+                fm->results_cut = false;
+                pthread_mutex_unlock(&fm->mu);
+                return MHD_NO;
+            }
             struct fake_mcpd_req *r = &fm->recs[fc->rec];
             free(r->body);
             r->body = strdup(fc->data ? fc->data : "");
@@ -656,6 +670,20 @@ void fake_mcpd_set_result_status(struct fake_mcpd *fm, int status)
 {
     pthread_mutex_lock(&fm->mu);
     fm->result_status = status;
+    pthread_mutex_unlock(&fm->mu);
+}
+
+void fake_mcpd_set_results(struct fake_mcpd *fm, enum fake_mcpd_results mode)
+{
+    pthread_mutex_lock(&fm->mu);
+    fm->results_mode = (int)mode;
+    pthread_mutex_unlock(&fm->mu);
+}
+
+void fake_mcpd_cut_results(struct fake_mcpd *fm)
+{
+    pthread_mutex_lock(&fm->mu);
+    fm->results_cut = true;
     pthread_mutex_unlock(&fm->mu);
 }
 

@@ -17,6 +17,11 @@
  *        recorded as its pieces arrive (body, pieces, first_at) and
  *        answered 200 {"ok":true} when its body ends
  *
+ *   POST /api/v1/llms/_provider-results   when offered (fake_mcpd_set_results),
+ *        recorded as it arrives like a streamed result (ctype
+ *        "application/x-ndjson"), answered 200 {"ok":true} when its body
+ *        ends; 404 when not offered
+ *
  * Scripts: fail the next N calls of a route with a status ("500 twice then
  * OK"), forget every session (a restarted mcpd), close streams after N
  * events or now, go silent (no pings, no frames), answer results with 410.
@@ -63,6 +68,13 @@ enum fake_mcpd_streamed {
     FAKE_MCPD_STREAMED_400_AT_END, /* read to the end, then refused with 400 */
 };
 
+/* Result streams. */
+enum fake_mcpd_results {
+    FAKE_MCPD_RESULTS_OFF,    /* not offered in hello; the route is 404 (default) */
+    FAKE_MCPD_RESULTS_ON,     /* offered and taken */
+    FAKE_MCPD_RESULTS_REFUSE, /* offered in hello, but the route answers 404 */
+};
+
 /* Starts the fake. Returns NULL (with a message on stderr) on failure. */
 struct fake_mcpd *fake_mcpd_start(void);
 /* The same over HTTPS with the PEM certificate and key files given. */
@@ -84,6 +96,10 @@ void fake_mcpd_fail(struct fake_mcpd *fm, enum fake_mcpd_route route, int times,
  * streamed one at once, before its body. */
 void fake_mcpd_set_result_status(struct fake_mcpd *fm, int status);
 void fake_mcpd_set_streamed(struct fake_mcpd *fm, enum fake_mcpd_streamed mode);
+void fake_mcpd_set_results(struct fake_mcpd *fm, enum fake_mcpd_results mode);
+/* The open result stream's connection is closed when its next piece
+ * arrives (results in that piece are lost, as on a broken connection). */
+void fake_mcpd_cut_results(struct fake_mcpd *fm);
 /* Forgets every session, as a restarted mcpd without its database would. */
 void fake_mcpd_forget_sessions(struct fake_mcpd *fm);
 /* Streams opened from now on are closed after sending `events` events

@@ -1,0 +1,210 @@
+/* mcplocal (the real binary) with a fake mcpd that offers a result stream:
+ * whole answers go down one long request as lines instead of a post each;
+ * keep-alive lines while idle; a refused stream falls back to posts with
+ * nothing lost; a stream that breaks off makes mcplocal reconnect; SIGTERM
+ * ends the stream's body cleanly after its last line. */
+#include "fake_backend.h"
+#include "fake_mcpd.h"
+#include "proc.h"
+#include "protocol.h"
+#include "tmpdir.h"
+
+#include <jansson.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define WAIT_MS 10000
+
+struct fx {
+    char *dir;
+    struct fake_mcpd *fm;
+    struct fake_backend *fb;
+    struct proc *p;
+};
+
+static const char BODY[] = "{\"model\":\"local\",\"messages\":[{\"role\":\"user\",\"content\":"
+                           "\"hi\"}]}";
+
+static int start(void **state, enum fake_mcpd_results mode)
+{
+    struct fx *x = calloc(1, sizeof *x);
+    *state = x;
+    x->dir = tmpdir_create("mcplocal-results");
+    x->fm = fake_mcpd_start();
+    x->fb = fake_backend_start();
+    if (!x->fm || !x->fb)
+        return -1;
+    fake_mcpd_set_results(x->fm, mode);
+    fake_mcpd_set_intervals(x->fm, 30000, 300);
+    char text[2048];
+    snprintf(text, sizeof text, "{\"mcpdUrl\": \"%s\", \"token\": \"t\"}", fake_mcpd_url(x->fm));
+    tmpdir_write(x->dir, "credentials", text, 0600);
+    snprintf(text, sizeof text,
+             "{\"llm\": {\"providers\": [\n"
+             "  {\"name\": \"local\", \"type\": \"openai\", \"model\": \"served-model\",\n"
+             "   \"url\": \"%s\", \"publish\": true}\n"
+             "]}}\n",
+             fake_backend_url(x->fb));
+    tmpdir_write(x->dir, "config.json", text, 0644);
+    const char *argv[] = {MCPLOCAL_BIN, "--home", x->dir, "--log-level", "debug", NULL};
+    const char *env[] = {"MCPLOCAL_BACKOFF_MIN_MS=20", "MCPLOCAL_BACKOFF_MAX_MS=200",
+                         "MCPLOCAL_SHUTDOWN_GRACE_MS=3000", NULL};
+    x->p = proc_start(argv, env, x->dir);
+    if (!x->p || fake_mcpd_wait_stream(x->fm, 1, WAIT_MS) != 0 ||
+        proc_wait_for(x->p, "stream up", WAIT_MS) != 0) {
+        if (x->p)
+            proc_dump(x->p);
+        return -1;
+    }
+    return 0;
+}
+
+static int setup_on(void **state)
+{
+    return start(state, FAKE_MCPD_RESULTS_ON);
+}
+
+static int setup_refuse(void **state)
+{
+    return start(state, FAKE_MCPD_RESULTS_REFUSE);
+}
+
+static int teardown(void **state)
+{
+    struct fx *x = *state;
+    if (x->p)
+        assert_int_equal(proc_stop(x->p, WAIT_MS), 0);
+    fake_mcpd_stop(x->fm);
+    fake_backend_stop(x->fb);
+    tmpdir_remove(x->dir);
+    free(x);
+    return 0;
+}
+
+/* Waits for task id's line on the result stream and returns it parsed. */
+static json_t *line_of(struct fx *x, const char *id)
+{
+    char needle[128];
+    snprintf(needle, sizeof needle, "{\"taskId\":\"%s\",", id);
+    if (fake_mcpd_wait_body(x->fm, MCP_ROUTE_RESULTS, needle, WAIT_MS) != 0) {
+        proc_dump(x->p);
+        fail_msg("no line for task %s on the result stream", id);
+    }
+    struct fake_mcpd_req *r = fake_mcpd_get(x->fm, MCP_ROUTE_RESULTS, -1);
+    assert_non_null(r);
+    assert_string_equal(r->session, "sess-1");
+    assert_string_equal(r->ctype, "application/x-ndjson");
+    const char *start = strstr(r->body, needle);
+    const char *end = strchr(start, '\n');
+    assert_non_null(end); /* every line ends with a newline */
+    json_t *j = json_loadb(start, (size_t)(end - start), 0, NULL);
+    if (!j)
+        fail_msg("line of %s is not JSON: %.*s", id, (int)(end - start), start);
+    fake_mcpd_req_free(r);
+    return j;
+}
+
+static void test_results_go_down_the_stream(void **state)
+{
+    struct fx *x = *state;
+    assert_int_equal(fake_mcpd_push_infer(x->fm, "t1", "local", false, BODY), 0);
+    assert_int_equal(fake_mcpd_push_infer(x->fm, "t2", "local", false, BODY), 0);
+    for (int i = 1; i <= 2; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "t%d", i);
+        json_t *j = line_of(x, id);
+        assert_int_equal(json_integer_value(json_object_get(j, "status")), 200);
+        json_t *body = json_object_get(j, "body");
+        assert_string_equal(json_string_value(json_object_get(body, "object")), "chat.completion");
+        json_decref(j);
+    }
+    /* the backend refusing is an answer like any other */
+    fake_backend_set_fail(x->fb, 429);
+    assert_int_equal(fake_mcpd_push_infer(x->fm, "t3", "local", false, BODY), 0);
+    json_t *j = line_of(x, "t3");
+    assert_int_equal(json_integer_value(json_object_get(j, "status")), 429);
+    json_decref(j);
+    /* no post of their own, and one stream for all */
+    assert_int_equal(fake_mcpd_count(x->fm, MCP_ROUTE_TASK_PREFIX), 0);
+    assert_int_equal(fake_mcpd_count(x->fm, MCP_ROUTE_RESULTS), 1);
+}
+
+static void test_keepalive_lines(void **state)
+{
+    struct fx *x = *state;
+    /* nothing to say for a few ping intervals: blank lines */
+    assert_int_equal(fake_mcpd_wait_body(x->fm, MCP_ROUTE_RESULTS, "\n\n", WAIT_MS), 0);
+    struct fake_mcpd_req *r = fake_mcpd_get(x->fm, MCP_ROUTE_RESULTS, -1);
+    for (const char *p = r->body; *p; p++)
+        assert_int_equal(*p, '\n');
+    fake_mcpd_req_free(r);
+}
+
+static void test_refused_stream_posts_each(void **state)
+{
+    struct fx *x = *state;
+    assert_int_equal(proc_wait_for(x->p, "does not take a result stream", WAIT_MS), 0);
+    assert_int_equal(fake_mcpd_push_infer(x->fm, "t1", "local", false, BODY), 0);
+    char path[256];
+    fake_mcpd_result_path("t1", path, sizeof path);
+    assert_int_equal(fake_mcpd_wait_count(x->fm, path, 1, WAIT_MS), 0);
+    struct fake_mcpd_req *r = fake_mcpd_get(x->fm, path, 0);
+    assert_int_equal(r->status, 200);
+    assert_non_null(strstr(r->body, "\"status\":200"));
+    assert_null(strstr(r->body, "taskId"));
+    fake_mcpd_req_free(r);
+    assert_int_equal(fake_mcpd_count(x->fm, MCP_ROUTE_RESULTS), 1);
+}
+
+static void test_broken_stream_reconnects(void **state)
+{
+    struct fx *x = *state;
+    fake_mcpd_cut_results(x->fm);
+    assert_int_equal(fake_mcpd_push_infer(x->fm, "t1", "local", false, BODY), 0);
+    /* the line was lost with the connection: mcplocal starts again */
+    if (proc_wait_for(x->p, "the result stream broke off", WAIT_MS) != 0) {
+        proc_dump(x->p);
+        fail();
+    }
+    assert_int_equal(fake_mcpd_wait_stream(x->fm, 2, WAIT_MS), 0);
+    assert_int_equal(proc_wait_for(x->p, "stream up", WAIT_MS), 0);
+    assert_int_equal(fake_mcpd_wait_count(x->fm, MCP_ROUTE_RESULTS, 2, WAIT_MS), 0);
+    assert_int_equal(fake_mcpd_push_infer(x->fm, "t2", "local", false, BODY), 0);
+    json_t *j = line_of(x, "t2");
+    assert_int_equal(json_integer_value(json_object_get(j, "status")), 200);
+    json_decref(j);
+}
+
+static void test_sigterm_ends_the_stream(void **state)
+{
+    struct fx *x = *state;
+    assert_int_equal(fake_mcpd_push_infer(x->fm, "t1", "local", false, BODY), 0);
+    json_decref(line_of(x, "t1"));
+    proc_signal(x->p, SIGTERM);
+    assert_int_equal(proc_wait_exit(x->p, WAIT_MS), 0);
+    proc_free(x->p);
+    x->p = NULL;
+    assert_int_equal(fake_mcpd_wait_complete(x->fm, MCP_ROUTE_RESULTS, WAIT_MS), 0);
+    struct fake_mcpd_req *r = fake_mcpd_get(x->fm, MCP_ROUTE_RESULTS, -1);
+    assert_int_equal(r->status, 200); /* the body ended, not cut */
+    fake_mcpd_req_free(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_results_go_down_the_stream, setup_on, teardown),
+        cmocka_unit_test_setup_teardown(test_keepalive_lines, setup_on, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_stream_posts_each, setup_refuse, teardown),
+        cmocka_unit_test_setup_teardown(test_broken_stream_reconnects, setup_on, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_ends_the_stream, setup_on, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
