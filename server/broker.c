@@ -109,6 +109,8 @@ struct wake {
     struct task *task;
     struct broker_call *held; /* in arrival order (utlist) */
     int nheld;
+    int64_t started;
+    enum broker_wake_outcome outcome; /* why it fails, once known */
     UT_hash_handle hh;
 };
 
@@ -530,8 +532,19 @@ static void wake_free(struct broker *b, struct wake *w)
     free(w);
 }
 
+/* Tells the observer that w ended. */
+static void wake_ended(struct broker *b, struct wake *w, enum broker_wake_outcome outcome,
+                       int64_t now)
+{
+    if (b->cfg.on_wake_end)
+        b->cfg.on_wake_end(b->cfg.observer, outcome, now - w->started);
+}
+
 static void wake_fail(struct broker *b, struct wake *w, const struct broker_error *e)
 {
+    wake_ended(b, w,
+               b->stopping && w->outcome == BROKER_WAKE_GONE ? BROKER_WAKE_SHUTDOWN : w->outcome,
+               b->now);
     struct broker_error held = *e;
     if (held.status != 503) {
         held.status = 503;
@@ -550,6 +563,7 @@ static void wake_fail(struct broker *b, struct wake *w, const struct broker_erro
 
 static void wake_succeeded(struct broker *b, struct wake *w, struct session *s, int64_t now)
 {
+    wake_ended(b, w, BROKER_WAKE_OK, now);
     while (w->held) {
         struct broker_call *c = w->held;
         DL_DELETE2(w->held, c, hprev, hnext);
@@ -592,6 +606,7 @@ static int hold_for_wake(struct broker *b, struct broker_call *c, struct session
             return -1;
         }
         snprintf(w->llm, sizeof w->llm, "%s", c->llm);
+        w->started = now;
         w->task = t;
         t->wake = w;
         HASH_ADD_STR(b->wake_by_llm, llm, w);
@@ -1016,6 +1031,8 @@ static int deliver_final(struct broker *b, struct task *t, const struct broker_p
 {
     struct broker_error e;
     if (p->status < 200 || p->status > 599) {
+        if (t->wake)
+            t->wake->outcome = BROKER_WAKE_ERROR;
         snprintf(msg, msglen, "status must be a final HTTP status (200-599)");
         set_error(&e, 502, 0, "publisher_error", "the publisher posted an invalid status (%d)",
                   p->status);
@@ -1031,6 +1048,7 @@ static int deliver_final(struct broker *b, struct task *t, const struct broker_p
             return 200;
         w->task = NULL;
         if (p->status >= 300) {
+            w->outcome = BROKER_WAKE_ERROR;
             set_error(&e, 503, RETRY_OFFLINE, "wake_failed",
                       "wake failed: the publisher answered status %d", p->status);
             wake_fail(b, w, &e);
@@ -1151,6 +1169,8 @@ int broker_deliver(struct broker *b, const char *sid, const char *owner, const c
         task_fail(b, t, &e, false, now);
         break;
     case PIECE_ERROR:
+        if (t->wake)
+            t->wake->outcome = BROKER_WAKE_ERROR;
         if (t->kind == TASK_WAKE)
             set_error(&e, 503, RETRY_OFFLINE, "wake_failed", "wake failed: %.*s",
                       (int)(p->len > 200 ? 200 : p->len), p->data);
@@ -1204,6 +1224,8 @@ int64_t broker_tick(struct broker *b, int64_t now)
         bool idle = t->idle_deadline && t->idle_deadline <= now;
         if (t->deadline <= now || idle) {
             struct broker_error e;
+            if (t->wake)
+                t->wake->outcome = BROKER_WAKE_TIMEOUT;
             if (t->kind == TASK_WAKE)
                 set_error(&e, 503, RETRY_OFFLINE, "wake_failed", "wake timed out");
             else if (idle)
@@ -1269,5 +1291,11 @@ void broker_stats(struct broker *b, struct broker_stats *out)
     out->wakes = HASH_COUNT(b->wake_by_llm);
     out->tombstones = b->ntombs;
     out->overflows = b->overflows;
+    out->live_sessions = 0;
+    for (struct session *s = b->sessions; s; s = s->hh.next)
+        out->live_sessions += s->stream != NULL;
+    out->held = 0;
+    for (struct wake *w = b->wake_by_llm; w; w = w->hh.next)
+        out->held += (unsigned)w->nheld;
     unlock(b);
 }

@@ -118,6 +118,7 @@ static void gc_batch(struct housekeeper *hk)
     struct server *srv = hk->srv;
     int inactivated = 0, deleted = 0;
     hk->nstale = 0;
+    int64_t start = clock_mono_us();
     pthread_mutex_lock(&srv->life_mu);
     int rc = db_gc(srv->db, clock_wall_ms(), srv->cfg.heartbeat_timeout_ms,
                    srv->cfg.inactive_retention_ms, srv->cfg.gc_batch, on_stale, hk, &inactivated,
@@ -133,6 +134,7 @@ static void gc_batch(struct housekeeper *hk)
                               "no heartbeat from the publisher within the heartbeat timeout");
     }
     pthread_mutex_unlock(&srv->life_mu);
+    metrics_gc_batch(srv->metrics, rc == DB_OK, inactivated, deleted, clock_mono_us() - start);
     hk->gc_more = rc == DB_OK && (inactivated >= srv->cfg.gc_batch || deleted >= srv->cfg.gc_batch);
     if (rc != DB_OK)
         log_error("gc: database error: %s", db_errmsg(srv->db));

@@ -154,6 +154,7 @@ static enum MHD_Result start_inference(struct req *r, const char *name, bool str
         return http_reply_error(r, 404, "no Llm named '%s'", name);
     if (rc != DB_OK)
         return http_reply_error(r, 500, "database error");
+    snprintf(r->llm, sizeof r->llm, "%s", name);
     if (!route.is_virtual)
         return http_reply_error(
             r, 501, "Llm '%s' is not virtual; this server relays only virtual Llms", name);
@@ -299,7 +300,8 @@ enum MHD_Result relay_resume(struct req *r)
     free(h.headers);
     if (!resp)
         return MHD_NO;
-    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)h.status, resp);
+    enum MHD_Result ret = h.sse ? http_queue_stream(r, (unsigned)h.status, resp)
+                                : http_queue(r, (unsigned)h.status, resp, h.len);
     MHD_destroy_response(resp);
     return ret;
 }
@@ -544,6 +546,8 @@ enum MHD_Result relay_result(struct req *r, const char *task_id)
         ret = http_reply_error(r, 400, "%s", msg);
     } else {
         int status = deliver(r, sid, task_id, &p.piece, msg, sizeof msg);
+        if (status == 200 && p.piece.kind == PIECE_CHUNK && p.piece.len > 0)
+            metrics_stream_events(r->srv->metrics, 1);
         ret = status == 200 ? http_reply_ok(r) : http_reply_error(r, (unsigned)status, "%s", msg);
     }
     result_release(&p);
@@ -563,6 +567,23 @@ static size_t events_end(const char *p, size_t n)
             return i;
     }
     return 0;
+}
+
+/* The events in p[0..n) that an empty line ends; a piece without one (the
+ * tail of a post) is one event. */
+static unsigned events_count(const char *p, size_t n)
+{
+    unsigned k = 0;
+    bool line_start = false; /* just after a line's end */
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n') {
+            k += line_start;
+            line_start = !line_start;
+        } else if (p[i] != '\r') {
+            line_start = false;
+        }
+    }
+    return n > 0 && k == 0 ? 1 : k;
 }
 
 enum MHD_Result relay_events_begin(struct req *r, const char *task_id, bool *replied)
@@ -596,6 +617,8 @@ static int events_deliver(struct req *r, enum broker_piece_kind kind, const char
     int status = deliver(r, r->session, r->param, &p, msg, sizeof msg);
     if (status != 200)
         log_debug("streamed result for task %.8s…: %d %s", r->param, status, msg);
+    else if (kind == PIECE_EVENTS)
+        metrics_stream_events(r->srv->metrics, events_count(data, len));
     return status;
 }
 

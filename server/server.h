@@ -31,7 +31,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+struct accesslog;
 struct housekeeper;
+struct metrics;
 struct routes;
 
 struct server {
@@ -41,6 +43,8 @@ struct server {
     struct broker *broker;
     struct routes *routes;
     struct housekeeper *hk;
+    struct metrics *metrics;
+    struct accesslog *access; /* NULL: --access-log off */
     struct MHD_Daemon *mhd;
     int listen_fd; /* mcpd's own: http.c's thread accepts */
     pthread_t accept_thread;
@@ -61,6 +65,9 @@ struct server {
  * publisher binds a stream again, starts the housekeeper and the HTTP
  * daemon. 0, or -1 with the reason logged and nothing left running. */
 int server_start(struct server *srv, const struct server_config *cfg);
+
+/* SIGHUP (main thread): opens the access log file again. */
+void server_reopen_logs(struct server *srv);
 
 /* Fails every waiting caller, ends every stream, stops the daemon and the
  * housekeeper, marks the rows inactive and frees everything. */
