@@ -850,7 +850,7 @@ static const char *termination(enum MHD_RequestTerminationCode toe)
     case MHD_REQUEST_TERMINATED_CLIENT_ABORT:
         return "client_gone";
     default:
-        return "aborted";
+        return "error"; /* a write failed, or mcpd aborted the response */
     }
 }
 
@@ -894,6 +894,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     *con_cls = NULL;
+    /* Counted before what the request's end sets off (a stream's rows
+     * going inactive) can be seen. */
+    record(srv, r, toe);
     if (r->cc) {
         pthread_mutex_lock(&srv->watch_mu);
         r->cc->req = NULL;
@@ -907,7 +910,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         relay_events_done(r);
     if (atomic_load(&r->results))
         relay_results_done(r);
-    record(srv, r, toe);
     buf_release(&r->body);
     buf_release(&r->partial);
     free(r);
