@@ -268,6 +268,12 @@ struct metrics *metrics_new(const struct metrics_route *routes, unsigned nroutes
                 slot = k;
         m->slot_of[st] = (unsigned char)slot;
     }
+    for (unsigned i = 0; i < nroutes; i++) {
+        if (!routes[i].label) { /* a route added without its label */
+            free(m);
+            return NULL;
+        }
+    }
     m->relay_of = calloc(nroutes ? nroutes : 1, sizeof *m->relay_of);
     for (unsigned i = 0; m->relay_of && i < nroutes; i++)
         m->relay_of[i] = routes[i].relayed ? (int)m->nrelayed++ : -1;

@@ -58,7 +58,8 @@ struct metrics_gauges {
 
 struct metrics;
 
-/* Returns a new registry for these routes (borrowed: static), or NULL. */
+/* Returns a new registry for these routes (borrowed: static), or NULL
+ * (out of memory, or a route without a label). */
 struct metrics *metrics_new(const struct metrics_route *routes, unsigned nroutes);
 /* NULL is a no-op. */
 void metrics_free(struct metrics *m);

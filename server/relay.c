@@ -515,7 +515,25 @@ static int parse_result(const char *text, size_t len, struct result_post *p,
     return 0;
 }
 
-/* Hands a piece to the broker and makes a wake's success durable. */
+/* The events in p[0..n) that an empty line ends; a piece without one (the
+ * tail of a post) is one event. */
+static unsigned events_count(const char *p, size_t n)
+{
+    unsigned k = 0;
+    bool line_start = false; /* just after a line's end */
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n') {
+            k += line_start;
+            line_start = !line_start;
+        } else if (p[i] != '\r') {
+            line_start = false;
+        }
+    }
+    return n > 0 && k == 0 ? 1 : k;
+}
+
+/* Hands a piece to the broker, makes a wake's success durable and counts
+ * the events it brings a streaming caller. */
 static int deliver(struct req *r, const char *sid, const char *task_id,
                    const struct broker_piece *p, char *msg, size_t msglen)
 {
@@ -530,6 +548,9 @@ static int deliver(struct req *r, const char *sid, const char *task_id,
         else
             log_info("'%s' is awake", out.woke);
     }
+    if (status == 200 && p->len > 0 && (p->kind == PIECE_CHUNK || p->kind == PIECE_EVENTS))
+        metrics_stream_events(srv->metrics,
+                              p->kind == PIECE_CHUNK ? 1 : events_count(p->data, p->len));
     return status;
 }
 
@@ -546,8 +567,6 @@ enum MHD_Result relay_result(struct req *r, const char *task_id)
         ret = http_reply_error(r, 400, "%s", msg);
     } else {
         int status = deliver(r, sid, task_id, &p.piece, msg, sizeof msg);
-        if (status == 200 && p.piece.kind == PIECE_CHUNK && p.piece.len > 0)
-            metrics_stream_events(r->srv->metrics, 1);
         ret = status == 200 ? http_reply_ok(r) : http_reply_error(r, (unsigned)status, "%s", msg);
     }
     result_release(&p);
@@ -567,23 +586,6 @@ static size_t events_end(const char *p, size_t n)
             return i;
     }
     return 0;
-}
-
-/* The events in p[0..n) that an empty line ends; a piece without one (the
- * tail of a post) is one event. */
-static unsigned events_count(const char *p, size_t n)
-{
-    unsigned k = 0;
-    bool line_start = false; /* just after a line's end */
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '\n') {
-            k += line_start;
-            line_start = !line_start;
-        } else if (p[i] != '\r') {
-            line_start = false;
-        }
-    }
-    return n > 0 && k == 0 ? 1 : k;
 }
 
 enum MHD_Result relay_events_begin(struct req *r, const char *task_id, bool *replied)
@@ -617,8 +619,6 @@ static int events_deliver(struct req *r, enum broker_piece_kind kind, const char
     int status = deliver(r, r->session, r->param, &p, msg, sizeof msg);
     if (status != 200)
         log_debug("streamed result for task %.8s…: %d %s", r->param, status, msg);
-    else if (kind == PIECE_EVENTS)
-        metrics_stream_events(r->srv->metrics, events_count(data, len));
     return status;
 }
 
