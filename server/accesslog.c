@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -21,6 +22,11 @@ struct accesslog {
     bool owned; /* a file of ours, not stderr */
     char *path;
     atomic_uint_fast64_t errors;
+    /* Whole lines not yet written; written with one write(2), in order. */
+    pthread_mutex_t mu;
+    size_t len;
+    unsigned lines;
+    char buf[PIPE_BUF];
 };
 
 static int open_file(const char *path)
@@ -39,6 +45,7 @@ int accesslog_open(const char *target, struct accesslog **out, char *err, size_t
         return -1;
     }
     atomic_init(&al->errors, 0);
+    pthread_mutex_init(&al->mu, NULL);
     if (strcmp(target, "-") == 0) {
         al->fd = STDERR_FILENO;
     } else {
@@ -46,8 +53,8 @@ int accesslog_open(const char *target, struct accesslog **out, char *err, size_t
         al->fd = al->path ? open_file(target) : -1;
         if (al->fd < 0) {
             snprintf(err, errlen, "cannot open access log '%s': %s", target, strerror(errno));
-            free(al->path);
-            free(al);
+            al->owned = false;
+            accesslog_free(al);
             return -1;
         }
         al->owned = true;
@@ -56,10 +63,35 @@ int accesslog_open(const char *target, struct accesslog **out, char *err, size_t
     return 0;
 }
 
+/* Writes the buffered lines (mu held). */
+static void drain(struct accesslog *al)
+{
+    if (al->len == 0)
+        return;
+    ssize_t w;
+    do
+        w = write(al->fd, al->buf, al->len);
+    while (w < 0 && errno == EINTR);
+    if (w != (ssize_t)al->len)
+        atomic_fetch_add_explicit(&al->errors, al->lines, memory_order_relaxed);
+    al->len = 0;
+    al->lines = 0;
+}
+
+void accesslog_flush(struct accesslog *al)
+{
+    if (!al)
+        return;
+    pthread_mutex_lock(&al->mu);
+    drain(al);
+    pthread_mutex_unlock(&al->mu);
+}
+
 int accesslog_reopen(struct accesslog *al)
 {
     if (!al || !al->owned)
         return 0;
+    accesslog_flush(al); /* what came before goes to the old file */
     int fd = open_file(al->path);
     if (fd < 0)
         return -1;
@@ -75,6 +107,8 @@ void accesslog_free(struct accesslog *al)
 {
     if (!al)
         return;
+    accesslog_flush(al);
+    pthread_mutex_destroy(&al->mu);
     if (al->owned)
         close(al->fd);
     free(al->path);
@@ -215,10 +249,11 @@ void accesslog_write(struct accesslog *al, const struct accesslog_entry *e)
         return;
     char line[ACCESSLOG_LINE_MAX];
     size_t n = accesslog_format(e, line);
-    ssize_t w;
-    do
-        w = write(al->fd, line, n);
-    while (w < 0 && errno == EINTR);
-    if (w != (ssize_t)n)
-        atomic_fetch_add_explicit(&al->errors, 1, memory_order_relaxed);
+    pthread_mutex_lock(&al->mu);
+    if (al->len + n > sizeof al->buf)
+        drain(al);
+    memcpy(al->buf + al->len, line, n);
+    al->len += n;
+    al->lines++;
+    pthread_mutex_unlock(&al->mu);
 }

@@ -1,10 +1,11 @@
 /*
  * housekeeper.c - the background thread: one epoll set with every
  * connection's socket (for EPOLLRDHUP) and an eventfd to stop it; between
- * events it runs the broker's timers, a GC batch when one is due and the
- * revocation sweep.
+ * events it runs the broker's timers, a GC batch when one is due, the
+ * revocation sweep, and writes the access log's buffered lines.
  */
 #include "housekeeper.h"
+#include "accesslog.h"
 #include "clock.h"
 #include "http.h"
 #include "log.h"
@@ -39,6 +40,7 @@ struct housekeeper {
     int64_t next_gc;
     bool gc_more; /* the last batch was full */
     int64_t next_revoke;
+    int64_t next_flush; /* the access log's buffered lines */
     /* Sessions a GC batch found stale. */
     char (*stale)[DB_SESSION_ID_LEN];
     unsigned nstale;
@@ -203,6 +205,10 @@ static void *run(void *arg)
                                        srv) != DB_OK)
                 log_error("revocation sweep: database error: %s", db_errmsg(srv->db));
             hk->next_revoke = now + REVOKE_EVERY_MS;
+        }
+        if (now >= hk->next_flush) {
+            accesslog_flush(srv->access);
+            hk->next_flush = now + ACCESSLOG_FLUSH_MS;
         }
         if (hk->next_gc < next)
             next = hk->next_gc;

@@ -468,8 +468,8 @@ static void test_stderr_by_default_and_off(void **state)
     env = test_env_start(off);
     assert_non_null(env);
     assert_int_equal(call(env, "GET", "/healthz", NULL, NULL), 200);
-    /* every line is written before the request is over, so by the time
-     * mcpd has exited, the transcript is complete */
+    /* buffered lines are written before mcpd exits: once it has, the
+     * transcript is complete */
     proc_signal(env->mcpd.proc, SIGTERM);
     assert_int_equal(proc_wait_exit(env->mcpd.proc, WAIT_MS), 0);
     char *log = proc_output(env->mcpd.proc);

@@ -176,6 +176,10 @@ static void test_file_and_reopen(void **state)
     e.path = "/one";
     accesslog_write(al, &e);
     char *text = slurp(path);
+    assert_string_equal(text, "earlier line\n"); /* buffered */
+    free(text);
+    accesslog_flush(al);
+    text = slurp(path);
     assert_true(strncmp(text, "earlier line\ntime=", 18) == 0); /* appended */
     assert_non_null(strstr(text, " path=/one "));
     free(text);
@@ -183,10 +187,11 @@ static void test_file_and_reopen(void **state)
     /* logrotate moves the file, then mcpd gets SIGHUP */
     assert_int_equal(rename(path, moved), 0);
     e.path = "/two";
-    accesslog_write(al, &e); /* still the old file, under its new name */
+    accesslog_write(al, &e); /* for the old file, under its new name */
     assert_int_equal(accesslog_reopen(al), 0);
     e.path = "/three";
     accesslog_write(al, &e);
+    accesslog_flush(al);
     text = slurp(moved);
     assert_non_null(strstr(text, " path=/two "));
     assert_null(strstr(text, " path=/three "));
@@ -207,6 +212,7 @@ static void test_file_and_reopen(void **state)
     assert_int_equal(errno, EISDIR);
     e.path = "/four";
     accesslog_write(al, &e);
+    accesslog_flush(al);
     text = slurp(moved);
     assert_non_null(strstr(text, " path=/three "));
     assert_non_null(strstr(text, " path=/four "));
@@ -218,6 +224,48 @@ static void test_file_and_reopen(void **state)
     tmpdir_remove(dir);
 }
 
+/* Lines go out whole, in order, a buffer at a time: each write is at
+ * most PIPE_BUF bytes, and what is left goes with the last flush. */
+static void test_buffered_lines_stay_whole(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_create("accesslog");
+    char *path = tmpdir_path(dir, "access.log");
+    struct accesslog *al;
+    char err[256];
+    assert_int_equal(accesslog_open(path, &al, err, sizeof err), 0);
+    enum { LINES = 1000 };
+    char p[64];
+    for (int i = 0; i < LINES; i++) {
+        struct accesslog_entry e = entry();
+        snprintf(p, sizeof p, "/n/%d", i);
+        e.path = p;
+        accesslog_write(al, &e);
+    }
+    char *text = slurp(path);
+    size_t early = strlen(text);
+    assert_true(early > 0);                  /* full buffers went out */
+    assert_int_equal(text[early - 1], '\n'); /* whole lines only */
+    free(text);
+    accesslog_free(al); /* writes the rest */
+    text = slurp(path);
+    int n = 0;
+    for (char *line = text; *line; n++) {
+        char want[64];
+        snprintf(want, sizeof want, " path=/n/%d ", n);
+        char *nl = strchr(line, '\n');
+        assert_non_null(nl);
+        *nl = '\0';
+        assert_true(strncmp(line, "time=", 5) == 0);
+        assert_non_null(strstr(line, want));
+        line = nl + 1;
+    }
+    assert_int_equal(n, LINES);
+    free(text);
+    free(path);
+    tmpdir_remove(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -226,6 +274,7 @@ int main(void)
         cmocka_unit_test(test_long_values_are_cut),
         cmocka_unit_test(test_targets),
         cmocka_unit_test(test_file_and_reopen),
+        cmocka_unit_test(test_buffered_lines_stay_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
