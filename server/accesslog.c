@@ -22,7 +22,7 @@ struct accesslog {
     bool owned; /* a file of ours, not stderr */
     char *path;
     atomic_uint_fast64_t errors;
-    /* Whole lines not yet written; written with one write(2), in order. */
+    /* Whole lines not yet written; mu guards them, never a write. */
     pthread_mutex_t mu;
     size_t len;
     unsigned lines;
@@ -63,28 +63,44 @@ int accesslog_open(const char *target, struct accesslog **out, char *err, size_t
     return 0;
 }
 
-/* Writes the buffered lines (mu held). */
-static void drain(struct accesslog *al)
+/* Whole lines taken out of the buffer (mu held), to write with emit()
+ * once it is released: a worker never waits for another's write. */
+struct chunk {
+    size_t len;
+    unsigned lines;
+    char data[PIPE_BUF];
+};
+
+static void take(struct accesslog *al, struct chunk *c)
 {
-    if (al->len == 0)
+    memcpy(c->data, al->buf, al->len);
+    c->len = al->len;
+    c->lines = al->lines;
+    al->len = 0;
+    al->lines = 0;
+}
+
+static void emit(struct accesslog *al, const struct chunk *c)
+{
+    if (c->len == 0)
         return;
     ssize_t w;
     do
-        w = write(al->fd, al->buf, al->len);
+        w = write(al->fd, c->data, c->len);
     while (w < 0 && errno == EINTR);
-    if (w != (ssize_t)al->len)
-        atomic_fetch_add_explicit(&al->errors, al->lines, memory_order_relaxed);
-    al->len = 0;
-    al->lines = 0;
+    if (w != (ssize_t)c->len)
+        atomic_fetch_add_explicit(&al->errors, c->lines, memory_order_relaxed);
 }
 
 void accesslog_flush(struct accesslog *al)
 {
     if (!al)
         return;
+    struct chunk c;
     pthread_mutex_lock(&al->mu);
-    drain(al);
+    take(al, &c);
     pthread_mutex_unlock(&al->mu);
+    emit(al, &c);
 }
 
 int accesslog_reopen(struct accesslog *al)
@@ -249,11 +265,14 @@ void accesslog_write(struct accesslog *al, const struct accesslog_entry *e)
         return;
     char line[ACCESSLOG_LINE_MAX];
     size_t n = accesslog_format(e, line);
+    struct chunk full;
+    full.len = 0;
     pthread_mutex_lock(&al->mu);
     if (al->len + n > sizeof al->buf)
-        drain(al);
+        take(al, &full);
     memcpy(al->buf + al->len, line, n);
     al->len += n;
     al->lines++;
     pthread_mutex_unlock(&al->mu);
+    emit(al, &full);
 }

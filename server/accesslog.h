@@ -4,13 +4,15 @@
  *
  * Lines go to stderr, to a file opened with O_APPEND, or nowhere. A line is
  * formatted on the worker's stack, then appended to a buffer of PIPE_BUF
- * bytes under a mutex held for a copy; the buffer goes out with one
- * write(2) of whole lines when the next line does not fit, and when
- * accesslog_flush() is called (the housekeeper, every
- * ACCESSLOG_FLUSH_MS). A write of at most PIPE_BUF bytes is atomic on a
- * pipe and with O_APPEND, so lines never interleave with other writers',
- * and one write serves about twenty requests: one per line cost ~4 us
- * each and made the workers queue on the file's lock.
+ * bytes under a mutex held only for copies: when the next line does not
+ * fit, the worker takes the buffer's lines out and writes them with one
+ * write(2) after releasing it, and accesslog_flush() (the housekeeper,
+ * every ACCESSLOG_FLUSH_MS) does the same for what is left. A write of at
+ * most PIPE_BUF bytes is atomic on a pipe and with O_APPEND, so lines never
+ * interleave with other writers', and one write serves about twenty
+ * requests: one per line cost ~4 us each and made the workers queue on
+ * the file's lock. Two buffers taken at the same moment may reach the
+ * file in either order.
  * accesslog_reopen() (SIGHUP, for logrotate) writes what is buffered,
  * opens the file again and moves it under the same descriptor with
  * dup3(), so a write meanwhile goes whole to the old file or the new one,
