@@ -39,6 +39,8 @@ static int token_main(int argc, char **argv)
     if (argc < 3)
         return token_usage();
     const char *verb = argv[2];
+    if (strcmp(verb, "--help") == 0 || strcmp(verb, "-h") == 0)
+        return token_usage() & 0;
     const char *owner = NULL, *id_arg = NULL;
     const char *db_path = getenv("MCPD_DB");
     bool db_named = db_path && *db_path;
