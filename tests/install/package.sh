@@ -3,9 +3,9 @@
 # libraries' packages and adduser in Depends, every file under /usr and
 # /etc/default/mcpd, that file a conffile, the maintainer scripts, and units
 # naming /usr/sbin/mcpd. Skipped without cpack and dpkg-dev's tools.
-# usage: package.sh BUILD_DIR VERSION
+# usage: package.sh BUILD_DIR VERSION MAN(ON|OFF)
 . "$(dirname "$0")/lib.sh"
-build=$1 version=$2
+build=$1 version=$2 man=$3
 
 for tool in cpack dpkg-deb dpkg-shlibdeps; do
     command -v "$tool" >/dev/null || skip "$tool not found (Debian packages cmake, dpkg-dev)"
@@ -28,10 +28,13 @@ for dep in adduser libc6 libmicrohttpd12 libsqlite3-0 libjansson4 libcurl4; do
 done
 
 dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./||' | grep -v '/$' | sort >"$tmp/files"
-for f in usr/bin/mcpctl usr/bin/mcplocal usr/sbin/mcpd usr/share/man/man8/mcpd.8 \
-    usr/share/man/man1/mcplocal.1 usr/share/man/man1/mcpctl.1 \
-    usr/lib/systemd/system/mcpd.service usr/lib/systemd/user/mcplocal.service \
-    usr/lib/sysusers.d/mcpd.conf etc/default/mcpd; do
+files=(usr/bin/mcpctl usr/bin/mcplocal usr/sbin/mcpd
+    usr/lib/systemd/system/mcpd.service usr/lib/systemd/user/mcplocal.service
+    usr/lib/sysusers.d/mcpd.conf etc/default/mcpd)
+if [ "$man" = ON ]; then
+    files+=(usr/share/man/man8/mcpd.8 usr/share/man/man1/mcplocal.1 usr/share/man/man1/mcpctl.1)
+fi
+for f in "${files[@]}"; do
     grep -qxF "$f" "$tmp/files" || fail "the package lacks /$f"
 done
 ! grep -vE '^(usr/|etc/default/mcpd$)' "$tmp/files" || fail "files outside /usr and /etc/default/mcpd"
