@@ -13,7 +13,7 @@ void config_defaults(struct server_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     snprintf(cfg->listen_addr, sizeof cfg->listen_addr, "127.0.0.1");
     cfg->listen_port = 8080;
-    snprintf(cfg->db_path, sizeof cfg->db_path, "./mcpd.db");
+    snprintf(cfg->db_path, sizeof cfg->db_path, "%s", MCPD_DEFAULT_DB);
     /* Two workers per CPU, at least 4: idle control streams stay
      * suspended on the workers, and libmicrohttpd walks a worker's whole
      * list of suspended connections on every resume, so 10,000 idle streams
@@ -54,7 +54,8 @@ void config_usage(void)
         "Options (each also settable by the MCPD_* variable shown; flags win):\n"
         "  --listen ADDR:PORT          address to listen on (MCPD_LISTEN, default 127.0.0.1:8080;\n"
         "                              port 0 picks a free port, logged at start)\n"
-        "  --db PATH                   SQLite database file (MCPD_DB, default ./mcpd.db)\n"
+        "  --db PATH                   SQLite database file (MCPD_DB, default\n"
+        "                              " MCPD_DEFAULT_DB ")\n"
         "  --threads N                 HTTP worker threads (MCPD_THREADS, default: two per\n"
         "                              CPU, at least 4, at most 64)\n"
         "  --tls-cert FILE             serve HTTPS with this PEM certificate (chain)\n"

@@ -9,9 +9,11 @@
 #include "server.h"
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int token_usage(void)
 {
@@ -37,16 +39,20 @@ static int token_main(int argc, char **argv)
     if (argc < 3)
         return token_usage();
     const char *verb = argv[2];
+    if (strcmp(verb, "--help") == 0 || strcmp(verb, "-h") == 0)
+        return token_usage() & 0;
     const char *owner = NULL, *id_arg = NULL;
     const char *db_path = getenv("MCPD_DB");
-    if (!db_path || !*db_path)
-        db_path = "./mcpd.db";
+    bool db_named = db_path && *db_path;
+    if (!db_named)
+        db_path = MCPD_DEFAULT_DB;
     for (int i = 3; i < argc; i++) {
         if (strcmp(argv[i], "--owner") == 0 && i + 1 < argc)
             owner = argv[++i];
-        else if (strcmp(argv[i], "--db") == 0 && i + 1 < argc)
+        else if (strcmp(argv[i], "--db") == 0 && i + 1 < argc) {
             db_path = argv[++i];
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            db_named = true;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
             return token_usage() & 0;
         else if (argv[i][0] != '-' && !id_arg)
             id_arg = argv[i];
@@ -54,6 +60,15 @@ static int token_main(int argc, char **argv)
             fprintf(stderr, "mcpd token: unexpected argument '%s'\n", argv[i]);
             return token_usage();
         }
+    }
+    /* The default database is the server's: mcpd creates it, as the user it
+     * runs as. Only one named by --db or MCPD_DB is created here. */
+    if (!db_named && access(db_path, F_OK) != 0) {
+        fprintf(stderr,
+                "mcpd token: no database at '%s' (the default): mcpd creates it when it "
+                "first starts; name another with --db PATH or MCPD_DB\n",
+                db_path);
+        return 1;
     }
     struct db *db;
     char err[512];
