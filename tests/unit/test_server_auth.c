@@ -65,8 +65,8 @@ static void test_owners_and_near_misses(void **state)
     struct fx *f = *state;
     char alice[AUTH_TOKEN_LEN], bob[AUTH_TOKEN_LEN], owner[DB_OWNER_MAX];
     int64_t id;
-    assert_int_equal(auth_token_create(f->db, "alice", alice, &id), DB_OK);
-    assert_int_equal(auth_token_create(f->db, "bob", bob, &id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "alice", false, 0, alice, &id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "bob", false, 0, bob, &id), DB_OK);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(check(f, alice, owner), DB_OK);
         assert_string_equal(owner, "alice");
@@ -95,8 +95,8 @@ static void test_revocation_takes_effect_when_the_cache_expires(void **state)
     int64_t id;
     char other[AUTH_TOKEN_LEN];
     int64_t other_id;
-    assert_int_equal(auth_token_create(f->db, "carol", token, &id), DB_OK);
-    assert_int_equal(auth_token_create(f->db, "dave", other, &other_id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "carol", false, 0, token, &id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "dave", false, 0, other, &other_id), DB_OK);
     int64_t t0 = f->now;
     assert_int_equal(check(f, token, owner), DB_OK);
     /* Another token in between, so the next check is answered from the
@@ -130,7 +130,7 @@ static void test_unknown_token_is_remembered_for_the_negative_ttl(void **state)
     char hash[AUTH_HASH_LEN];
     auth_hash(token, hash);
     int64_t id;
-    assert_int_equal(db_token_insert(f->db, hash, "erin", clock_wall_ms(), &id), DB_OK);
+    assert_int_equal(db_token_insert(f->db, hash, "erin", false, clock_wall_ms(), 0, &id), DB_OK);
     assert_int_equal(check(f, token, owner), DB_NOT_FOUND);
     f->now = t0 + AUTH_NEGATIVE_TTL_MS - 1;
     assert_int_equal(check(f, token, owner), DB_NOT_FOUND);
@@ -177,8 +177,8 @@ static void test_forget_drops_a_cached_token_at_once(void **state)
     struct fx *f = *state;
     char token[AUTH_TOKEN_LEN], other[AUTH_TOKEN_LEN], owner[DB_OWNER_MAX];
     int64_t id, other_id;
-    assert_int_equal(auth_token_create(f->db, "frank", token, &id), DB_OK);
-    assert_int_equal(auth_token_create(f->db, "gina", other, &other_id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "frank", false, 0, token, &id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "gina", false, 0, other, &other_id), DB_OK);
     int64_t t0 = f->now;
     assert_int_equal(check(f, token, owner), DB_OK);
     assert_int_equal(db_token_revoke(f->db, id, clock_wall_ms()), DB_OK);
@@ -213,7 +213,7 @@ static void test_forget_reaches_the_thread_that_accepted_it_last(void **state)
     struct fx *f = *state;
     char token[AUTH_TOKEN_LEN], owner[DB_OWNER_MAX];
     int64_t id;
-    assert_int_equal(auth_token_create(f->db, "hank", token, &id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "hank", false, 0, token, &id), DB_OK);
     int64_t t0 = f->now;
     assert_int_equal(check(f, token, owner), DB_OK);
     assert_int_equal(check(f, token, owner), DB_OK); /* from the memo */
