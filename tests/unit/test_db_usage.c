@@ -1,0 +1,127 @@
+/* Usage rows: batches add to the stored counts (a new row starts at 0),
+ * the listing is ordered by day, owner and Llm, and each filter (days
+ * inclusive, owner, Llm) narrows it. */
+#include "db.h"
+#include "tmpdir.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+struct fx {
+    char *dir;
+    char *path;
+    struct db *db;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof *f);
+    f->dir = tmpdir_create("db-usage");
+    f->path = tmpdir_path(f->dir, "u.db");
+    char err[256];
+    *state = f;
+    return db_open(f->path, &f->db, err, sizeof err) == DB_OK ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    db_close(f->db);
+    free(f->path);
+    tmpdir_remove(f->dir);
+    free(f);
+    return 0;
+}
+
+/* The listing as text, one "day owner llm requests errors prompt
+ * completion" line per row. */
+struct text {
+    char s[2048];
+    size_t len;
+};
+
+static void append(void *ud, const struct db_usage *u)
+{
+    struct text *t = ud;
+    t->len +=
+        (size_t)snprintf(t->s + t->len, sizeof t->s - t->len, "%s %s %s %lld %lld %lld %lld\n",
+                         u->day, u->owner, u->llm, (long long)u->requests, (long long)u->errors,
+                         (long long)u->prompt_tokens, (long long)u->completion_tokens);
+}
+
+static const char *listing(struct fx *f, const char *since, const char *until, const char *owner,
+                           const char *llm)
+{
+    static struct text t;
+    t.len = 0;
+    t.s[0] = '\0';
+    struct db_usage_filter flt = {.since = since, .until = until, .owner = owner, .llm = llm};
+    assert_int_equal(db_usage_list(f->db, &flt, append, &t), DB_OK);
+    return t.s;
+}
+
+static void test_batches_add_up(void **state)
+{
+    struct fx *f = *state;
+    const struct db_usage first[] = {
+        {"2026-12-07", "alice", "m1", 2, 1, 30, 12},
+        {"2026-12-07", "bob", "m1", 1, 0, 5, 5},
+    };
+    assert_int_equal(db_usage_add(f->db, first, 2), DB_OK);
+    const struct db_usage second[] = {
+        {"2026-12-07", "alice", "m1", 3, 0, 10, 8},
+        {"2026-12-08", "alice", "m1", 1, 1, 0, 0},
+    };
+    assert_int_equal(db_usage_add(f->db, second, 2), DB_OK);
+    assert_int_equal(db_usage_add(f->db, NULL, 0), DB_OK);
+    assert_string_equal(listing(f, NULL, NULL, NULL, NULL), "2026-12-07 alice m1 5 1 40 20\n"
+                                                            "2026-12-07 bob m1 1 0 5 5\n"
+                                                            "2026-12-08 alice m1 1 1 0 0\n");
+}
+
+static void test_filters(void **state)
+{
+    struct fx *f = *state;
+    const struct db_usage rows[] = {
+        {"2026-12-09", "bob", "m2", 1, 0, 1, 1},   {"2026-12-07", "alice", "m1", 1, 0, 2, 2},
+        {"2026-12-08", "alice", "m2", 1, 0, 3, 3}, {"2026-12-08", "alice", "m1", 1, 0, 4, 4},
+        {"2026-12-08", "bob", "m1", 1, 0, 5, 5},
+    };
+    assert_int_equal(db_usage_add(f->db, rows, 5), DB_OK);
+    assert_string_equal(listing(f, NULL, NULL, NULL, NULL), "2026-12-07 alice m1 1 0 2 2\n"
+                                                            "2026-12-08 alice m1 1 0 4 4\n"
+                                                            "2026-12-08 alice m2 1 0 3 3\n"
+                                                            "2026-12-08 bob m1 1 0 5 5\n"
+                                                            "2026-12-09 bob m2 1 0 1 1\n");
+    /* days are inclusive at both ends */
+    assert_string_equal(listing(f, "2026-12-08", "2026-12-08", NULL, NULL),
+                        "2026-12-08 alice m1 1 0 4 4\n"
+                        "2026-12-08 alice m2 1 0 3 3\n"
+                        "2026-12-08 bob m1 1 0 5 5\n");
+    assert_string_equal(listing(f, "2026-12-09", NULL, NULL, NULL), "2026-12-09 bob m2 1 0 1 1\n");
+    assert_string_equal(listing(f, NULL, "2026-12-07", NULL, NULL),
+                        "2026-12-07 alice m1 1 0 2 2\n");
+    assert_string_equal(listing(f, NULL, NULL, "bob", NULL), "2026-12-08 bob m1 1 0 5 5\n"
+                                                             "2026-12-09 bob m2 1 0 1 1\n");
+    assert_string_equal(listing(f, NULL, NULL, NULL, "m2"), "2026-12-08 alice m2 1 0 3 3\n"
+                                                            "2026-12-09 bob m2 1 0 1 1\n");
+    assert_string_equal(listing(f, "2026-12-08", NULL, "alice", "m1"),
+                        "2026-12-08 alice m1 1 0 4 4\n");
+    assert_string_equal(listing(f, "2027-01-01", NULL, NULL, NULL), "");
+    assert_string_equal(listing(f, NULL, NULL, "carol", NULL), "");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_batches_add_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_filters, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
