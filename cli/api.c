@@ -123,11 +123,12 @@ int api_status_error(const struct api *a, long status, const char *body, size_t 
 
     switch (status) {
     case 401:
-        return cli_error_set(err, CLI_EXIT_AUTH,
-                             "token rejected by mcpd at '%s' (401): the token from %s is "
-                             "unknown or revoked; run 'mcpctl login --server %s --token TOKEN' "
-                             "with a valid token",
-                             a->url, from, a->url);
+        return cli_error_set(
+            err, CLI_EXIT_AUTH,
+            "token rejected by mcpd at '%s' (401): the token from %s is "
+            "unknown, revoked or expired; run 'mcpctl login --server %s --token TOKEN' "
+            "with a valid token",
+            a->url, from, a->url);
     case 403:
         return cli_error_set(err, CLI_EXIT_AUTH,
                              "mcpd at '%s' refused the token from %s (403%s); use a token "
