@@ -256,6 +256,27 @@ static int connect_api(struct ctx *c, struct api **out)
 
 /* ---- commands ---- */
 
+/* Shows what a get fetched (rc: how fetching went): for the tables,
+ * "nothing" on stderr when empty; else v written in fmt by write. */
+static int show(struct ctx *c, int rc, enum llm_output fmt, const json_t *v, bool empty,
+                const char *nothing, int (*write)(enum llm_output fmt, const json_t *v, FILE *out))
+{
+    if (rc < 0)
+        return -1;
+    if ((fmt == LLM_OUTPUT_TABLE || fmt == LLM_OUTPUT_WIDE) && empty) {
+        fprintf(c->errf, "%s\n", nothing);
+        return 0;
+    }
+    if (write(fmt, v, c->out) < 0)
+        return cli_error_set(c->err, CLI_EXIT_ERROR, "cannot write the output");
+    return 0;
+}
+
+static int write_llms(enum llm_output fmt, const json_t *v, FILE *out)
+{
+    return llm_format_write(fmt, v, clock_wall_ms(), out);
+}
+
 /* get usage: the counts, with the filters given. */
 static int get_usage(struct ctx *c, enum llm_output fmt)
 {
@@ -271,21 +292,11 @@ static int get_usage(struct ctx *c, enum llm_output fmt)
         return -1;
     struct api *a = NULL;
     json_t *v = NULL;
-    int rc = -1;
-    if (connect_api(c, &a) < 0 || api_get_usage(a, &q, &v, c->err) < 0)
-        goto out;
-    if ((fmt == LLM_OUTPUT_TABLE || fmt == LLM_OUTPUT_WIDE) &&
-        json_array_size(json_object_get(v, "usage")) == 0) {
-        fprintf(c->errf, "no usage found\n");
-        rc = 0;
-        goto out;
-    }
-    if (usage_format_write(fmt, v, c->out) < 0) {
-        cli_error_set(c->err, CLI_EXIT_ERROR, "cannot write the output");
-        goto out;
-    }
-    rc = 0;
-out:
+    int rc = connect_api(c, &a);
+    if (rc == 0)
+        rc = api_get_usage(a, &q, &v, c->err);
+    rc = show(c, rc, fmt, v, json_array_size(json_object_get(v, "usage")) == 0, "no usage found",
+              usage_format_write);
     json_decref(v);
     api_free(a);
     return rc;
@@ -317,23 +328,11 @@ static int cmd_get(struct ctx *c)
 
     struct api *a = NULL;
     json_t *v = NULL;
-    int rc = -1;
-    if (connect_api(c, &a) < 0)
-        goto out;
-    if (name ? api_get_llm(a, name, &v, c->err) : api_list_llms(a, &v, c->err))
-        goto out;
-    if ((fmt == LLM_OUTPUT_TABLE || fmt == LLM_OUTPUT_WIDE) && json_is_array(v) &&
-        json_array_size(v) == 0) {
-        fprintf(c->errf, "no Llms found\n");
-        rc = 0;
-        goto out;
-    }
-    if (llm_format_write(fmt, v, clock_wall_ms(), c->out) < 0) {
-        cli_error_set(c->err, CLI_EXIT_ERROR, "cannot write the output");
-        goto out;
-    }
-    rc = 0;
-out:
+    int rc = connect_api(c, &a);
+    if (rc == 0)
+        rc = name ? api_get_llm(a, name, &v, c->err) : api_list_llms(a, &v, c->err);
+    rc = show(c, rc, fmt, v, json_is_array(v) && json_array_size(v) == 0, "no Llms found",
+              write_llms);
     json_decref(v);
     api_free(a);
     return rc;

@@ -17,6 +17,7 @@
 #include "fake_publisher.h"
 #include "http.h"
 #include "mcpd_harness.h"
+#include "proc.h"
 #include "test_env.h"
 #include "usage_support.h"
 
@@ -44,8 +45,11 @@ static void call(struct test_env *env, const char *token, bool stream, struct us
                                 "\"count me\"}]}"
                               : "{\"messages\":[{\"role\":\"user\",\"content\":\"count me\"}]}";
     struct http_resp r;
-    assert_int_equal(
-        test_call(env, "POST", "/api/v1/llms/" LLM "/infer", token, JSON_HDR, body, &r), 0);
+    if (test_call(env, "POST", "/api/v1/llms/" LLM "/infer", token, JSON_HDR, body, &r) != 0) {
+        proc_dump(env->mcpd.proc);
+        fail_msg("%s call: no complete answer (status %ld): %s", stream ? "a streaming" : "a",
+                 r.status, r.body);
+    }
     usage_t_add_answer(c, r.status, r.body);
     http_resp_free(&r);
 }

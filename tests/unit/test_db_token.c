@@ -3,6 +3,7 @@
  * of tokens that ended, and migration 0003 making the tokens of the owner
  * "admin" admin tokens. */
 #include "db.h"
+#include "db_fixture.h"
 #include "migrations.h"
 #include "tmpdir.h"
 
@@ -20,29 +21,15 @@
 #define H2 "2222222222222222222222222222222222222222222222222222222222222222"
 #define H3 "3333333333333333333333333333333333333333333333333333333333333333"
 
-struct fx {
-    char *dir;
-    char *path;
-    struct db *db;
-};
-
 static int setup(void **state)
 {
-    struct fx *f = calloc(1, sizeof *f);
-    f->dir = tmpdir_create("db-token");
-    f->path = tmpdir_path(f->dir, "t.db");
-    char err[256];
-    *state = f;
-    return db_open(f->path, &f->db, err, sizeof err) == DB_OK ? 0 : -1;
+    *state = db_fixture_open("db-token");
+    return *state ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    struct fx *f = *state;
-    db_close(f->db);
-    free(f->path);
-    tmpdir_remove(f->dir);
-    free(f);
+    db_fixture_close(*state);
     return 0;
 }
 
@@ -60,7 +47,7 @@ static void collect(void *ud, const struct db_token *t)
         l->t[l->n++] = *t;
 }
 
-static struct listing list(struct fx *f)
+static struct listing list(struct db_fixture *f)
 {
     struct listing l = {0};
     assert_int_equal(db_token_list(f->db, collect, &l), DB_OK);
@@ -69,7 +56,7 @@ static struct listing list(struct fx *f)
 
 static void test_expiry_and_revocation(void **state)
 {
-    struct fx *f = *state;
+    struct db_fixture *f = *state;
     int64_t id1, id2;
     assert_int_equal(db_token_insert(f->db, H1, "alice", false, 100, 5000, &id1), DB_OK);
     assert_int_equal(db_token_insert(f->db, H2, "root", true, 100, 0, &id2), DB_OK);
@@ -102,7 +89,7 @@ static void test_expiry_and_revocation(void **state)
 
 static void test_last_used_in_batches(void **state)
 {
-    struct fx *f = *state;
+    struct db_fixture *f = *state;
     int64_t id;
     assert_int_equal(db_token_insert(f->db, H1, "alice", false, 100, 0, &id), DB_OK);
     assert_int_equal(db_token_insert(f->db, H2, "bob", false, 100, 0, &id), DB_OK);
@@ -136,7 +123,7 @@ static void on_hash(void *ud, const char *hash)
         snprintf(h->seen[h->n++], sizeof h->seen[0], "%s", hash);
 }
 
-static struct hashes ended(struct fx *f, int64_t since, int64_t now)
+static struct hashes ended(struct db_fixture *f, int64_t since, int64_t now)
 {
     struct hashes h = {0};
     assert_int_equal(db_token_ended_since(f->db, since, now, on_hash, &h), DB_OK);
@@ -147,7 +134,7 @@ static struct hashes ended(struct fx *f, int64_t since, int64_t now)
  * since and now; a token that will expire later is not found yet. */
 static void test_ended_since(void **state)
 {
-    struct fx *f = *state;
+    struct db_fixture *f = *state;
     int64_t id1, id2, id3;
     assert_int_equal(db_token_insert(f->db, H1, "a", false, 0, 0, &id1), DB_OK);
     assert_int_equal(db_token_insert(f->db, H2, "b", false, 0, 2000, &id2), DB_OK);

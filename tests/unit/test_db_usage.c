@@ -2,7 +2,7 @@
  * the listing is ordered by day, owner and Llm, and each filter (days
  * inclusive, owner, Llm) narrows it. */
 #include "db.h"
-#include "tmpdir.h"
+#include "db_fixture.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,62 +13,28 @@
 
 #include <cmocka.h>
 
-struct fx {
-    char *dir;
-    char *path;
-    struct db *db;
-};
-
 static int setup(void **state)
 {
-    struct fx *f = calloc(1, sizeof *f);
-    f->dir = tmpdir_create("db-usage");
-    f->path = tmpdir_path(f->dir, "u.db");
-    char err[256];
-    *state = f;
-    return db_open(f->path, &f->db, err, sizeof err) == DB_OK ? 0 : -1;
+    *state = db_fixture_open("db-usage");
+    return *state ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    struct fx *f = *state;
-    db_close(f->db);
-    free(f->path);
-    tmpdir_remove(f->dir);
-    free(f);
+    db_fixture_close(*state);
     return 0;
 }
 
-/* The listing as text, one "day owner llm requests errors prompt
- * completion" line per row. */
-struct text {
-    char s[2048];
-    size_t len;
-};
-
-static void append(void *ud, const struct db_usage *u)
+static const char *listing(struct db_fixture *f, const char *since, const char *until,
+                           const char *owner, const char *llm)
 {
-    struct text *t = ud;
-    t->len +=
-        (size_t)snprintf(t->s + t->len, sizeof t->s - t->len, "%s %s %s %lld %lld %lld %lld\n",
-                         u->day, u->owner, u->llm, (long long)u->requests, (long long)u->errors,
-                         (long long)u->prompt_tokens, (long long)u->completion_tokens);
-}
-
-static const char *listing(struct fx *f, const char *since, const char *until, const char *owner,
-                           const char *llm)
-{
-    static struct text t;
-    t.len = 0;
-    t.s[0] = '\0';
     struct db_usage_filter flt = {.since = since, .until = until, .owner = owner, .llm = llm};
-    assert_int_equal(db_usage_list(f->db, &flt, append, &t), DB_OK);
-    return t.s;
+    return db_fixture_usage_text(f->db, &flt);
 }
 
 static void test_batches_add_up(void **state)
 {
-    struct fx *f = *state;
+    struct db_fixture *f = *state;
     const struct db_usage first[] = {
         {"2026-12-07", "alice", "m1", 2, 1, 30, 12},
         {"2026-12-07", "bob", "m1", 1, 0, 5, 5},
@@ -87,7 +53,7 @@ static void test_batches_add_up(void **state)
 
 static void test_filters(void **state)
 {
-    struct fx *f = *state;
+    struct db_fixture *f = *state;
     const struct db_usage rows[] = {
         {"2026-12-09", "bob", "m2", 1, 0, 1, 1},   {"2026-12-07", "alice", "m1", 1, 0, 2, 2},
         {"2026-12-08", "alice", "m2", 1, 0, 3, 3}, {"2026-12-08", "alice", "m1", 1, 0, 4, 4},

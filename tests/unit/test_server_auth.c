@@ -7,7 +7,7 @@
 #include "auth.h"
 #include "clock.h"
 #include "db.h"
-#include "tmpdir.h"
+#include "db_fixture.h"
 
 #include <pthread.h>
 #include <setjmp.h>
@@ -21,9 +21,8 @@
 #include <cmocka.h>
 
 struct fx {
-    char *dir;
-    char *path;
-    struct db *db;
+    struct db_fixture *d;
+    struct db *db; /* d's */
     struct auth *auth;
     int64_t now;
 };
@@ -31,15 +30,13 @@ struct fx {
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof *f);
-    f->dir = tmpdir_create("server-auth");
-    f->path = tmpdir_path(f->dir, "t.db");
-    char err[256];
-    if (db_open(f->path, &f->db, err, sizeof err) != DB_OK)
+    *state = f;
+    if (!f || !(f->d = db_fixture_open("server-auth")))
         return -1;
+    f->db = f->d->db;
     f->auth = auth_new(f->db);
     f->now = 1000000;
     clock_set_fake(&f->now);
-    *state = f;
     return 0;
 }
 
@@ -48,9 +45,7 @@ static int teardown(void **state)
     struct fx *f = *state;
     clock_set_fake(NULL);
     auth_free(f->auth);
-    db_close(f->db);
-    free(f->path);
-    tmpdir_remove(f->dir);
+    db_fixture_close(f->d);
     free(f);
     return 0;
 }

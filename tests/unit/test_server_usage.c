@@ -5,8 +5,8 @@
  * by status, flushed in batches and kept when a flush fails. */
 #include "clock.h"
 #include "db.h"
+#include "db_fixture.h"
 #include "db_internal.h"
-#include "tmpdir.h"
 #include "usage.h"
 
 #include <setjmp.h>
@@ -143,9 +143,7 @@ static void test_scan_piece(void **state)
 #define D0 (20429LL * DAY_MS) /* 2025-12-07T00:00:00Z */
 
 struct fx {
-    char *dir;
-    char *path;
-    struct db *db;
+    struct db_fixture *d;
     struct usage *u;
     int64_t now;
 };
@@ -153,15 +151,12 @@ struct fx {
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof *f);
-    f->dir = tmpdir_create("server-usage");
-    f->path = tmpdir_path(f->dir, "u.db");
-    char err[256];
-    if (db_open(f->path, &f->db, err, sizeof err) != DB_OK)
+    *state = f;
+    if (!f || !(f->d = db_fixture_open("server-usage")))
         return -1;
-    f->u = usage_new(f->db);
+    f->u = usage_new(f->d->db);
     f->now = D0;
     clock_set_fake(&f->now);
-    *state = f;
     return f->u ? 0 : -1;
 }
 
@@ -170,35 +165,14 @@ static int teardown(void **state)
     struct fx *f = *state;
     clock_set_fake(NULL);
     usage_free(f->u);
-    db_close(f->db);
-    free(f->path);
-    tmpdir_remove(f->dir);
+    db_fixture_close(f->d);
     free(f);
     return 0;
 }
 
-struct text {
-    char s[1024];
-    size_t len;
-};
-
-static void append(void *ud, const struct db_usage *u)
-{
-    struct text *t = ud;
-    t->len +=
-        (size_t)snprintf(t->s + t->len, sizeof t->s - t->len, "%s %s %s %lld %lld %lld %lld\n",
-                         u->day, u->owner, u->llm, (long long)u->requests, (long long)u->errors,
-                         (long long)u->prompt_tokens, (long long)u->completion_tokens);
-}
-
 static const char *stored(struct fx *f)
 {
-    static struct text t;
-    t.len = 0;
-    t.s[0] = '\0';
-    struct db_usage_filter all = {0};
-    assert_int_equal(db_usage_list(f->db, &all, append, &t), DB_OK);
-    return t.s;
+    return db_fixture_usage_text(f->d->db, NULL);
 }
 
 static void test_counts_per_day_owner_and_llm(void **state)
@@ -233,12 +207,12 @@ static void test_failed_flush_keeps_the_counts(void **state)
 {
     struct fx *f = *state;
     usage_note(f->u, "alice", "m1", 200, 10, 5);
-    assert_int_equal(db_exec(f->db, "PRAGMA query_only = 1"), DB_OK);
+    assert_int_equal(db_exec(f->d->db, "PRAGMA query_only = 1"), DB_OK);
     assert_int_equal(usage_flush(f->u), DB_ERROR);
     usage_note(f->u, "alice", "m1", 200, 1, 1);
     usage_note(f->u, "carol", "m3", 200, 2, 2);
     assert_int_equal(usage_flush(f->u), DB_ERROR);
-    assert_int_equal(db_exec(f->db, "PRAGMA query_only = 0"), DB_OK);
+    assert_int_equal(db_exec(f->d->db, "PRAGMA query_only = 0"), DB_OK);
     assert_int_equal(usage_flush(f->u), DB_OK);
     assert_string_equal(stored(f), "2025-12-07 alice m1 2 0 11 6\n"
                                    "2025-12-07 carol m3 1 0 2 2\n");
