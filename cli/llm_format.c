@@ -1,6 +1,7 @@
 #include "llm_format.h"
 
 #include "table.h"
+#include "clock.h"
 #include "timefmt.h"
 #include "yaml_out.h"
 
@@ -177,7 +178,7 @@ static void put_time(FILE *out, const json_t *v, int64_t now_ms)
         fputs("<none>\n", out);
         return;
     }
-    if (timefmt_parse_rfc3339(ts, &then) < 0) {
+    if (clock_parse_rfc3339(ts, &then) < 0) {
         fprintf(out, "%s\n", ts);
         return;
     }

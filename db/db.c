@@ -39,6 +39,30 @@ int db_exec(struct db *db, const char *sql)
     return sqlite3_exec(db->conn, sql, NULL, NULL, NULL) == SQLITE_OK ? DB_OK : DB_ERROR;
 }
 
+int db_batch(struct db *db, const char *sql, const void *rows, size_t n,
+             void (*bind)(sqlite3_stmt *st, const void *rows, size_t i))
+{
+    if (n == 0)
+        return DB_OK;
+    pthread_mutex_lock(&db->mu);
+    int rc = db_exec(db, "BEGIN IMMEDIATE");
+    if (rc == DB_OK) {
+        sqlite3_stmt *st = db_stmt(db, sql);
+        rc = st ? DB_OK : DB_ERROR;
+        for (size_t i = 0; rc == DB_OK && i < n; i++) {
+            bind(st, rows, i);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                rc = DB_ERROR;
+            db_done(st);
+        }
+        rc = rc == DB_OK ? db_exec(db, "COMMIT") : rc;
+        if (rc != DB_OK)
+            db_exec(db, "ROLLBACK");
+    }
+    pthread_mutex_unlock(&db->mu);
+    return rc;
+}
+
 void db_bind_text(sqlite3_stmt *st, int idx, const char *s)
 {
     if (s)

@@ -1,5 +1,5 @@
 /*
- * db_internal.h - what db.c, llm.c and token.c share. Not for other modules.
+ * db_internal.h - what db.c, llm.c, token.c and usage.c share. Not for other modules.
  */
 #ifndef MCP_DB_INTERNAL_H
 #define MCP_DB_INTERNAL_H
@@ -41,6 +41,11 @@ void db_route_changed(struct db *db);
 void db_done(sqlite3_stmt *st);
 /* Runs sql with no results. DB_OK or DB_ERROR. */
 int db_exec(struct db *db, const char *sql);
+/* Runs sql (a string literal) once per row, all n in one transaction:
+ * bind(st, rows, i) binds row i's parameters. DB_OK, or DB_ERROR with
+ * nothing written. Takes the mutex. */
+int db_batch(struct db *db, const char *sql, const void *rows, size_t n,
+             void (*bind)(sqlite3_stmt *st, const void *rows, size_t i));
 /* Binds text or NULL. */
 void db_bind_text(sqlite3_stmt *st, int idx, const char *s);
 /* Binds an integer, or NULL when v is 0 and zero_is_null. */

@@ -99,6 +99,8 @@ struct broker_call {
     struct buf hbody;
     struct buf headers;
     struct broker_error err;
+    int fail_status;           /* how it failed, once it did (0: it did not) */
+    struct broker_usage usage; /* what the backend reported */
     /* The event stream after an sse head. */
     struct buf events;
     bool ended;
@@ -393,12 +395,15 @@ static void events_error(struct broker *b, struct broker_call *c, const struct b
 static void call_fail(struct broker *b, struct broker_call *c, const struct broker_error *e)
 {
     if (c->state == CALL_SENT || (c->state == CALL_HEAD && c->sse)) {
-        if (!c->ended)
+        if (!c->ended) {
+            c->fail_status = e->status;
             events_error(b, c, e);
+        }
         return;
     }
     if (c->state == CALL_HEAD)
         return; /* a complete answer is already waiting */
+    c->fail_status = e->status;
     c->err = *e;
     c->state = CALL_FAILED;
     unpark(b, c->ep);
@@ -823,7 +828,7 @@ int broker_revoke(struct broker *b, const char *token_hash)
             continue;
         n++;
         if (st->session)
-            session_cut(b, st->session, 502, "the publisher's token was revoked");
+            session_cut(b, st->session, 502, "the publisher's token was revoked or has expired");
         st->ending = true;
         unpark(b, st->ep);
     }
@@ -943,6 +948,16 @@ ssize_t broker_call_read(struct broker *b, struct broker_call *c, char *out, siz
     ssize_t n = queue_read(&c->events, c->ended, c->ep, out, max);
     unlock(b);
     return n;
+}
+
+void broker_call_summary(struct broker *b, struct broker_call *c, struct broker_call_summary *out)
+{
+    lock(b);
+    out->llm = c->llm;
+    out->usage = c->usage;
+    bool answered = (c->state == CALL_HEAD || c->state == CALL_SENT) && (!c->sse || c->ended);
+    out->status = c->fail_status ? c->fail_status : answered ? c->status : 499;
+    unlock(b);
 }
 
 void broker_call_done(struct broker *b, struct broker_call *c)
@@ -1112,6 +1127,15 @@ int broker_deliver(struct broker *b, const char *sid, const char *owner, const c
         rc = 400;
         snprintf(msg, msglen, "task is not streaming: post {status, body}");
         goto out;
+    }
+    struct broker_call *c = t->kind == TASK_INFER ? t->call : NULL;
+    if (c && p->usage.has_prompt) {
+        c->usage.prompt = p->usage.prompt;
+        c->usage.has_prompt = true;
+    }
+    if (c && p->usage.has_completion) {
+        c->usage.completion = p->usage.completion;
+        c->usage.has_completion = true;
     }
     struct broker_error e;
     switch (p->kind) {

@@ -82,6 +82,15 @@ struct broker_error {
     char msg[256];
 };
 
+/* Token counts a backend reported in its "usage", as far as one piece of
+ * its answer says: a count the piece does not have is left unset. */
+struct broker_usage {
+    int64_t prompt;
+    int64_t completion;
+    bool has_prompt;
+    bool has_completion;
+};
+
 struct broker;
 struct broker_stream;
 struct broker_call;
@@ -133,8 +142,8 @@ int broker_results_open(struct broker *b, const char *sid, const char *owner, ui
  * with 502, unless a newer stream has replaced it. */
 void broker_results_cut(struct broker *b, const char *sid, uint64_t serial, const char *why);
 
-/* The token was revoked: every stream it opened ends and the tasks sent
- * down them fail. Returns how many streams were ended. */
+/* The token was revoked or expired: every stream it opened ends and the
+ * tasks sent down them fail. Returns how many streams were ended. */
 int broker_revoke(struct broker *b, const char *token_hash);
 
 /* The seam: queues frame on the session's stream. 0, or -1 when no stream
@@ -184,6 +193,19 @@ int broker_call_head(struct broker *b, struct broker_call *c, struct broker_head
  * BROKER_GONE. */
 ssize_t broker_call_read(struct broker *b, struct broker_call *c, char *out, size_t max);
 
+/* How a call went, for the usage accounting. */
+struct broker_call_summary {
+    const char *llm; /* borrowed: valid until broker_call_done() */
+    /* The status the caller got: the answer's, or the failure's (a stream
+     * that ended with an error event included); 499 when the caller went
+     * away before its answer was complete. */
+    int status;
+    struct broker_usage usage; /* the last count of each kind the backend reported */
+};
+
+/* Fills out for c, which is still the HTTP layer's. */
+void broker_call_summary(struct broker *b, struct broker_call *c, struct broker_call_summary *out);
+
 /* The caller's request is over; c is freed. A task still running is
  * cancelled (a cancel frame goes to its publisher). */
 void broker_call_done(struct broker *b, struct broker_call *c);
@@ -207,7 +229,8 @@ struct broker_piece {
     const char *ctype; /* FINAL: static Content-Type of data */
     const char *data;  /* FINAL body, CHUNK data, EVENTS bytes, ERROR message */
     size_t len;
-    bool done; /* CHUNK */
+    bool done;                 /* CHUNK */
+    struct broker_usage usage; /* counts this piece carries; a later count replaces an earlier */
 };
 
 /* What the route handler must make durable after a delivery. */

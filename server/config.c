@@ -45,7 +45,7 @@ void config_usage(void)
 {
     fputs(
         "usage: mcpd [options]\n"
-        "       mcpd token create --owner NAME [--db PATH]\n"
+        "       mcpd token create --owner NAME [--expires DURATION] [--admin] [--db PATH]\n"
         "       mcpd token list [--db PATH]\n"
         "       mcpd token revoke ID [--db PATH]\n"
         "\n"
@@ -94,7 +94,7 @@ void config_usage(void)
         "  -h, --help                  show this help\n"
         "  --version                   print \"mcpd VERSION\" and exit\n"
         "\n"
-        "DUR is a whole number with ms, s, m or h (a bare number means seconds).\n"
+        "DUR is a whole number with ms, s, m, h or d (a bare number means seconds).\n"
         "SIGTERM or SIGINT shut down cleanly: streams closed, rows inactive, exit 0.\n"
         "At start mcpd raises its open-file limit to the hard limit.\n",
         stdout);

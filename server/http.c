@@ -64,6 +64,7 @@ void http_match_route(const char *url, struct route_match *m)
         {MCP_ROUTE_OPENAI_EMBEDDINGS, R_OPENAI_EMBEDDINGS, "POST"},
         {MCP_ROUTE_OPENAI_RESPONSES, R_OPENAI_RESPONSES, "POST"},
         {MCP_ROUTE_ANTHROPIC_MESSAGES, R_ANTHROPIC_MESSAGES, "POST"},
+        {MCP_ROUTE_USAGE, R_USAGE, "GET"},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
         if (strcmp(url, fixed[i].path) == 0) {
@@ -673,6 +674,8 @@ static enum MHD_Result run_route(struct req *r)
     case R_OPENAI_RESPONSES:
     case R_ANTHROPIC_MESSAGES:
         return relay_openai_route(r);
+    case R_USAGE:
+        return usage_route(r);
     case R_PREFLIGHT:
         return reply_preflight(r);
     case R_NONE:

@@ -39,6 +39,7 @@ enum route {
     R_OPENAI_CHAT,
     R_OPENAI_MODELS,
     R_OPENAI_MODEL,       /* GET /v1/models/{id} */
+    R_USAGE,              /* GET /api/v1/usage */
     R_OPENAI_COMPLETIONS, /* the relayed /v1 routes besides chat: */
     R_OPENAI_EMBEDDINGS,
     R_OPENAI_RESPONSES,

@@ -14,6 +14,7 @@
 #include "jsonscan.h"
 #include "log.h"
 #include "routes.h"
+#include "usage.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -306,6 +307,10 @@ enum MHD_Result relay_resume(struct req *r)
 
 void relay_done(struct req *r)
 {
+    struct broker_call_summary s;
+    broker_call_summary(r->srv->broker, r->call, &s);
+    usage_note(r->srv->usage, r->owner, s.llm, s.status, s.usage.has_prompt ? s.usage.prompt : 0,
+               s.usage.has_completion ? s.usage.completion : 0);
     broker_call_done(r->srv->broker, r->call);
     r->call = NULL;
 }
@@ -518,9 +523,11 @@ static int deliver(struct req *r, const char *sid, const char *task_id,
                    const struct broker_piece *p, char *msg, size_t msglen)
 {
     struct server *srv = r->srv;
+    struct broker_piece counted = *p;
+    usage_scan_piece(&counted); /* the backend's token counts, when the piece has them */
     struct broker_outcome out;
-    int status =
-        broker_deliver(srv->broker, sid, r->owner, task_id, p, clock_mono_ms(), &out, msg, msglen);
+    int status = broker_deliver(srv->broker, sid, r->owner, task_id, &counted, clock_mono_ms(),
+                                &out, msg, msglen);
     if (out.woke[0]) {
         if (db_llm_set_status(srv->db, out.woke, MCP_STATUS_ACTIVE, clock_wall_ms()) != DB_OK)
             log_error("'%s' woke but its row could not be marked active: %s", out.woke,

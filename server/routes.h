@@ -60,6 +60,9 @@ enum MHD_Result relay_results_end(struct req *r);
 void relay_results_done(struct req *r);
 void relay_results_peer_gone(struct req *r);
 
+/* ---- usage_route.c: GET /api/v1/usage ---- */
+enum MHD_Result usage_route(struct req *r);
+
 /* The routing cache: an Llm's kind, status and session, valid while the
  * database's route generation stands still (db_route_generation()). Any
  * thread. */

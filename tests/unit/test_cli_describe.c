@@ -7,6 +7,7 @@
 
 #include "cli_support.h"
 #include "llm_format.h"
+#include "clock.h"
 #include "timefmt.h"
 
 #include <jansson.h>
@@ -40,7 +41,7 @@ static char *describe_as(enum llm_output fmt, const json_t *v, int64_t now)
 static int64_t at(const char *ts)
 {
     int64_t ms;
-    assert_int_equal(timefmt_parse_rfc3339(ts, &ms), 0);
+    assert_int_equal(clock_parse_rfc3339(ts, &ms), 0);
     return ms;
 }
 

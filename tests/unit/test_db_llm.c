@@ -1,7 +1,7 @@
 /* The register upsert rules, heartbeat revival, stream-close deactivation
  * and GC decisions at their boundaries, with time passed in. */
 #include "db.h"
-#include "tmpdir.h"
+#include "db_fixture.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,31 +12,15 @@
 
 #include <cmocka.h>
 
-struct fx {
-    char *dir;
-    char *path;
-    struct db *db;
-};
-
 static int setup(void **state)
 {
-    struct fx *f = calloc(1, sizeof *f);
-    f->dir = tmpdir_create("db-llm");
-    f->path = tmpdir_path(f->dir, "t.db");
-    char err[256];
-    if (db_open(f->path, &f->db, err, sizeof err) != DB_OK)
-        return -1;
-    *state = f;
-    return 0;
+    *state = db_fixture_open("db-llm");
+    return *state ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    struct fx *f = *state;
-    db_close(f->db);
-    free(f->path);
-    tmpdir_remove(f->dir);
-    free(f);
+    db_fixture_close(*state);
     return 0;
 }
 
@@ -46,13 +30,13 @@ static struct provider_input P(const char *name) {
 }
 
 static int
-reg(struct fx *f, const char *owner, const char *sid_in, struct provider_input *in, size_t n,
-    int64_t now, char sid[DB_SESSION_ID_LEN], char *conflict)
+reg(struct db_fixture *f, const char *owner, const char *sid_in, struct provider_input *in,
+    size_t n, int64_t now, char sid[DB_SESSION_ID_LEN], char *conflict)
 {
     return db_register(f->db, owner, sid_in, in, n, now, sid, conflict, 128);
 }
 
-static char *status_of(struct fx *f, const char *name)
+static char *status_of(struct db_fixture *f, const char *name)
 {
     static char buf[32];
     struct llm_row row;
@@ -65,7 +49,7 @@ static char *status_of(struct fx *f, const char *name)
 
 static void test_rule1_insert_and_rule2_update(void **state)
 {
-    struct fx *f = *state;
+    struct db_fixture *f = *state;
     char sid[DB_SESSION_ID_LEN], c[128];
     struct provider_input p = P("a");
     p.initial_status = "hibernating";
@@ -99,7 +83,7 @@ static void test_rule1_insert_and_rule2_update(void **state)
 
 static void test_rule3_adopt_and_rule4_refusals(void **state)
 {
-    struct fx *f = *state;
+    struct db_fixture *f = *state;
     char s1[DB_SESSION_ID_LEN], s2[DB_SESSION_ID_LEN], s3[DB_SESSION_ID_LEN], c[128] = "";
     struct provider_input p = P("x");
     assert_int_equal(reg(f, "alice", NULL, &p, 1, 1000, s1, c), DB_OK);
@@ -127,7 +111,7 @@ static void test_rule3_adopt_and_rule4_refusals(void **state)
 
 static void test_all_or_nothing(void **state)
 {
-    struct fx *f = *state;
+    struct db_fixture *f = *state;
     char s1[DB_SESSION_ID_LEN], s2[DB_SESSION_ID_LEN], c[128];
     struct provider_input held = P("held");
     assert_int_equal(reg(f, "alice", NULL, &held, 1, 1000, s1, c), DB_OK);
@@ -143,7 +127,7 @@ static void test_all_or_nothing(void **state)
 
 static void test_heartbeat_revives_not_hibernating(void **state)
 {
-    struct fx *f = *state;
+    struct db_fixture *f = *state;
     char s[DB_SESSION_ID_LEN], c[128];
     struct provider_input in[] = {P("h1"), P("h2")};
     in[1].initial_status = "hibernating";
@@ -169,7 +153,7 @@ static void test_heartbeat_revives_not_hibernating(void **state)
 
 static void test_gc_boundaries(void **state)
 {
-    struct fx *f = *state;
+    struct db_fixture *f = *state;
     char s[DB_SESSION_ID_LEN], c[128];
     struct provider_input in[] = {P("g1"), P("g2")};
     in[1].initial_status = "hibernating";

@@ -1,7 +1,8 @@
 /* The broker's rules with a fake clock and fake endpoints: task frames,
  * final and streamed results, result routing and tombstones, cancels,
  * timeouts, wakes, session replacement, revocation, GC, features,
- * backpressure, park refusal and shutdown. */
+ * backpressure, park refusal, shutdown, and the summary of a call that the
+ * usage accounting takes. */
 #include "broker.h"
 
 #include <jansson.h>
@@ -1682,6 +1683,130 @@ static void test_shutdown(void **state)
     pub_close(f, &p, true);
 }
 
+/* ---- the summary of a call, for the usage accounting ---- */
+
+static struct broker_call_summary summary(struct fx *f, struct broker_call *c)
+{
+    struct broker_call_summary s;
+    broker_call_summary(f->b, c, &s);
+    return s;
+}
+
+static void expect_summary(struct fx *f, struct broker_call *c, const char *llm, int status,
+                           int64_t prompt, int64_t completion)
+{
+    struct broker_call_summary s = summary(f, c);
+    assert_string_equal(s.llm, llm);
+    assert_int_equal(s.status, status);
+    assert_int_equal(s.usage.has_prompt, prompt >= 0);
+    assert_int_equal(s.usage.has_completion, completion >= 0);
+    if (prompt >= 0)
+        assert_int_equal(s.usage.prompt, prompt);
+    if (completion >= 0)
+        assert_int_equal(s.usage.completion, completion);
+}
+
+/* A whole answer: its status and the counts its piece carried. */
+static void test_summary_of_an_answer(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    struct fake_ep ep;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ep, req("llm-a", SID_A), id);
+    expect_summary(f, c, "llm-a", 499, -1, -1); /* nothing answered yet */
+    struct broker_piece pc = {
+        .kind = PIECE_FINAL,
+        .status = 200,
+        .ctype = "application/json",
+        .data = "{}",
+        .len = 2,
+        .usage = {.prompt = 5, .completion = 7, .has_prompt = true, .has_completion = true}};
+    assert_int_equal(deliver(f, &p, id, &pc, NULL), 200);
+    expect_summary(f, c, "llm-a", 200, 5, 7); /* the answer waits to be taken: it was given */
+    struct broker_head h;
+    struct broker_error err;
+    assert_int_equal(broker_call_head(f->b, c, &h, &err), 1);
+    free(h.body);
+    free(h.headers);
+    expect_summary(f, c, "llm-a", 200, 5, 7);
+    broker_call_done(f->b, c);
+
+    /* A backend's refusal is the caller's status, and an error. */
+    c = start_task(f, &p, &ep, req("llm-a", SID_A), id);
+    assert_int_equal(final(f, &p, id, 429, "{\"error\":\"slow down\"}"), 200);
+    expect_summary(f, c, "llm-a", 429, -1, -1);
+    broker_call_done(f->b, c);
+
+    /* A publisher's error, before anything was sent. */
+    c = start_task(f, &p, &ep, req("llm-a", SID_A), id);
+    assert_int_equal(events(f, &p, id, PIECE_ERROR, "no gpu"), 200);
+    failure(f, c, 502);
+    expect_summary(f, c, "llm-a", 502, -1, -1);
+    broker_call_done(f->b, c);
+
+    /* A caller that leaves before its answer. */
+    c = start_task(f, &p, &ep, req("llm-a", SID_A), id);
+    expect_summary(f, c, "llm-a", 499, -1, -1);
+    broker_call_done(f->b, c);
+    pub_close(f, &p, true);
+}
+
+/* A stream: a later count replaces an earlier one (Anthropic's
+ * message_delta after its message_start), a count a piece does not have
+ * stays; a stream that broke off is an error even after its start. */
+static void test_summary_of_a_stream(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, BROKER_FEAT_STREAMED);
+    struct broker_call_req rq = req("llm-s", SID_A);
+    rq.streaming = true;
+    struct fake_ep ep;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ep, rq, id);
+    struct broker_piece start_ev = {
+        .kind = PIECE_EVENTS,
+        .data = "event: message_start\ndata: {}\n\n",
+        .len = strlen("event: message_start\ndata: {}\n\n"),
+        .usage = {.prompt = 11, .completion = 1, .has_prompt = true, .has_completion = true}};
+    assert_int_equal(deliver(f, &p, id, &start_ev, NULL), 200);
+    sse_head(f, c);
+    expect_summary(f, c, "llm-s", 499, 11, 1); /* streaming, not over */
+    struct broker_piece delta = {.kind = PIECE_EVENTS,
+                                 .data = "event: message_delta\ndata: {}\n\n",
+                                 .len = strlen("event: message_delta\ndata: {}\n\n"),
+                                 .usage = {.completion = 42, .has_completion = true}};
+    assert_int_equal(deliver(f, &p, id, &delta, NULL), 200);
+    assert_int_equal(events(f, &p, id, PIECE_EVENTS_END, NULL), 200);
+    expect_summary(f, c, "llm-s", 200, 11, 42);
+    broker_call_done(f->b, c);
+
+    /* Per-chunk posts, the last chunk with OpenAI's usage. */
+    c = start_task(f, &p, &ep, rq, id);
+    assert_int_equal(chunk(f, &p, id, "{\"choices\":[]}", false), 200);
+    struct broker_piece last = {
+        .kind = PIECE_CHUNK,
+        .data = "{\"choices\":[]}",
+        .len = strlen("{\"choices\":[]}"),
+        .done = true,
+        .usage = {.prompt = 3, .completion = 9, .has_prompt = true, .has_completion = true}};
+    assert_int_equal(deliver(f, &p, id, &last, NULL), 200);
+    sse_head(f, c);
+    expect_summary(f, c, "llm-s", 200, 3, 9);
+    broker_call_done(f->b, c);
+
+    /* Broken off after its start: the error event's status. */
+    c = start_task(f, &p, &ep, rq, id);
+    assert_int_equal(events(f, &p, id, PIECE_EVENTS, "data: {}\n\n"), 200);
+    sse_head(f, c);
+    assert_int_equal(events(f, &p, id, PIECE_EVENTS_CUT, NULL), 200);
+    expect_summary(f, c, "llm-s", 502, -1, -1);
+    broker_call_done(f->b, c);
+    pub_close(f, &p, true);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1720,6 +1845,8 @@ int main(void)
         T(test_stream_keeping_up),
         T(test_park_refused),
         T(test_shutdown),
+        T(test_summary_of_an_answer),
+        T(test_summary_of_a_stream),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
