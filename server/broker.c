@@ -1527,6 +1527,8 @@ void broker_stats(struct broker *b, struct broker_stats *out)
     out->tasks = HASH_COUNT(b->tasks);
     out->calls = b->ncalls;
     out->wakes = HASH_COUNT(b->wake_by_llm);
+    for (struct pool *p = b->pools; p; p = p->hh.next)
+        out->wakes += p->wake != NULL;
     out->tombstones = b->ntombs;
     out->overflows = b->overflows;
     unlock(b);
