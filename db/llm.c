@@ -31,6 +31,20 @@ void llm_rows_free(struct llm_row *rows, size_t n)
     free(rows);
 }
 
+/* arr with room for element count (of size bytes; *cap of them fit now):
+ * the same array, a larger one, or NULL (arr still valid) when out of
+ * memory. */
+static void *room_for(void *arr, size_t *cap, size_t count, size_t size)
+{
+    if (count < *cap)
+        return arr;
+    size_t n = *cap ? *cap * 2 : 16;
+    void *p = realloc(arr, n * size);
+    if (p)
+        *cap = n;
+    return p;
+}
+
 static void read_row(sqlite3_stmt *st, struct llm_row *r)
 {
     r->id = db_col_strdup(st, 0);
@@ -474,13 +488,10 @@ int db_pool_members(struct db *db, const char *pool, struct pool_member **out, s
     if (st) {
         db_bind_text(st, 1, pool);
         while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-            if (count == cap) {
-                cap = cap ? cap * 2 : 8;
-                struct pool_member *p = realloc(m, cap * sizeof *m);
-                if (!p)
-                    break;
-                m = p;
-            }
+            struct pool_member *p = room_for(m, &cap, count, sizeof *m);
+            if (!p)
+                break;
+            m = p;
             snprintf(m[count].name, sizeof m[count].name, "%s",
                      (const char *)sqlite3_column_text(st, 0));
             read_route(st, 1, &m[count].route);
@@ -535,13 +546,10 @@ static int list_rows(struct db *db, const char *sql, const char *arg, struct llm
             db_bind_text(st, 1, arg);
         int s;
         while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-            if (count == cap) {
-                cap = cap ? cap * 2 : 16;
-                struct llm_row *p = realloc(out, cap * sizeof *out);
-                if (!p)
-                    break;
-                out = p;
-            }
+            struct llm_row *p = room_for(out, &cap, count, sizeof *out);
+            if (!p)
+                break;
+            out = p;
             memset(&out[count], 0, sizeof out[count]);
             read_row(st, &out[count++]);
         }

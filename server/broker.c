@@ -270,8 +270,9 @@ static struct session *session_find(struct broker *b, const char *sid)
     return s;
 }
 
-static struct session *session_get(struct broker *b, const char *sid, const char *owner,
-                                   int64_t now)
+/* The record of session sid, made when there is none yet. NULL when out
+ * of memory. */
+static struct session *session_make(struct broker *b, const char *sid, int64_t now)
 {
     struct session *s = session_find(b, sid);
     if (!s) {
@@ -279,8 +280,18 @@ static struct session *session_get(struct broker *b, const char *sid, const char
         if (!s)
             return NULL;
         snprintf(s->id, sizeof s->id, "%s", sid);
+        s->last_seen = now;
         HASH_ADD_STR(b->sessions, id, s);
     }
+    return s;
+}
+
+static struct session *session_get(struct broker *b, const char *sid, const char *owner,
+                                   int64_t now)
+{
+    struct session *s = session_make(b, sid, now);
+    if (!s)
+        return NULL;
     snprintf(s->owner, sizeof s->owner, "%s", owner);
     s->last_seen = now;
     return s;
@@ -858,20 +869,13 @@ static void task_fail_over(struct broker *b, struct task *t, const struct broker
         m->failovers++;
 }
 
-/* The session of sid for a pool member: found, or made as a record that
- * a stream may bind later. NULL when out of memory. */
+/* The session of sid for a pool member, pinned: found, or made as a
+ * record that a stream may bind later. NULL when out of memory. */
 static struct session *session_ref(struct broker *b, const char *sid)
 {
-    struct session *s = session_find(b, sid);
-    if (!s) {
-        s = calloc(1, sizeof *s);
-        if (!s)
-            return NULL;
-        snprintf(s->id, sizeof s->id, "%s", sid);
-        s->last_seen = b->now;
-        HASH_ADD_STR(b->sessions, id, s);
-    }
-    s->pool_refs++;
+    struct session *s = session_make(b, sid, b->now);
+    if (s)
+        s->pool_refs++;
     return s;
 }
 

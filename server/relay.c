@@ -173,38 +173,26 @@ static void publisher_stalled(struct server *srv, const char *session)
     pthread_mutex_unlock(&srv->life_mu);
 }
 
-/* An inference that names pool (or a member of it): any member able to
- * take it may serve it, as the broker picks. */
-static enum MHD_Result start_pool_inference(struct req *r, const char *name, const char *pool,
-                                            uint64_t gen, bool streaming, const char *path,
-                                            unsigned needs)
+/* Starts a call that names a pool (rq->pool, at route generation
+ * rq->pool_gen): any member able to take it may serve it, as the broker
+ * picks. */
+static enum MHD_Result start_pool_call(struct req *r, const struct broker_call_req *rq)
 {
     struct server *srv = r->srv;
-    struct broker_call_req rq = {
-        .llm = name,
-        .pool = pool,
-        .pool_gen = gen,
-        .needs = needs,
-        .streaming = streaming,
-        .anthropic = r->anthropic,
-        .path = path,
-        .body = r->body.data,
-        .body_len = r->body.len,
-    };
     struct broker_error err;
-    r->call = broker_call_start(srv->broker, &rq, &r->ep, clock_mono_ms(), &err);
+    r->call = broker_call_start(srv->broker, rq, &r->ep, clock_mono_ms(), &err);
     if (!r->call && err.status == 0) {
         /* The broker's record of the pool is older than the route: load
          * it (at the route's generation) and start again. */
-        if (pool_load(srv, pool, gen) < 0)
-            return http_reply_error(r, 500, "cannot read pool '%s'", pool);
-        r->call = broker_call_start(srv->broker, &rq, &r->ep, clock_mono_ms(), &err);
+        if (pool_load(srv, rq->pool, rq->pool_gen) < 0)
+            return http_reply_error(r, 500, "cannot read pool '%s'", rq->pool);
+        r->call = broker_call_start(srv->broker, rq, &r->ep, clock_mono_ms(), &err);
         if (!r->call && err.status == 0)
-            return http_reply_error(r, 500, "pool '%s' changed while routing", pool);
+            return http_reply_error(r, 500, "pool '%s' changed while routing", rq->pool);
     }
     if (!r->call)
         return http_reply_failure(r, (unsigned)err.status, err.retry_after, err.code, err.msg);
-    log_debug("infer '%s' sent to pool '%s'", name, pool);
+    log_debug("infer '%s' sent to pool '%s'", rq->llm, rq->pool);
     return MHD_YES; /* parked: relay_resume() answers */
 }
 
@@ -219,18 +207,8 @@ static enum MHD_Result start_inference(struct req *r, const char *name, bool str
         return http_reply_error(r, 404, "no Llm named '%s'", name);
     if (rc != DB_OK)
         return http_reply_error(r, 500, "database error");
-    if (route.pool[0])
-        return start_pool_inference(r, name, route.pool, gen, streaming, path, needs);
-    if (!route.is_virtual)
-        return http_reply_error(
-            r, 501, "Llm '%s' is not virtual; this server relays only virtual Llms", name);
-    if (strcmp(route.status, MCP_STATUS_INACTIVE) == 0)
-        return http_reply_failure(r, 503, RETRY_AFTER_OFFLINE, NULL,
-                                  "Llm is inactive: its publisher is offline");
     struct broker_call_req rq = {
         .llm = name,
-        .session = route.session,
-        .hibernating = strcmp(route.status, MCP_STATUS_HIBERNATING) == 0,
         .needs = needs,
         .streaming = streaming,
         .anthropic = r->anthropic,
@@ -238,6 +216,19 @@ static enum MHD_Result start_inference(struct req *r, const char *name, bool str
         .body = r->body.data,
         .body_len = r->body.len,
     };
+    if (route.pool[0]) {
+        rq.pool = route.pool;
+        rq.pool_gen = gen;
+        return start_pool_call(r, &rq);
+    }
+    if (!route.is_virtual)
+        return http_reply_error(
+            r, 501, "Llm '%s' is not virtual; this server relays only virtual Llms", name);
+    if (strcmp(route.status, MCP_STATUS_INACTIVE) == 0)
+        return http_reply_failure(r, 503, RETRY_AFTER_OFFLINE, NULL,
+                                  "Llm is inactive: its publisher is offline");
+    rq.session = route.session;
+    rq.hibernating = strcmp(route.status, MCP_STATUS_HIBERNATING) == 0;
     struct broker_error err;
     r->call = broker_call_start(srv->broker, &rq, &r->ep, clock_mono_ms(), &err);
     if (!r->call) {

@@ -81,25 +81,33 @@ static int teardown(void **state)
     return 0;
 }
 
-/* How many infer tasks publisher i was sent. */
-static int infers(struct pool_fx *f, int i)
+/* How many tasks of kind publisher i was sent. */
+static int tasks_of(struct pool_fx *f, int i, const char *kind)
 {
+    char needle[64];
+    snprintf(needle, sizeof needle, "\"kind\":\"%s\"", kind);
     char *t = fake_publisher_transcript(f->fp[i]);
     int n = 0;
-    for (char *p = strstr(t, "\"kind\":\"infer\""); p; p = strstr(p + 1, "\"kind\":\"infer\""))
+    for (char *p = strstr(t, needle); p; p = strstr(p + 1, needle))
         n++;
     free(t);
     return n;
 }
 
+static int infers(struct pool_fx *f, int i)
+{
+    return tasks_of(f, i, "infer");
+}
+
 static int wakes(struct pool_fx *f, int i)
 {
-    char *t = fake_publisher_transcript(f->fp[i]);
-    int n = 0;
-    for (char *p = strstr(t, "\"kind\":\"wake\""); p; p = strstr(p + 1, "\"kind\":\"wake\""))
-        n++;
-    free(t);
-    return n;
+    return tasks_of(f, i, "wake");
+}
+
+static void script_all(struct pool_fx *f, const struct fp_script *s)
+{
+    for (int i = 0; i < MEMBERS; i++)
+        fake_publisher_set_script(f->fp[i], s);
 }
 
 /* ---- callers ---- */
@@ -210,8 +218,7 @@ static void test_fair_share(void **state)
 {
     struct pool_fx *f = *state;
     struct fp_script s = {.mode = FP_ANSWER, .delay_ms = 5, .chunks = 2};
-    for (int i = 0; i < MEMBERS; i++)
-        fake_publisher_set_script(f->fp[i], &s);
+    script_all(f, &s);
     struct callers c;
     callers_start(&c, f, 300, true, false);
     callers_finish(&c);
@@ -256,8 +263,7 @@ static void test_member_killed_mid_run(void **state)
 {
     struct pool_fx *f = *state;
     struct fp_script s = {.mode = FP_ANSWER, .delay_ms = 30, .chunks = 1};
-    for (int i = 0; i < MEMBERS; i++)
-        fake_publisher_set_script(f->fp[i], &s);
+    script_all(f, &s);
     struct callers c;
     callers_start(&c, f, 300, true, true);
     wait_answered(&c.run, 100); /* a third of the run behind, every member busy */
@@ -303,8 +309,7 @@ static void test_backend_answer_not_retried(void **state)
 {
     struct pool_fx *f = *state;
     struct fp_script busy = {.mode = FP_STATUS, .status = 503};
-    for (int i = 0; i < MEMBERS; i++)
-        fake_publisher_set_script(f->fp[i], &busy);
+    script_all(f, &busy);
     struct http_resp r;
     test_call(f->env, "POST", "/v1/chat/completions", f->env->mcpd.token, JSON_HDR,
               "{\"model\":\"qwen\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &r);
@@ -320,8 +325,7 @@ static void test_all_asleep_one_wake(void **state)
 {
     struct pool_fx *f = *state;
     struct fp_script s = {.mode = FP_ANSWER, .wake_delay_ms = 300};
-    for (int i = 0; i < MEMBERS; i++)
-        fake_publisher_set_script(f->fp[i], &s);
+    script_all(f, &s);
     struct callers c;
     callers_start(&c, f, 24, false, false);
     callers_finish(&c);

@@ -1730,6 +1730,25 @@ static struct counts pool_counts(struct fx *f)
     return c;
 }
 
+/* Opens n (up to 3) publishers of OWNER on SID_A, SID_B and SID_C, with
+ * features[i] (NULL: none). */
+static void pubs_open(struct fx *f, struct pub *p, int n, const unsigned *features)
+{
+    static const char *const sids[] = {SID_A, SID_B, SID_C};
+    for (int i = 0; i < n; i++)
+        pub_open(f, &p[i], sids[i], OWNER, HASH_1, features ? features[i] : 0);
+}
+
+/* Ends n calls and closes np publishers; nothing may be left in flight. */
+static void pool_done(struct fx *f, struct broker_call **c, int n, struct pub *p, int np)
+{
+    for (int i = 0; i < n; i++)
+        broker_call_done(f->b, c[i]);
+    for (int i = 0; i < np; i++)
+        pub_close(f, &p[i], true);
+    assert_no_tasks(f);
+}
+
 /* The broker asks for the pool until it has a record at the call's
  * generation or newer. */
 static void test_pool_record_generation(void **state)
@@ -1771,8 +1790,7 @@ static void test_pool_least_inflight(void **state)
     struct fx *f = *state;
     set_max_inflight(f, 16);
     struct pub p[3];
-    pub_open(f, &p[0], SID_A, OWNER, HASH_1, 0);
-    pub_open(f, &p[1], SID_B, OWNER, HASH_1, 0);
+    pubs_open(f, p, 2, NULL);
     pub_open(f, &p[2], SID_C, "bob", HASH_2, 0); /* members may have several owners */
     pool_of(f, GEN, 3, 0);
     /* A has two tasks in flight (of another Llm on the same publisher), B one */
@@ -1803,11 +1821,7 @@ static void test_pool_least_inflight(void **state)
     assert_int_equal(n.requests[2], 3);
     for (int i = 0; i < 6; i++)
         broker_call_done(f->b, c[i]);
-    for (int i = 0; i < 3; i++) {
-        broker_call_done(f->b, single[i]);
-        pub_close(f, &p[i], true);
-    }
-    assert_no_tasks(f);
+    pool_done(f, single, 3, p, 3);
 }
 
 /* Calls answered one by one go round the members exactly; a burst that is
@@ -1817,9 +1831,7 @@ static void test_pool_even_spread(void **state)
     struct fx *f = *state;
     set_max_inflight(f, 64);
     struct pub p[3];
-    pub_open(f, &p[0], SID_A, OWNER, HASH_1, 0);
-    pub_open(f, &p[1], SID_B, OWNER, HASH_1, 0);
-    pub_open(f, &p[2], SID_C, OWNER, HASH_1, 0);
+    pubs_open(f, p, 3, NULL);
     pool_of(f, GEN, 3, 0);
     char id[BROKER_ID_LEN], llm[BROKER_NAME_MAX];
     int served[3] = {0};
@@ -1859,11 +1871,7 @@ static void test_pool_even_spread(void **state)
         c[i] = start(f, &ce[i], pool_req());
         assert_int_equal(task_went_to(f, p, 3, ids[i], llm), 1);
     }
-    for (int i = 0; i < 120; i++)
-        broker_call_done(f->b, c[i]);
-    for (int i = 0; i < 3; i++)
-        pub_close(f, &p[i], true);
-    assert_no_tasks(f);
+    pool_done(f, c, 120, p, 3);
 }
 
 /* Members at --max-inflight are skipped; when all active ones are, the
@@ -1872,9 +1880,7 @@ static void test_pool_max_inflight(void **state)
 {
     struct fx *f = *state; /* max_inflight 4 */
     struct pub p[3];
-    pub_open(f, &p[0], SID_A, OWNER, HASH_1, 0);
-    pub_open(f, &p[1], SID_B, OWNER, HASH_1, 0);
-    pub_open(f, &p[2], SID_C, OWNER, HASH_1, 0);
+    pubs_open(f, p, 3, NULL);
     pool_of(f, GEN, 3, 1u << 2); /* C sleeps */
     struct fake_ep ce[8];
     struct broker_call *c[8];
@@ -1895,11 +1901,7 @@ static void test_pool_max_inflight(void **state)
     struct broker_call *c9 = start(f, &ce9, pool_req());
     assert_int_equal(task_went_to(f, p, 3, id, llm), 0);
     broker_call_done(f->b, c9);
-    for (int i = 1; i < 8; i++)
-        broker_call_done(f->b, c[i]);
-    for (int i = 0; i < 3; i++)
-        pub_close(f, &p[i], true);
-    assert_no_tasks(f);
+    pool_done(f, c + 1, 7, p, 3);
 }
 
 /* A hibernating member is woken only when no member is active, and only
@@ -1909,8 +1911,7 @@ static void test_pool_hibernating_last_resort(void **state)
 {
     struct fx *f = *state;
     struct pub p[2];
-    pub_open(f, &p[0], SID_A, OWNER, HASH_1, 0);
-    pub_open(f, &p[1], SID_B, OWNER, HASH_1, 0);
+    pubs_open(f, p, 2, NULL);
     pool_of(f, GEN, 3, 1u << 0 | 1u << 1); /* A and B sleep; C has no stream */
 
     struct fake_ep e1, e2, e3;
@@ -1981,8 +1982,7 @@ static void test_pool_active_before_asleep(void **state)
 {
     struct fx *f = *state;
     struct pub p[2];
-    pub_open(f, &p[0], SID_A, OWNER, HASH_1, 0);
-    pub_open(f, &p[1], SID_B, OWNER, HASH_1, 0);
+    pubs_open(f, p, 2, NULL);
     pool_of(f, GEN, 2, 1u << 0); /* A sleeps */
     struct fake_ep ce[3];
     struct broker_call *c[3];
@@ -1991,11 +1991,7 @@ static void test_pool_active_before_asleep(void **state)
         c[i] = start(f, &ce[i], pool_req());
         assert_int_equal(task_went_to(f, p, 2, id, llm), 1);
     }
-    for (int i = 0; i < 3; i++)
-        broker_call_done(f->b, c[i]);
-    for (int i = 0; i < 2; i++)
-        pub_close(f, &p[i], true);
-    assert_no_tasks(f);
+    pool_done(f, c, 3, p, 2);
 }
 
 /* Calls that need a feature skip members whose publisher lacks it; when
@@ -2005,9 +2001,9 @@ static void test_pool_features(void **state)
     struct fx *f = *state;
     set_max_inflight(f, 16);
     struct pub p[3];
-    pub_open(f, &p[0], SID_A, OWNER, HASH_1, 0);
-    pub_open(f, &p[1], SID_B, OWNER, HASH_1, BROKER_FEAT_PATHS);
-    pub_open(f, &p[2], SID_C, OWNER, HASH_1, BROKER_FEAT_PATHS | BROKER_FEAT_STREAMED);
+    static const unsigned features[] = {0, BROKER_FEAT_PATHS,
+                                        BROKER_FEAT_PATHS | BROKER_FEAT_STREAMED};
+    pubs_open(f, p, 3, features);
     pool_of(f, GEN, 3, 0);
     static const struct {
         const char *name;
@@ -2072,8 +2068,8 @@ static void test_pool_failover(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         print_message("case %s\n", cases[i].name);
         struct pub p[2];
-        pub_open(f, &p[0], SID_A, OWNER, HASH_1, BROKER_FEAT_STREAMED);
-        pub_open(f, &p[1], SID_B, OWNER, HASH_1, BROKER_FEAT_STREAMED);
+        static const unsigned streamed[] = {BROKER_FEAT_STREAMED, BROKER_FEAT_STREAMED};
+        pubs_open(f, p, 2, streamed);
         pool_of(f, GEN + i, 2, 0);
         struct counts before = pool_counts(f); /* counts carry over from case to case */
         struct broker_call_req rq = pool_req();
@@ -2127,8 +2123,7 @@ static void test_pool_failover_limits(void **state)
 {
     struct fx *f = *state;
     struct pub p[2];
-    pub_open(f, &p[0], SID_A, OWNER, HASH_1, 0);
-    pub_open(f, &p[1], SID_B, OWNER, HASH_1, 0);
+    pubs_open(f, p, 2, NULL);
     pool_of(f, GEN, 2, 0);
     char id[BROKER_ID_LEN], llm[BROKER_NAME_MAX];
     struct broker_piece err = {.kind = PIECE_ERROR, .data = "no backend", .len = 10};
@@ -2214,9 +2209,7 @@ static void test_pool_membership_change(void **state)
 {
     struct fx *f = *state;
     struct pub p[3];
-    pub_open(f, &p[0], SID_A, OWNER, HASH_1, 0);
-    pub_open(f, &p[1], SID_B, OWNER, HASH_1, 0);
-    pub_open(f, &p[2], SID_C, OWNER, HASH_1, 0);
+    pubs_open(f, p, 3, NULL);
     pool_of(f, GEN, 2, 0);
     char id[BROKER_ID_LEN], llm[BROKER_NAME_MAX];
     struct fake_ep ce;
@@ -2240,9 +2233,7 @@ static void test_pool_membership_change(void **state)
     assert_int_equal(n.requests[0], 2);
     assert_int_equal(n.requests[1], 1);
     assert_int_equal(n.requests[2], 1);
-    for (int i = 0; i < 3; i++)
-        pub_close(f, &p[i], true);
-    assert_no_tasks(f);
+    pool_done(f, NULL, 0, p, 3);
 }
 
 int main(void)
