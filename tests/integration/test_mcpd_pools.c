@@ -236,7 +236,7 @@ static void test_slow_member_gets_fewer(void **state)
 {
     struct pool_fx *f = *state;
     struct fp_script fast = {.mode = FP_ANSWER, .delay_ms = 5};
-    struct fp_script slow = {.mode = FP_ANSWER, .delay_ms = 100};
+    struct fp_script slow = {.mode = FP_ANSWER, .delay_ms = 200};
     fake_publisher_set_script(f->fp[0], &slow);
     fake_publisher_set_script(f->fp[1], &fast);
     fake_publisher_set_script(f->fp[2], &fast);
