@@ -536,10 +536,13 @@ static char *llm_path(struct api *a, const char *name, const char *suffix)
     return p;
 }
 
-int api_get_llm(struct api *a, const char *name, json_t **out, struct cli_error *err)
+/* GET /api/v1/llms/NAME + suffix, whose answer must be an object (what:
+ * what it is, for the error). */
+static int get_object(struct api *a, const char *name, const char *suffix, const char *what,
+                      json_t **out, struct cli_error *err)
 {
     *out = NULL;
-    char *path = llm_path(a, name, "");
+    char *path = llm_path(a, name, suffix);
     if (!path)
         return cli_error_set(err, CLI_EXIT_ERROR, "out of memory");
     int rc = get_json(a, path, name, out, err);
@@ -547,8 +550,8 @@ int api_get_llm(struct api *a, const char *name, json_t **out, struct cli_error 
     if (rc == 0 && !json_is_object(*out)) {
         json_decref(*out);
         *out = NULL;
-        return cli_error_set(err, CLI_EXIT_ERROR,
-                             "mcpd at '%s' sent an Llm that is not a JSON object", a->url);
+        return cli_error_set(err, CLI_EXIT_ERROR, "mcpd at '%s' sent %s that is not a JSON object",
+                             a->url, what);
     }
     return rc;
 }
@@ -603,6 +606,16 @@ int api_get_usage(struct api *a, const struct api_usage_query *q, json_t **out,
                              a->url);
     }
     return rc;
+}
+
+int api_get_llm(struct api *a, const char *name, json_t **out, struct cli_error *err)
+{
+    return get_object(a, name, "", "an Llm", out, err);
+}
+
+int api_get_members(struct api *a, const char *name, json_t **out, struct cli_error *err)
+{
+    return get_object(a, name, "/members", "a pool", out, err);
 }
 
 int api_infer(struct api *a, const char *name, const char *body, json_t **out,

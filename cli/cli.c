@@ -93,7 +93,7 @@ static const char usage_main[] =
     "                                       table (default), wide, json or yaml\n"
     "  get usage [--since D] [--until D]    requests and tokens per day, owner and Llm\n"
     "        [--llm NAME] [--owner NAME] [-o FORMAT]\n"
-    "  describe llm NAME [-o json|yaml]     show every field of one Llm\n"
+    "  describe llm NAME [-o json|yaml]     show every field of one Llm (or a pool)\n"
     "  chat-llm NAME [-m MESSAGE] ...       chat with an Llm\n"
     "  login --server URL --token TOKEN     save the server and token for later commands\n"
     "        [--cacert FILE]                (and the CA that signed mcpd's certificate)\n"
@@ -153,7 +153,9 @@ static const char usage_describe[] =
     "\n"
     "Shows every field of the Llm named NAME: kind, status, model, owner, pool,\n"
     "last heartbeat and inactive-since times with their age, the provider\n"
-    "session (when it is yours) and the extra configuration.\n"
+    "session (when it is yours) and the extra configuration; for a member of a\n"
+    "pool, the other members too. NAME may also be a pool's name: then the\n"
+    "pool, with every member.\n"
     "\n"
     "Options:\n"
     "  -o, --output FORMAT  (default: the description above)\n"
@@ -359,17 +361,38 @@ static int cmd_describe(struct ctx *c)
         return -1;
 
     struct api *a = NULL;
-    json_t *v = NULL;
-    int rc = -1;
-    if (connect_api(c, &a) < 0 || api_get_llm(a, name, &v, c->err) < 0)
+    json_t *v = NULL, *pool = NULL;
+    int rc = -1, wrc = 0;
+    int64_t now = clock_wall_ms();
+    if (connect_api(c, &a) < 0)
         goto out;
-    if (llm_format_describe_as(fmt, v, clock_wall_ms(), c->out) < 0) {
+    if (api_get_llm(a, name, &v, c->err) < 0) {
+        /* No Llm of that name: a pool may have it. The Llm's 404 stands
+         * when it is not one either. */
+        struct cli_error perr = {0};
+        if (c->err->code != CLI_EXIT_NOT_FOUND || api_get_members(a, name, &pool, &perr) < 0)
+            goto out;
+        cli_error_clear(c->err);
+        wrc = fmt == LLM_OUTPUT_JSON || fmt == LLM_OUTPUT_YAML
+                  ? llm_format_write(fmt, pool, now, c->out)
+                  : llm_format_pool(pool, NULL, now, c->out);
+    } else {
+        wrc = llm_format_describe_as(fmt, v, now, c->out);
+        /* A member's siblings, when mcpd can list them. */
+        const char *pool_name = json_string_value(json_object_get(v, "poolName"));
+        struct cli_error perr = {0};
+        if (wrc == 0 && pool_name && fmt != LLM_OUTPUT_JSON && fmt != LLM_OUTPUT_YAML &&
+            api_get_members(a, name, &pool, &perr) == 0)
+            wrc = llm_format_pool(pool, name, now, c->out);
+    }
+    if (wrc < 0) {
         cli_error_set(c->err, CLI_EXIT_ERROR, "cannot write the output");
         goto out;
     }
     rc = 0;
 out:
     json_decref(v);
+    json_decref(pool);
     api_free(a);
     return rc;
 }

@@ -26,6 +26,33 @@ sqlite3_stmt *db_stmt(struct db *db, const char *sql)
     return st;
 }
 
+sqlite3_stmt *db_read_stmt(struct db *db, const char *sql)
+{
+    if (!db->rconn) {
+        pthread_mutex_lock(&db->mu);
+        return db_stmt(db, sql);
+    }
+    pthread_mutex_lock(&db->rmu);
+    int i;
+    for (i = 0; i < DB_READ_STMTS && db->rstmts[i].sql; i++)
+        if (db->rstmts[i].sql == sql)
+            return db->rstmts[i].st;
+    if (i == DB_READ_STMTS)
+        return NULL; /* more routing reads than DB_READ_STMTS: a programming error */
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(db->rconn, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK)
+        return NULL;
+    db->rstmts[i].sql = sql;
+    db->rstmts[i].st = st;
+    return st;
+}
+
+void db_read_done(struct db *db, sqlite3_stmt *st)
+{
+    db_done(st);
+    pthread_mutex_unlock(db->rconn ? &db->rmu : &db->mu);
+}
+
 void db_done(sqlite3_stmt *st)
 {
     if (st) {
@@ -236,7 +263,8 @@ void db_close(struct db *db)
         return;
     for (int i = 0; i < DB_STMT_CACHE && db->stmts[i].sql; i++)
         sqlite3_finalize(db->stmts[i].st);
-    sqlite3_finalize(db->route_st);
+    for (int i = 0; i < DB_READ_STMTS && db->rstmts[i].sql; i++)
+        sqlite3_finalize(db->rstmts[i].st);
     sqlite3_close_v2(db->rconn);
     sqlite3_close_v2(db->conn);
     pthread_mutex_destroy(&db->mu);

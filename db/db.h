@@ -17,13 +17,15 @@
 
 enum {
     DB_OK = 0,
-    DB_ERROR = -1,     /* SQLite failed; see db_errmsg() */
-    DB_NOT_FOUND = -2, /* no such row, or it belongs to another owner */
-    DB_CONFLICT = -3,  /* a register name is held by someone else */
-    DB_TOO_NEW = -4,   /* the database was written by a newer mcpd */
+    DB_ERROR = -1,         /* SQLite failed; see db_errmsg() */
+    DB_NOT_FOUND = -2,     /* no such row, or it belongs to another owner */
+    DB_CONFLICT = -3,      /* a register name is held by someone else */
+    DB_TOO_NEW = -4,       /* the database was written by a newer mcpd */
+    DB_POOL_CONFLICT = -5, /* a pool name equals the name of a row outside the pool */
 };
 
 #define DB_SESSION_ID_LEN 33 /* 128 random bits as hex + NUL */
+#define DB_NAME_BUF 101      /* an Llm or pool name (<= 100 characters) + NUL */
 #define DB_OWNER_MAX 128
 
 struct db;
@@ -153,6 +155,9 @@ struct provider_input {
  * session (reused); another owner's session gives DB_NOT_FOUND. A name held
  * by a public row, another session's live row or another owner gives
  * DB_CONFLICT with the name copied to conflict (MCP name max + 1 bytes).
+ * A pool name that would equal the name of a row outside that pool (a
+ * provider's poolName naming another row, or a provider named like
+ * another row's pool) gives DB_POOL_CONFLICT with that name in conflict.
  * On DB_OK session_out holds the session id. */
 int db_register(struct db *db, const char *owner, const char *session_in,
                 const struct provider_input *in, size_t n, int64_t now,
@@ -187,11 +192,27 @@ struct llm_route {
     bool is_virtual;
     char status[16];
     char session[DB_SESSION_ID_LEN]; /* "" when unset */
+    char pool[DB_NAME_BUF];          /* the row's pool, or "" */
 };
 
-/* The routing fields of one row: DB_OK or DB_NOT_FOUND. Read on a
- * connection of its own, which does not wait for the writer. */
+/* The routing fields of the row called name: DB_OK or DB_NOT_FOUND. A name
+ * that is no row's but some rows' pool name gives DB_OK with only pool set
+ * (to name). Read on a connection of its own, which does not wait for the
+ * writer. */
 int db_llm_route(struct db *db, const char *name, struct llm_route *out);
+
+/* A pool member's name and routing fields. */
+struct pool_member {
+    char name[DB_NAME_BUF];
+    struct llm_route route;
+};
+
+/* The rows whose pool is pool, sorted by name: DB_OK with *out (caller
+ * frees; NULL when there are none) and *n. Read like db_llm_route(). */
+int db_pool_members(struct db *db, const char *pool, struct pool_member **out, size_t *n);
+
+/* The whole rows of pool's members sorted by name, as db_llm_list(). */
+int db_llm_list_pool(struct db *db, const char *pool, struct llm_row **rows, size_t *n);
 
 /* A counter that changes after every committed write that may change any
  * row's kind, status or session (register, revival, deactivation, GC, status

@@ -99,6 +99,10 @@ void http_match_route(const char *url, struct route_match *m)
             m->route = R_INFER;
             m->method = "POST";
             m->bad_param = !take_param(m, name, (size_t)(slash - name));
+        } else if (strcmp(slash, "/members") == 0) {
+            m->route = R_MEMBERS;
+            m->method = "GET";
+            m->bad_param = !take_param(m, name, (size_t)(slash - name));
         }
     }
 }
@@ -651,6 +655,8 @@ static enum MHD_Result run_route(struct req *r)
         return provider_list(r);
     case R_GET:
         return provider_get(r, r->param);
+    case R_MEMBERS:
+        return provider_members(r, r->param);
     case R_REGISTER:
         return provider_register(r);
     case R_STREAM:

@@ -30,6 +30,7 @@ enum route {
     R_READYZ,
     R_LIST,
     R_GET,
+    R_MEMBERS, /* GET /api/v1/llms/:name/members */
     R_REGISTER,
     R_STREAM,
     R_HEARTBEAT,

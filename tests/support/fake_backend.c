@@ -49,6 +49,7 @@ struct fake_backend {
     int wake_status;
     int wake_up_after_ms;
     int models_delay_ms;
+    int answer_delay_ms; /* before a whole (non-streaming) chat answer */
     int reply_status;
     char *reply_ctype, *reply_body;
     char **reply_headers;
@@ -524,6 +525,7 @@ static enum MHD_Result fb_chat(struct fake_backend *fb, struct MHD_Connection *c
     pthread_mutex_lock(&fb->mu);
     int fail = fb->fail_status;
     int reply = fb->reply_status;
+    int answer_delay = fb->answer_delay_ms;
     pthread_mutex_unlock(&fb->mu);
     if (reply) {
         pthread_mutex_lock(&fb->mu);
@@ -556,6 +558,8 @@ static enum MHD_Result fb_chat(struct fake_backend *fb, struct MHD_Connection *c
         return fb_json(c, (unsigned)fail,
                        "{\"error\":{\"message\":\"fake failure\",\"type\":\"server_error\"}}");
     if (!stream) {
+        if (answer_delay > 0)
+            fake_http_sleep_ms(answer_delay);
         char out[1024];
         snprintf(out, sizeof out,
                  "{\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion\",\"model\":\"%s\","
@@ -911,6 +915,13 @@ void fake_backend_set_wake(struct fake_backend *fb, int status, int up_after_ms)
     pthread_mutex_lock(&fb->mu);
     fb->wake_status = status;
     fb->wake_up_after_ms = up_after_ms;
+    pthread_mutex_unlock(&fb->mu);
+}
+
+void fake_backend_set_answer_delay(struct fake_backend *fb, int delay_ms)
+{
+    pthread_mutex_lock(&fb->mu);
+    fb->answer_delay_ms = delay_ms;
     pthread_mutex_unlock(&fb->mu);
 }
 

@@ -101,6 +101,8 @@ void fake_backend_set_asleep(struct fake_backend *fb, bool asleep);
 void fake_backend_set_wake(struct fake_backend *fb, int status, int up_after_ms);
 /* GET /v1/models waits this long before answering (default 0). */
 void fake_backend_set_models_delay(struct fake_backend *fb, int delay_ms);
+/* Non-streaming chat completions wait delay_ms before their answer. */
+void fake_backend_set_answer_delay(struct fake_backend *fb, int delay_ms);
 
 /* Requests seen whose path equals path ("/v1/chat/completions"). */
 int fake_backend_count(struct fake_backend *fb, const char *path);
