@@ -4,8 +4,11 @@ ASAN_DIR ?= build-asan
 TSAN_DIR ?= build-tsan
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
+# make install: where to (PREFIX), and a staging root for packagers (DESTDIR).
+PREFIX   ?= /usr/local
+DESTDIR  ?=
 
-.PHONY: all deps build run test asan test-asan test-tsan fuzz bench format clean
+.PHONY: all deps build run test install package asan test-asan test-tsan fuzz bench format clean
 
 all: build
 
@@ -18,11 +21,22 @@ $(BUILD)/CMakeCache.txt:
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
+# MCPD_LISTEN (default 127.0.0.1:8080) and MCPD_DB (default var/mcpd.db)
+# choose the address and the database: make run MCPD_LISTEN=127.0.0.1:9090
 run: build
 	@scripts/run-mcpd $(BUILD)/server/mcpd
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# The programs, man pages, units and settings file under PREFIX (mcpd in
+# sbin); see packaging/CMakeLists.txt.
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
+
+# A .deb in $(BUILD)/ (CPack), installed under /usr: dpkg -i $(BUILD)/mcpd_*.deb
+package: build
+	cd $(BUILD) && cpack
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 test-asan: deps

@@ -3,7 +3,8 @@
  * and one epoll loop, so the benchmark can measure what they cost.
  *
  * Each publisher registers a provider session (POST _provider-register, one
- * virtual Llm "<prefix>-<i>") and then opens its control stream (GET
+ * virtual Llm "<prefix>-<i>", with --pools N in pool "pool-<i % N>")
+ * and then opens its control stream (GET
  * _provider-stream) on a connection of its own, as mcplocal does
  * (--stream-connection reuse opens it on the register connection instead,
  * as a client with one keep-alive connection would); it counts as attached
@@ -67,6 +68,7 @@ static struct sockaddr_in target;
 static char host_header[64];
 static const char *token;
 static const char *prefix = "idle";
+static long npools; /* 0: no pools */
 static struct pub *pubs;
 static long npubs;
 static struct hbconn hbs[HB_CONNS];
@@ -163,11 +165,13 @@ static void pub_start(long idx)
     }
     p->rbuf = malloc(RBUF_CAP);
     p->state = P_CONNECTING;
-    char body[256], req[1024];
+    char body[384], req[1024], pool[64] = "";
+    if (npools > 0)
+        snprintf(pool, sizeof pool, ",\"poolName\":\"pool-%ld\"", idx % npools);
     int blen = snprintf(body, sizeof body,
                         "{\"providers\":[{\"name\":\"%s-%05ld\",\"type\":\"openai\","
-                        "\"model\":\"bench-idle\",\"tier\":\"fast\"}]}",
-                        prefix, idx);
+                        "\"model\":\"bench-idle\",\"tier\":\"fast\"%s}]}",
+                        prefix, idx, pool);
     int n = snprintf(req, sizeof req,
                      "POST /api/v1/llms/_provider-register HTTP/1.1\r\nHost: %s\r\n"
                      "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
@@ -415,7 +419,7 @@ static void hb_run(int64_t now)
 static void usage(void)
 {
     fputs("usage: idle_publishers --port PORT --token TOKEN --count N [--prefix P]\n"
-          "                       [--concurrency C] [--heartbeat-ms MS]\n"
+          "                       [--pools N] [--concurrency C] [--heartbeat-ms MS]\n"
           "                       [--attach-timeout SECONDS] [--hold SECONDS]\n"
           "                       [--stream-connection reuse|new]\n",
           stderr);
@@ -439,6 +443,8 @@ int main(int argc, char **argv)
             npubs = strtol(v, NULL, 10);
         else if (strcmp(a, "--prefix") == 0)
             prefix = v;
+        else if (strcmp(a, "--pools") == 0)
+            npools = strtol(v, NULL, 10);
         else if (strcmp(a, "--concurrency") == 0)
             concurrency = strtol(v, NULL, 10);
         else if (strcmp(a, "--heartbeat-ms") == 0)

@@ -1,10 +1,10 @@
 # summarize.jq - turns bench/run's list of measurements (one object per run)
 # into the result document: per-path figures as the median over rounds, the
 # ratios, the scale series, resources and the issue's targets; then the
-# streams, gc and tls phases, each an object of its own (null when the phase
-# did not run).
+# streams, gc, tls and pools phases, each an object of its own (null when
+# the phase did not run).
 # Inputs via --arg/--argjson: date cores cpu commit kernel rounds secs threads
-# nginx wrk stream_tokens stream_interval_us phases.
+# nginx wrk stream_tokens stream_interval_us phases idle_pools.
 
 def median:
   map(select(. != null)) | sort
@@ -189,6 +189,23 @@ def permed: . as $o | ($o | map(keys) | add // [] | unique)
     } end)
   } end) as $tls
 
+# ---- pools: the broker's choice of a member against one Llm ----
+| ($runs | map(select(.phase == "pools" and .kind == "choice"))) as $pr
+| (if ($pr | length) == 0 then null else
+    ($pr | map(.pool_busy_minus_single_us) | median | r4) as $busy_added
+  | {
+    config: {members: $pr[0].members, calls_per_round: $pr[0].calls},
+    single_ns: ($pr | map(.single_ns) | median | r1),
+    pool_idle_ns: ($pr | map(.pool_idle_ns) | median | r1),
+    pool_busy_ns: ($pr | map(.pool_busy_ns) | median | r1),
+    pool_idle_minus_single_us: ($pr | map(.pool_idle_minus_single_us) | median | r4),
+    pool_busy_minus_single_us: $busy_added,
+    pool_busy_minus_single_us_rounds: ($pr | map(.pool_busy_minus_single_us | r4)),
+    target: {name: "routing to a pool of \($pr[0].members) costs <= 5 us over one Llm",
+             value: $busy_added, unit: "us", limit: 5,
+             met: ($busy_added != null and $busy_added <= 5)}
+  } end) as $pools
+
 | ($runs | map(select(.phase == "idle")) | .[0]) as $idle
 | ($runs | map(select(.phase == "end")) | .[0]) as $fin
 | ($runs | map(select(.phase == "scale_tools")) | .[0].idle_tools // []) as $tools
@@ -218,6 +235,7 @@ def permed: . as $o | ($o | map(keys) | add // [] | unique)
     commit: $commit,
     config: {rounds: $rounds, seconds_per_run: $secs, mcpd_threads: $threads,
              nginx: $nginx, wrk: $wrk, phases: ($phases | split(" ")),
+             idle_publisher_pools: $idle_pools,
              backend: "nginx return 200 (1 worker); stream_backend for SSE",
              proxy: "nginx proxy_pass, worker_processes auto, upstream keepalive 128"},
     paths: $p,
@@ -228,6 +246,7 @@ def permed: . as $o | ($o | map(keys) | add // [] | unique)
     streams: $streams,
     gc: $gc,
     tls: $tls,
+    pools: $pools,
     idle_tools: $tools,
     resources: {
       idle: $idle,

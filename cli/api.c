@@ -123,11 +123,12 @@ int api_status_error(const struct api *a, long status, const char *body, size_t 
 
     switch (status) {
     case 401:
-        return cli_error_set(err, CLI_EXIT_AUTH,
-                             "token rejected by mcpd at '%s' (401): the token from %s is "
-                             "unknown or revoked; run 'mcpctl login --server %s --token TOKEN' "
-                             "with a valid token",
-                             a->url, from, a->url);
+        return cli_error_set(
+            err, CLI_EXIT_AUTH,
+            "token rejected by mcpd at '%s' (401): the token from %s is "
+            "unknown, revoked or expired; run 'mcpctl login --server %s --token TOKEN' "
+            "with a valid token",
+            a->url, from, a->url);
     case 403:
         return cli_error_set(err, CLI_EXIT_AUTH,
                              "mcpd at '%s' refused the token from %s (403%s); use a token "
@@ -535,10 +536,13 @@ static char *llm_path(struct api *a, const char *name, const char *suffix)
     return p;
 }
 
-int api_get_llm(struct api *a, const char *name, json_t **out, struct cli_error *err)
+/* GET /api/v1/llms/NAME + suffix, whose answer must be an object (what:
+ * what it is, for the error). */
+static int get_object(struct api *a, const char *name, const char *suffix, const char *what,
+                      json_t **out, struct cli_error *err)
 {
     *out = NULL;
-    char *path = llm_path(a, name, "");
+    char *path = llm_path(a, name, suffix);
     if (!path)
         return cli_error_set(err, CLI_EXIT_ERROR, "out of memory");
     int rc = get_json(a, path, name, out, err);
@@ -546,10 +550,72 @@ int api_get_llm(struct api *a, const char *name, json_t **out, struct cli_error 
     if (rc == 0 && !json_is_object(*out)) {
         json_decref(*out);
         *out = NULL;
-        return cli_error_set(err, CLI_EXIT_ERROR,
-                             "mcpd at '%s' sent an Llm that is not a JSON object", a->url);
+        return cli_error_set(err, CLI_EXIT_ERROR, "mcpd at '%s' sent %s that is not a JSON object",
+                             a->url, what);
     }
     return rc;
+}
+
+/* Appends "&name=value" (the first one "?name=value"), value escaped. */
+static int add_param(struct api *a, struct buf *path, const char *name, const char *value)
+{
+    if (!value)
+        return 0;
+    char *esc = curl_easy_escape(a->curl, value, 0);
+    int rc = esc ? buf_printf(path, "%c%s=%s", strchr(path->data, '?') ? '&' : '?', name, esc) : -1;
+    curl_free(esc);
+    return rc;
+}
+
+int api_get_usage(struct api *a, const struct api_usage_query *q, json_t **out,
+                  struct cli_error *err)
+{
+    *out = NULL;
+    struct buf path;
+    buf_init(&path, 8192);
+    int rc = buf_append_str(&path, MCP_ROUTE_USAGE);
+    if (rc == 0)
+        rc = add_param(a, &path, "since", q->since);
+    if (rc == 0)
+        rc = add_param(a, &path, "until", q->until);
+    if (rc == 0)
+        rc = add_param(a, &path, "llm", q->llm);
+    if (rc == 0)
+        rc = add_param(a, &path, "owner", q->owner);
+    if (rc < 0) {
+        buf_release(&path);
+        return cli_error_set(err, CLI_EXIT_ERROR, "out of memory");
+    }
+    struct xfer x = {0};
+    buf_init(&x.body, API_JSON_MAX);
+    rc = perform(a, path.data, NULL, API_REQUEST_TIMEOUT_MS, NULL, &x, err);
+    if (rc < 0 && x.status == 404)
+        cli_error_set(err, CLI_EXIT_NOT_FOUND,
+                      "mcpd at '%s' has no usage route (404); it is older than this mcpctl",
+                      a->url);
+    if (rc == 0)
+        rc = parse_json(a, &x.body, out, err);
+    buf_release(&x.body);
+    buf_release(&path);
+    if (rc == 0 && !json_is_array(json_object_get(*out, "usage"))) {
+        json_decref(*out);
+        *out = NULL;
+        return cli_error_set(err, CLI_EXIT_ERROR,
+                             "mcpd at '%s' sent usage that is not an object with a \"usage\" "
+                             "array",
+                             a->url);
+    }
+    return rc;
+}
+
+int api_get_llm(struct api *a, const char *name, json_t **out, struct cli_error *err)
+{
+    return get_object(a, name, "", "an Llm", out, err);
+}
+
+int api_get_members(struct api *a, const char *name, json_t **out, struct cli_error *err)
+{
+    return get_object(a, name, "/members", "a pool", out, err);
 }
 
 int api_infer(struct api *a, const char *name, const char *body, json_t **out,

@@ -56,6 +56,22 @@ void api_free(struct api *a);
 int api_list_llms(struct api *a, json_t **out, struct cli_error *err);
 /* GET /api/v1/llms/NAME: *out receives a new reference to the LlmView. */
 int api_get_llm(struct api *a, const char *name, json_t **out, struct cli_error *err);
+/* GET /api/v1/llms/NAME/members (NAME a pool or one of its members): *out
+ * receives a new reference to {"pool", "size", "activeCount", "members"}. */
+int api_get_members(struct api *a, const char *name, json_t **out, struct cli_error *err);
+
+/* The filters of GET /api/v1/usage; NULL members are left out. */
+struct api_usage_query {
+    const char *since;
+    const char *until;
+    const char *llm;
+    const char *owner;
+};
+
+/* GET /api/v1/usage with q's filters: *out receives a new reference to the
+ * object ({"usage": [...], "totals": {...}}). */
+int api_get_usage(struct api *a, const struct api_usage_query *q, json_t **out,
+                  struct cli_error *err);
 
 /* POST /api/v1/llms/NAME/infer with body (a chat request without "stream":
  * true): *out receives a new reference to the JSON answer. */

@@ -8,6 +8,7 @@
 #include "errors.h"
 #include "llm_format.h"
 #include "protocol.h"
+#include "usage_format.h"
 #include "version.h"
 
 #include <errno.h>
@@ -28,6 +29,10 @@ enum opt_id {
     OPT_MAX_TOKENS,
     OPT_NO_VERIFY,
     OPT_CACERT,
+    OPT_SINCE,
+    OPT_UNTIL,
+    OPT_LLM,
+    OPT_OWNER,
 };
 
 #define GLOBAL_OPTS                                                                                \
@@ -37,7 +42,14 @@ enum opt_id {
     }
 
 static const struct cli_opt global_opts[] = {GLOBAL_OPTS, {"version", 0, false, OPT_VERSION}};
-static const struct cli_opt get_opts[] = {GLOBAL_OPTS, {"output", 'o', true, OPT_OUTPUT}};
+static const struct cli_opt get_opts[] = {
+    GLOBAL_OPTS,
+    {"output", 'o', true, OPT_OUTPUT},
+    {"since", 0, true, OPT_SINCE},
+    {"until", 0, true, OPT_UNTIL},
+    {"llm", 0, true, OPT_LLM},
+    {"owner", 0, true, OPT_OWNER},
+};
 static const struct cli_opt describe_opts[] = {GLOBAL_OPTS, {"output", 'o', true, OPT_OUTPUT}};
 static const struct cli_opt chat_opts_spec[] = {
     GLOBAL_OPTS,
@@ -79,7 +91,9 @@ static const char usage_main[] =
     "Commands:\n"
     "  get llm [NAME] [-o FORMAT]           list the Llms, or show one; FORMAT is\n"
     "                                       table (default), wide, json or yaml\n"
-    "  describe llm NAME [-o json|yaml]     show every field of one Llm\n"
+    "  get usage [--since D] [--until D]    requests and tokens per day, owner and Llm\n"
+    "        [--llm NAME] [--owner NAME] [-o FORMAT]\n"
+    "  describe llm NAME [-o json|yaml]     show every field of one Llm (or a pool)\n"
     "  chat-llm NAME [-m MESSAGE] ...       chat with an Llm\n"
     "  login --server URL --token TOKEN     save the server and token for later commands\n"
     "        [--cacert FILE]                (and the CA that signed mcpd's certificate)\n"
@@ -109,22 +123,39 @@ static const char usage_main[] =
 
 static const char usage_get[] =
     "Usage: mcpctl get llm [NAME] [-o table|wide|json|yaml]\n"
+    "       mcpctl get usage [--since DATE] [--until DATE] [--llm NAME] [--owner NAME]\n"
+    "                        [-o table|wide|json|yaml]\n"
     "\n"
-    "Lists the Llms mcpd knows (sorted by name), or shows the one named NAME.\n"
+    "get llm lists the Llms mcpd knows (sorted by name), or shows the one named\n"
+    "NAME.\n"
+    "\n"
+    "get usage shows the requests relayed, those that failed, and the prompt and\n"
+    "completion tokens the backends reported, per UTC day, owner and Llm. A\n"
+    "token sees its own owner's usage; an admin token sees everyone's.\n"
     "\n"
     "Options:\n"
-    "  -o, --output FORMAT  table (default): NAME KIND STATUS TYPE MODEL TIER POOL AGE\n"
+    "  -o, --output FORMAT  table (default): NAME KIND STATUS TYPE MODEL TIER POOL AGE;\n"
+    "                         for usage DAY OWNER LLM REQUESTS ERRORS PROMPT-TOKENS\n"
+    "                         COMPLETION-TOKENS and a TOTAL line\n"
     "                       wide: the table plus OWNER and LAST-HEARTBEAT (the time\n"
-    "                         since the last heartbeat, \"-\" when there is none)\n"
+    "                         since the last heartbeat, \"-\" when there is none);\n"
+    "                         for usage, plus TOTAL-TOKENS\n"
     "                       json: the API's objects\n"
-    "                       yaml: the same as YAML\n";
+    "                       yaml: the same as YAML\n"
+    "  --since DATE         usage from this UTC day on (YYYY-MM-DD or an RFC 3339 time)\n"
+    "  --until DATE         usage up to this UTC day, included\n"
+    "  --llm NAME           usage of this Llm only\n"
+    "  --owner NAME         usage of this owner only (another owner's needs an admin\n"
+    "                       token)\n";
 
 static const char usage_describe[] =
     "Usage: mcpctl describe llm NAME [-o json|yaml]\n"
     "\n"
     "Shows every field of the Llm named NAME: kind, status, model, owner, pool,\n"
     "last heartbeat and inactive-since times with their age, the provider\n"
-    "session (when it is yours) and the extra configuration.\n"
+    "session (when it is yours) and the extra configuration; for a member of a\n"
+    "pool, the other members too. NAME may also be a pool's name: then the\n"
+    "pool, with every member.\n"
     "\n"
     "Options:\n"
     "  -o, --output FORMAT  (default: the description above)\n"
@@ -175,15 +206,20 @@ static int usage_error(struct ctx *c, const char *cmd, const char *what)
     return cli_error_set(c->err, CLI_EXIT_USAGE, "%s; run 'mcpctl %s --help' for usage", what, cmd);
 }
 
-/* The resource argument of get/describe: "llm" or "llms". */
-static int check_resource(struct ctx *c, const char *cmd)
+/* The resource argument of get/describe: "llm" or "llms", and for get
+ * "usage" too (*usage is then set). */
+static int check_resource(struct ctx *c, const char *cmd, bool *usage)
 {
     if (c->args->npos == 0)
         return usage_error(c, cmd, "missing the resource type, e.g. 'llm'");
     const char *r = c->args->pos[0];
-    if (strcmp(r, "llm") != 0 && strcmp(r, "llms") != 0) {
+    bool is_usage = usage && strcmp(r, "usage") == 0;
+    if (usage)
+        *usage = is_usage;
+    if (!is_usage && strcmp(r, "llm") != 0 && strcmp(r, "llms") != 0) {
         char what[256];
-        snprintf(what, sizeof what, "unknown resource type '%.100s' (known: llm)", r);
+        snprintf(what, sizeof what, "unknown resource type '%.100s' (known: llm%s)", r,
+                 usage ? ", usage" : "");
         return usage_error(c, cmd, what);
     }
     return 0;
@@ -222,43 +258,83 @@ static int connect_api(struct ctx *c, struct api **out)
 
 /* ---- commands ---- */
 
+/* Shows what a get fetched (rc: how fetching went): for the tables,
+ * "nothing" on stderr when empty; else v written in fmt by write. */
+static int show(struct ctx *c, int rc, enum llm_output fmt, const json_t *v, bool empty,
+                const char *nothing, int (*write)(enum llm_output fmt, const json_t *v, FILE *out))
+{
+    if (rc < 0)
+        return -1;
+    if ((fmt == LLM_OUTPUT_TABLE || fmt == LLM_OUTPUT_WIDE) && empty) {
+        fprintf(c->errf, "%s\n", nothing);
+        return 0;
+    }
+    if (write(fmt, v, c->out) < 0)
+        return cli_error_set(c->err, CLI_EXIT_ERROR, "cannot write the output");
+    return 0;
+}
+
+static int write_llms(enum llm_output fmt, const json_t *v, FILE *out)
+{
+    return llm_format_write(fmt, v, clock_wall_ms(), out);
+}
+
+/* get usage: the counts, with the filters given. */
+static int get_usage(struct ctx *c, enum llm_output fmt)
+{
+    if (c->args->npos > 1)
+        return usage_error(c, "get", "too many arguments (filter with --llm and --owner)");
+    struct api_usage_query q = {
+        .since = cli_args_get(c->args, OPT_SINCE),
+        .until = cli_args_get(c->args, OPT_UNTIL),
+        .llm = cli_args_get(c->args, OPT_LLM),
+        .owner = cli_args_get(c->args, OPT_OWNER),
+    };
+    if (q.llm && check_name(c, "get", q.llm) < 0)
+        return -1;
+    struct api *a = NULL;
+    json_t *v = NULL;
+    int rc = connect_api(c, &a);
+    if (rc == 0)
+        rc = api_get_usage(a, &q, &v, c->err);
+    rc = show(c, rc, fmt, v, json_array_size(json_object_get(v, "usage")) == 0, "no usage found",
+              usage_format_write);
+    json_decref(v);
+    api_free(a);
+    return rc;
+}
+
 static int cmd_get(struct ctx *c)
 {
     enum llm_output fmt = LLM_OUTPUT_TABLE;
     const char *o = cli_args_get(c->args, OPT_OUTPUT);
-    if (check_resource(c, "get") < 0)
+    bool usage;
+    if (check_resource(c, "get", &usage) < 0)
         return -1;
-    if (c->args->npos > 2)
-        return usage_error(c, "get", "too many arguments");
     if (o && llm_output_parse(o, &fmt) < 0) {
         char what[200];
         snprintf(what, sizeof what,
                  "unknown output format '%.100s' (use table, wide, json or yaml)", o);
         return usage_error(c, "get", what);
     }
+    if (usage)
+        return get_usage(c, fmt);
+    if (cli_args_has(c->args, OPT_SINCE) || cli_args_has(c->args, OPT_UNTIL) ||
+        cli_args_has(c->args, OPT_LLM) || cli_args_has(c->args, OPT_OWNER))
+        return usage_error(c, "get", "--since, --until, --llm and --owner are for 'get usage'");
+    if (c->args->npos > 2)
+        return usage_error(c, "get", "too many arguments");
     const char *name = c->args->npos == 2 ? c->args->pos[1] : NULL;
     if (name && check_name(c, "get", name) < 0)
         return -1;
 
     struct api *a = NULL;
     json_t *v = NULL;
-    int rc = -1;
-    if (connect_api(c, &a) < 0)
-        goto out;
-    if (name ? api_get_llm(a, name, &v, c->err) : api_list_llms(a, &v, c->err))
-        goto out;
-    if ((fmt == LLM_OUTPUT_TABLE || fmt == LLM_OUTPUT_WIDE) && json_is_array(v) &&
-        json_array_size(v) == 0) {
-        fprintf(c->errf, "no Llms found\n");
-        rc = 0;
-        goto out;
-    }
-    if (llm_format_write(fmt, v, clock_wall_ms(), c->out) < 0) {
-        cli_error_set(c->err, CLI_EXIT_ERROR, "cannot write the output");
-        goto out;
-    }
-    rc = 0;
-out:
+    int rc = connect_api(c, &a);
+    if (rc == 0)
+        rc = name ? api_get_llm(a, name, &v, c->err) : api_list_llms(a, &v, c->err);
+    rc = show(c, rc, fmt, v, json_is_array(v) && json_array_size(v) == 0, "no Llms found",
+              write_llms);
     json_decref(v);
     api_free(a);
     return rc;
@@ -268,7 +344,7 @@ static int cmd_describe(struct ctx *c)
 {
     enum llm_output fmt = LLM_OUTPUT_TABLE;
     const char *o = cli_args_get(c->args, OPT_OUTPUT);
-    if (check_resource(c, "describe") < 0)
+    if (check_resource(c, "describe", NULL) < 0)
         return -1;
     if (c->args->npos < 2)
         return usage_error(c, "describe", "missing the Llm's name");
@@ -285,17 +361,38 @@ static int cmd_describe(struct ctx *c)
         return -1;
 
     struct api *a = NULL;
-    json_t *v = NULL;
-    int rc = -1;
-    if (connect_api(c, &a) < 0 || api_get_llm(a, name, &v, c->err) < 0)
+    json_t *v = NULL, *pool = NULL;
+    int rc = -1, wrc = 0;
+    int64_t now = clock_wall_ms();
+    if (connect_api(c, &a) < 0)
         goto out;
-    if (llm_format_describe_as(fmt, v, clock_wall_ms(), c->out) < 0) {
+    if (api_get_llm(a, name, &v, c->err) < 0) {
+        /* No Llm of that name: a pool may have it. The Llm's 404 stands
+         * when it is not one either. */
+        struct cli_error perr = {0};
+        if (c->err->code != CLI_EXIT_NOT_FOUND || api_get_members(a, name, &pool, &perr) < 0)
+            goto out;
+        cli_error_clear(c->err);
+        wrc = fmt == LLM_OUTPUT_JSON || fmt == LLM_OUTPUT_YAML
+                  ? llm_format_write(fmt, pool, now, c->out)
+                  : llm_format_pool(pool, NULL, now, c->out);
+    } else {
+        wrc = llm_format_describe_as(fmt, v, now, c->out);
+        /* A member's siblings, when mcpd can list them. */
+        const char *pool_name = json_string_value(json_object_get(v, "poolName"));
+        struct cli_error perr = {0};
+        if (wrc == 0 && pool_name && fmt != LLM_OUTPUT_JSON && fmt != LLM_OUTPUT_YAML &&
+            api_get_members(a, name, &pool, &perr) == 0)
+            wrc = llm_format_pool(pool, name, now, c->out);
+    }
+    if (wrc < 0) {
         cli_error_set(c->err, CLI_EXIT_ERROR, "cannot write the output");
         goto out;
     }
     rc = 0;
 out:
     json_decref(v);
+    json_decref(pool);
     api_free(a);
     return rc;
 }

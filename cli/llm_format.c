@@ -1,6 +1,7 @@
 #include "llm_format.h"
 
 #include "table.h"
+#include "clock.h"
 #include "timefmt.h"
 #include "yaml_out.h"
 
@@ -177,7 +178,7 @@ static void put_time(FILE *out, const json_t *v, int64_t now_ms)
         fputs("<none>\n", out);
         return;
     }
-    if (timefmt_parse_rfc3339(ts, &then) < 0) {
+    if (clock_parse_rfc3339(ts, &then) < 0) {
         fprintf(out, "%s\n", ts);
         return;
     }
@@ -259,4 +260,75 @@ int llm_format_describe(const json_t *llm, int64_t now_ms, FILE *out)
         free(s);
     }
     return ferror(out) ? -1 : 0;
+}
+
+/* ---- pools ---- */
+
+/* The members of a pool but skip, as a table indented under a label. */
+static int write_members(const json_t *members, const char *skip, int64_t now_ms, FILE *out)
+{
+    static const char *const cols[] = {"NAME", "STATUS", "OWNER", "LAST-HEARTBEAT"};
+    struct table *t = table_new(4, cols);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = t ? open_memstream(&text, &len) : NULL;
+    int rc = mem ? 0 : -1;
+    size_t i;
+    json_t *m;
+    json_array_foreach((json_t *)members, i, m)
+    {
+        const char *name = str_field(m, "name");
+        if (rc < 0 || (skip && name && strcmp(name, skip) == 0))
+            continue;
+        char heartbeat[TIMEFMT_AGE_MAX];
+        timefmt_age(str_field(m, "lastHeartbeatAt"), now_ms, heartbeat, sizeof heartbeat);
+        const char *cells[] = {name, str_field(m, "status"), str_field(m, "owner"), heartbeat};
+        rc = table_add_row(t, cells);
+    }
+    if (rc == 0)
+        rc = table_write(t, mem);
+    if (mem && fclose(mem) != 0)
+        rc = -1;
+    for (const char *line = text; rc == 0 && line && *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t n = nl ? (size_t)(nl - line + 1) : strlen(line);
+        fprintf(out, "  %.*s", (int)n, line);
+        line += n;
+    }
+    free(text);
+    table_free(t);
+    return rc < 0 || ferror(out) ? -1 : 0;
+}
+
+int llm_format_pool(const json_t *pool, const char *self, int64_t now_ms, FILE *out)
+{
+    const json_t *members = json_object_get(pool, "members"); /* not an array: none */
+    size_t n = 0, active = 0, i;
+    json_t *m;
+    json_array_foreach((json_t *)members, i, m)
+    {
+        const char *name = str_field(m, "name");
+        if (self && name && strcmp(name, self) == 0)
+            continue;
+        n++;
+        const char *status = str_field(m, "status");
+        active += status && strcmp(status, "active") == 0;
+    }
+    const char *name = str_field(pool, "pool");
+    int rc = 0;
+    if (self) {
+        put_label(out, "Siblings");
+        if (n == 0)
+            fputs("<none>\n", out);
+        else
+            fprintf(out, "%zu in pool '%s', %zu active\n", n, name ? name : "?", active);
+    } else {
+        put_label(out, "Pool");
+        fprintf(out, "%s\n", name ? name : "?");
+        put_label(out, "Members");
+        fprintf(out, "%zu, %zu active\n", n, active);
+    }
+    if (n > 0)
+        rc = write_members(members, self, now_ms, out);
+    return rc < 0 || ferror(out) ? -1 : 0;
 }

@@ -43,4 +43,11 @@ int llm_format_describe(const json_t *llm, int64_t now_ms, FILE *out);
  * yaml (as llm_format_write does), else the description above. */
 int llm_format_describe_as(enum llm_output fmt, const json_t *llm, int64_t now_ms, FILE *out);
 
+/* Writes a pool ({"pool", "size", "activeCount", "members"}, the members
+ * route's answer). With self (a member's name), the lines that follow that
+ * member's description: "Siblings:" and a table of the other members
+ * (NAME STATUS OWNER LAST-HEARTBEAT). Without, the pool's own
+ * description: its name, member counts and the table of all members. */
+int llm_format_pool(const json_t *pool, const char *self, int64_t now_ms, FILE *out);
+
 #endif

@@ -28,9 +28,9 @@ static int parse_scaled(const char *s, int64_t *out, const char *const *units,
 
 int duration_parse(const char *s, int64_t *out_ms)
 {
-    static const char *const units[] = {"", "ms", "s", "m", "h"};
-    static const int64_t scales[] = {1000, 1, 1000, 60 * 1000, 3600 * 1000};
-    return parse_scaled(s, out_ms, units, scales, 5);
+    static const char *const units[] = {"", "ms", "s", "m", "h", "d"};
+    static const int64_t scales[] = {1000, 1, 1000, 60 * 1000, 3600 * 1000, 86400 * 1000};
+    return parse_scaled(s, out_ms, units, scales, 6);
 }
 
 int size_parse(const char *s, int64_t *out_bytes)

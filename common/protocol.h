@@ -9,6 +9,7 @@
 
 #define MCP_API_PREFIX "/api/v1"
 #define MCP_ROUTE_LLMS "/api/v1/llms"
+#define MCP_ROUTE_USAGE "/api/v1/usage"
 #define MCP_ROUTE_REGISTER "/api/v1/llms/_provider-register"
 #define MCP_ROUTE_STREAM "/api/v1/llms/_provider-stream"
 #define MCP_ROUTE_HEARTBEAT "/api/v1/llms/_provider-heartbeat"

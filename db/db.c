@@ -26,6 +26,33 @@ sqlite3_stmt *db_stmt(struct db *db, const char *sql)
     return st;
 }
 
+sqlite3_stmt *db_read_stmt(struct db *db, const char *sql)
+{
+    if (!db->rconn) {
+        pthread_mutex_lock(&db->mu);
+        return db_stmt(db, sql);
+    }
+    pthread_mutex_lock(&db->rmu);
+    int i;
+    for (i = 0; i < DB_READ_STMTS && db->rstmts[i].sql; i++)
+        if (db->rstmts[i].sql == sql)
+            return db->rstmts[i].st;
+    if (i == DB_READ_STMTS)
+        return NULL; /* more routing reads than DB_READ_STMTS: a programming error */
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(db->rconn, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK)
+        return NULL;
+    db->rstmts[i].sql = sql;
+    db->rstmts[i].st = st;
+    return st;
+}
+
+void db_read_done(struct db *db, sqlite3_stmt *st)
+{
+    db_done(st);
+    pthread_mutex_unlock(db->rconn ? &db->rmu : &db->mu);
+}
+
 void db_done(sqlite3_stmt *st)
 {
     if (st) {
@@ -37,6 +64,30 @@ void db_done(sqlite3_stmt *st)
 int db_exec(struct db *db, const char *sql)
 {
     return sqlite3_exec(db->conn, sql, NULL, NULL, NULL) == SQLITE_OK ? DB_OK : DB_ERROR;
+}
+
+int db_batch(struct db *db, const char *sql, const void *rows, size_t n,
+             void (*bind)(sqlite3_stmt *st, const void *rows, size_t i))
+{
+    if (n == 0)
+        return DB_OK;
+    pthread_mutex_lock(&db->mu);
+    int rc = db_exec(db, "BEGIN IMMEDIATE");
+    if (rc == DB_OK) {
+        sqlite3_stmt *st = db_stmt(db, sql);
+        rc = st ? DB_OK : DB_ERROR;
+        for (size_t i = 0; rc == DB_OK && i < n; i++) {
+            bind(st, rows, i);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                rc = DB_ERROR;
+            db_done(st);
+        }
+        rc = rc == DB_OK ? db_exec(db, "COMMIT") : rc;
+        if (rc != DB_OK)
+            db_exec(db, "ROLLBACK");
+    }
+    pthread_mutex_unlock(&db->mu);
+    return rc;
 }
 
 void db_bind_text(sqlite3_stmt *st, int idx, const char *s)
@@ -212,7 +263,8 @@ void db_close(struct db *db)
         return;
     for (int i = 0; i < DB_STMT_CACHE && db->stmts[i].sql; i++)
         sqlite3_finalize(db->stmts[i].st);
-    sqlite3_finalize(db->route_st);
+    for (int i = 0; i < DB_READ_STMTS && db->rstmts[i].sql; i++)
+        sqlite3_finalize(db->rstmts[i].st);
     sqlite3_close_v2(db->rconn);
     sqlite3_close_v2(db->conn);
     pthread_mutex_destroy(&db->mu);

@@ -17,13 +17,15 @@
 
 enum {
     DB_OK = 0,
-    DB_ERROR = -1,     /* SQLite failed; see db_errmsg() */
-    DB_NOT_FOUND = -2, /* no such row, or it belongs to another owner */
-    DB_CONFLICT = -3,  /* a register name is held by someone else */
-    DB_TOO_NEW = -4,   /* the database was written by a newer mcpd */
+    DB_ERROR = -1,         /* SQLite failed; see db_errmsg() */
+    DB_NOT_FOUND = -2,     /* no such row, or it belongs to another owner */
+    DB_CONFLICT = -3,      /* a register name is held by someone else */
+    DB_TOO_NEW = -4,       /* the database was written by a newer mcpd */
+    DB_POOL_CONFLICT = -5, /* a pool name equals the name of a row outside the pool */
 };
 
 #define DB_SESSION_ID_LEN 33 /* 128 random bits as hex + NUL */
+#define DB_NAME_BUF 101      /* an Llm or pool name (<= 100 characters) + NUL */
 #define DB_OWNER_MAX 128
 
 struct db;
@@ -46,21 +48,70 @@ int db_latest_version(void);
 struct db_token {
     int64_t id;
     char owner[DB_OWNER_MAX];
+    bool admin;
     int64_t created_at;
-    int64_t revoked_at; /* 0 when live */
+    int64_t expires_at;   /* 0: never */
+    int64_t last_used_at; /* 0: never (as last written; see db_token_touch()) */
+    int64_t revoked_at;   /* 0 when live */
 };
 
-/* Stores a token hash for owner; *id receives the new row id. */
-int db_token_insert(struct db *db, const char *hash, const char *owner, int64_t now, int64_t *id);
-/* Finds the owner of a live (not revoked) token hash: DB_OK or DB_NOT_FOUND. */
-int db_token_owner(struct db *db, const char *hash, char owner[DB_OWNER_MAX]);
+/* Stores a token hash for owner; expires_at is 0 for a token that never
+ * expires. *id receives the new row id. */
+int db_token_insert(struct db *db, const char *hash, const char *owner, bool admin, int64_t now,
+                    int64_t expires_at, int64_t *id);
+/* Finds a token hash that is live at now (neither revoked nor expired):
+ * DB_OK with *out filled (expires_at and last_used_at included), or
+ * DB_NOT_FOUND. */
+int db_token_lookup(struct db *db, const char *hash, int64_t now, struct db_token *out);
 /* Calls fn for every token, oldest first. */
 int db_token_list(struct db *db, void (*fn)(void *ud, const struct db_token *t), void *ud);
 /* Revokes token id: DB_OK, or DB_NOT_FOUND when there is no live token id. */
 int db_token_revoke(struct db *db, int64_t id, int64_t now);
-/* Calls fn with the hash of every token revoked at or after since (ms). */
-int db_token_revoked_since(struct db *db, int64_t since, void (*fn)(void *ud, const char *hash),
-                           void *ud);
+/* Calls fn with the hash of every token that ended at or after since (ms):
+ * revoked then, or expired between since and now. */
+int db_token_ended_since(struct db *db, int64_t since, int64_t now,
+                         void (*fn)(void *ud, const char *hash), void *ud);
+
+/* A token seen in use: its hash and when. */
+struct db_token_use {
+    const char *hash;
+    int64_t at;
+};
+/* Records when tokens were last used, in one transaction; a time older
+ * than the one stored is ignored. */
+int db_token_touch(struct db *db, const struct db_token_use *uses, size_t n);
+
+/* ---- usage accounting (usage.c) ---- */
+
+#define DB_DAY_LEN 11 /* "YYYY-MM-DD" + NUL */
+
+/* One row of counts: a UTC day, the caller's owner and an Llm. */
+struct db_usage {
+    const char *day; /* "YYYY-MM-DD" */
+    const char *owner;
+    const char *llm;
+    int64_t requests;
+    int64_t errors;
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+};
+
+/* Adds each row's counts to the stored ones (a missing row starts at 0),
+ * all in one transaction. */
+int db_usage_add(struct db *db, const struct db_usage *rows, size_t n);
+
+/* Which rows db_usage_list() returns; NULL members do not filter. */
+struct db_usage_filter {
+    const char *since; /* first day, "YYYY-MM-DD", inclusive */
+    const char *until; /* last day, inclusive */
+    const char *owner;
+    const char *llm;
+};
+
+/* Calls fn for every row that matches, ordered by day, owner and Llm. The
+ * row's strings are borrowed for the call. */
+int db_usage_list(struct db *db, const struct db_usage_filter *f,
+                  void (*fn)(void *ud, const struct db_usage *row), void *ud);
 
 /* ---- Llm rows and provider sessions (llm.c) ---- */
 
@@ -104,6 +155,9 @@ struct provider_input {
  * session (reused); another owner's session gives DB_NOT_FOUND. A name held
  * by a public row, another session's live row or another owner gives
  * DB_CONFLICT with the name copied to conflict (MCP name max + 1 bytes).
+ * A pool name that would equal the name of a row outside that pool (a
+ * provider's poolName naming another row, or a provider named like
+ * another row's pool) gives DB_POOL_CONFLICT with that name in conflict.
  * On DB_OK session_out holds the session id. */
 int db_register(struct db *db, const char *owner, const char *session_in,
                 const struct provider_input *in, size_t n, int64_t now,
@@ -138,11 +192,27 @@ struct llm_route {
     bool is_virtual;
     char status[16];
     char session[DB_SESSION_ID_LEN]; /* "" when unset */
+    char pool[DB_NAME_BUF];          /* the row's pool, or "" */
 };
 
-/* The routing fields of one row: DB_OK or DB_NOT_FOUND. Read on a
- * connection of its own, which does not wait for the writer. */
+/* The routing fields of the row called name: DB_OK or DB_NOT_FOUND. A name
+ * that is no row's but some rows' pool name gives DB_OK with only pool set
+ * (to name). Read on a connection of its own, which does not wait for the
+ * writer. */
 int db_llm_route(struct db *db, const char *name, struct llm_route *out);
+
+/* A pool member's name and routing fields. */
+struct pool_member {
+    char name[DB_NAME_BUF];
+    struct llm_route route;
+};
+
+/* The rows whose pool is pool, sorted by name: DB_OK with *out (caller
+ * frees; NULL when there are none) and *n. Read like db_llm_route(). */
+int db_pool_members(struct db *db, const char *pool, struct pool_member **out, size_t *n);
+
+/* The whole rows of pool's members sorted by name, as db_llm_list(). */
+int db_llm_list_pool(struct db *db, const char *pool, struct llm_row **rows, size_t *n);
 
 /* A counter that changes after every committed write that may change any
  * row's kind, status or session (register, revival, deactivation, GC, status

@@ -31,6 +31,20 @@ void llm_rows_free(struct llm_row *rows, size_t n)
     free(rows);
 }
 
+/* arr with room for element count (of size bytes; *cap of them fit now):
+ * the same array, a larger one, or NULL (arr still valid) when out of
+ * memory. */
+static void *room_for(void *arr, size_t *cap, size_t count, size_t size)
+{
+    if (count < *cap)
+        return arr;
+    size_t n = *cap ? *cap * 2 : 16;
+    void *p = realloc(arr, n * size);
+    if (p)
+        *cap = n;
+    return p;
+}
+
 static void read_row(sqlite3_stmt *st, struct llm_row *r)
 {
     r->id = db_col_strdup(st, 0);
@@ -195,6 +209,42 @@ static int update_llm(struct db *db, const struct provider_input *p, const char 
     return rc;
 }
 
+/* DB_POOL_CONFLICT when a row named pool exists outside pool. */
+static int pool_clash_row(struct db *db, const char *pool)
+{
+    static const char sql[] = "SELECT 1 FROM Llm WHERE name = ?1 AND"
+                              " (pool_name IS NULL OR pool_name <> ?1)";
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return DB_ERROR;
+    db_bind_text(st, 1, pool);
+    int s = sqlite3_step(st);
+    db_done(st);
+    return s == SQLITE_ROW ? DB_POOL_CONFLICT : s == SQLITE_DONE ? DB_OK : DB_ERROR;
+}
+
+/* DB_POOL_CONFLICT, with the name in *clash, when p's pool is named like
+ * a row outside it, or p is named like a pool it is not in. */
+static int pool_name_check(struct db *db, const struct provider_input *p, const char **clash)
+{
+    static const char sql[] = "SELECT 1 FROM Llm WHERE pool_name = ?1 LIMIT 1";
+    *clash = p->name;
+    if (p->pool_name) {
+        int rc = pool_clash_row(db, p->pool_name);
+        if (rc == DB_POOL_CONFLICT)
+            *clash = p->pool_name;
+        if (rc != DB_OK || strcmp(p->pool_name, p->name) == 0)
+            return rc;
+    }
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (!st)
+        return DB_ERROR;
+    db_bind_text(st, 1, p->name);
+    int s = sqlite3_step(st);
+    db_done(st);
+    return s == SQLITE_ROW ? DB_POOL_CONFLICT : s == SQLITE_DONE ? DB_OK : DB_ERROR;
+}
+
 static int register_locked(struct db *db, const char *owner, const char *session_in,
                            const struct provider_input *in, size_t n, int64_t now,
                            char session_out[DB_SESSION_ID_LEN], char *conflict, size_t conflict_len)
@@ -241,6 +291,16 @@ static int register_locked(struct db *db, const char *owner, const char *session
         }
         if (rc != DB_OK)
             return rc;
+    }
+    /* Checked once every row is written, so that names within the call
+     * count too. */
+    for (size_t i = 0; i < n; i++) {
+        const char *clash;
+        if ((rc = pool_name_check(db, &in[i], &clash)) != DB_OK) {
+            if (rc == DB_POOL_CONFLICT)
+                snprintf(conflict, conflict_len, "%s", clash);
+            return rc;
+        }
     }
     return DB_OK;
 }
@@ -370,44 +430,84 @@ int db_llm_set_status(struct db *db, const char *name, const char *status, int64
     return rc;
 }
 
-static int route_step(sqlite3_stmt *st, const char *name, struct llm_route *out)
+/* The routing fields of a row from columns kind, status, session, pool. */
+static void read_route(sqlite3_stmt *st, int col, struct llm_route *out)
 {
-    int rc = DB_ERROR;
-    db_bind_text(st, 1, name);
-    int s = sqlite3_step(st);
-    if (s == SQLITE_ROW) {
-        const char *sess = (const char *)sqlite3_column_text(st, 2);
-        out->is_virtual = strcmp((const char *)sqlite3_column_text(st, 0), "virtual") == 0;
-        snprintf(out->status, sizeof out->status, "%s", (const char *)sqlite3_column_text(st, 1));
-        snprintf(out->session, sizeof out->session, "%s", sess ? sess : "");
-        rc = DB_OK;
-    } else if (s == SQLITE_DONE) {
-        rc = DB_NOT_FOUND;
-    }
-    db_done(st);
-    return rc;
+    const char *sess = (const char *)sqlite3_column_text(st, col + 2);
+    const char *pool = (const char *)sqlite3_column_text(st, col + 3);
+    out->is_virtual = strcmp((const char *)sqlite3_column_text(st, col), "virtual") == 0;
+    snprintf(out->status, sizeof out->status, "%s", (const char *)sqlite3_column_text(st, col + 1));
+    snprintf(out->session, sizeof out->session, "%s", sess ? sess : "");
+    snprintf(out->pool, sizeof out->pool, "%s", pool ? pool : "");
 }
 
 int db_llm_route(struct db *db, const char *name, struct llm_route *out)
 {
-    static const char sql[] = "SELECT kind, status, provider_session_id FROM Llm WHERE name = ?";
-    int rc = DB_ERROR;
-    if (db->rconn) {
-        pthread_mutex_lock(&db->rmu);
-        if (!db->route_st && sqlite3_prepare_v3(db->rconn, sql, -1, SQLITE_PREPARE_PERSISTENT,
-                                                &db->route_st, NULL) != SQLITE_OK)
-            db->route_st = NULL;
-        if (db->route_st)
-            rc = route_step(db->route_st, name, out);
-        pthread_mutex_unlock(&db->rmu);
+    static const char sql[] =
+        "SELECT kind, status, provider_session_id, pool_name FROM Llm WHERE name = ?";
+    static const char pool_sql[] = "SELECT 1 FROM Llm WHERE pool_name = ? LIMIT 1";
+    sqlite3_stmt *st = db_read_stmt(db, sql);
+    int rc = DB_ERROR, step = SQLITE_ERROR;
+    if (st) {
+        db_bind_text(st, 1, name);
+        step = sqlite3_step(st);
+        if (step == SQLITE_ROW) {
+            read_route(st, 0, out);
+            rc = DB_OK;
+        }
+    }
+    db_read_done(db, st);
+    if (step != SQLITE_DONE)
+        return rc;
+    /* No row has that name: a pool may. */
+    st = db_read_stmt(db, pool_sql);
+    if (st) {
+        db_bind_text(st, 1, name);
+        step = sqlite3_step(st);
+        if (step == SQLITE_ROW) {
+            memset(out, 0, sizeof *out);
+            out->is_virtual = true;
+            snprintf(out->pool, sizeof out->pool, "%s", name);
+            rc = DB_OK;
+        } else if (step == SQLITE_DONE) {
+            rc = DB_NOT_FOUND;
+        }
+    }
+    db_read_done(db, st);
+    return rc;
+}
+
+int db_pool_members(struct db *db, const char *pool, struct pool_member **out, size_t *n)
+{
+    static const char sql[] = "SELECT name, kind, status, provider_session_id, pool_name FROM Llm"
+                              " WHERE pool_name = ? ORDER BY name";
+    struct pool_member *m = NULL;
+    size_t count = 0, cap = 0;
+    int rc = DB_ERROR, step = SQLITE_ERROR;
+    sqlite3_stmt *st = db_read_stmt(db, sql);
+    if (st) {
+        db_bind_text(st, 1, pool);
+        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+            struct pool_member *p = room_for(m, &cap, count, sizeof *m);
+            if (!p)
+                break;
+            m = p;
+            snprintf(m[count].name, sizeof m[count].name, "%s",
+                     (const char *)sqlite3_column_text(st, 0));
+            read_route(st, 1, &m[count].route);
+            count++;
+        }
+        if (step == SQLITE_DONE)
+            rc = DB_OK;
+    }
+    db_read_done(db, st);
+    if (rc != DB_OK) {
+        free(m);
         return rc;
     }
-    pthread_mutex_lock(&db->mu);
-    sqlite3_stmt *st = db_stmt(db, sql);
-    if (st)
-        rc = route_step(st, name, out);
-    pthread_mutex_unlock(&db->mu);
-    return rc;
+    *out = m;
+    *n = count;
+    return DB_OK;
 }
 
 int db_llm_get(struct db *db, const char *name, struct llm_row *out)
@@ -459,28 +559,24 @@ int db_llm_count_by_status(struct db *db, unsigned counts[2][3])
     return rc;
 }
 
-int db_llm_list(struct db *db, const char *session, struct llm_row **rows, size_t *n)
+/* The rows sql selects (LLM_COLUMNS, one text parameter when arg is set). */
+static int list_rows(struct db *db, const char *sql, const char *arg, struct llm_row **rows,
+                     size_t *n)
 {
-    static const char all_sql[] = "SELECT " LLM_COLUMNS " FROM Llm ORDER BY name";
-    static const char sess_sql[] =
-        "SELECT " LLM_COLUMNS " FROM Llm WHERE provider_session_id = ? ORDER BY name";
     pthread_mutex_lock(&db->mu);
-    sqlite3_stmt *st = db_stmt(db, session ? sess_sql : all_sql);
+    sqlite3_stmt *st = db_stmt(db, sql);
     int rc = DB_ERROR;
     struct llm_row *out = NULL;
     size_t count = 0, cap = 0;
     if (st) {
-        if (session)
-            db_bind_text(st, 1, session);
+        if (arg)
+            db_bind_text(st, 1, arg);
         int s;
         while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-            if (count == cap) {
-                cap = cap ? cap * 2 : 16;
-                struct llm_row *p = realloc(out, cap * sizeof *out);
-                if (!p)
-                    break;
-                out = p;
-            }
+            struct llm_row *p = room_for(out, &cap, count, sizeof *out);
+            if (!p)
+                break;
+            out = p;
             memset(&out[count], 0, sizeof out[count]);
             read_row(st, &out[count++]);
         }
@@ -496,6 +592,20 @@ int db_llm_list(struct db *db, const char *session, struct llm_row **rows, size_
     *rows = out;
     *n = count;
     return DB_OK;
+}
+
+int db_llm_list(struct db *db, const char *session, struct llm_row **rows, size_t *n)
+{
+    static const char all_sql[] = "SELECT " LLM_COLUMNS " FROM Llm ORDER BY name";
+    static const char sess_sql[] =
+        "SELECT " LLM_COLUMNS " FROM Llm WHERE provider_session_id = ? ORDER BY name";
+    return list_rows(db, session ? sess_sql : all_sql, session, rows, n);
+}
+
+int db_llm_list_pool(struct db *db, const char *pool, struct llm_row **rows, size_t *n)
+{
+    static const char sql[] = "SELECT " LLM_COLUMNS " FROM Llm WHERE pool_name = ? ORDER BY name";
+    return list_rows(db, sql, pool, rows, n);
 }
 
 int db_gc(struct db *db, int64_t now, int64_t hb_timeout_ms, int64_t retention_ms, int limit,

@@ -40,6 +40,10 @@
  * (so they can be posted chunk by chunk instead). */
 #define STREAM_REPLAY_MAX (1024 * 1024)
 #define STALL_PINGS 3
+/* Larger answers go out as posts of their own: they gain nothing from the
+ * result stream, and mcpd's body cap (--max-body, 1 MiB by default) would
+ * end the whole stream for one line over it. */
+#define RESULT_LINE_MAX (64 * 1024)
 /* How long the stall timer waits, once the limit has passed, for bytes
  * already received to be read (after the process was stopped, say). */
 #define STALL_RECHECK_MS 50
@@ -421,7 +425,7 @@ static void task_post(struct task *t, char *body, bool final)
      * stream; the task is done once it is queued there. */
     struct agent *a = t->a;
     if (final && a->rs && a->state == ST_UP && !t->post && !t->qhead &&
-        results_push(a->rs, t->id, body) == 0) {
+        strlen(body) <= RESULT_LINE_MAX && results_push(a->rs, t->id, body) == 0) {
         free(body);
         log_debug("task %s (%s): done in %lld ms", t->id, t->llm,
                   (long long)(loop_now(a->loop) - t->started));

@@ -41,7 +41,7 @@ struct accesslog_entry {
     const char *method;
     const char *path; /* as routed: no query string */
     const char *llm;  /* the Llm of a relayed request */
-    unsigned status;  /* 0: no response was sent */
+    unsigned status;  /* none sent: 499 (the peer left first) or 0 */
     uint64_t bytes;   /* body bytes handed to libmicrohttpd */
     int64_t duration_us;
     int64_t ttfb_us; /* a streamed body's first byte; < 0: not a stream */

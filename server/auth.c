@@ -15,8 +15,16 @@
 struct auth_entry {
     char hash[AUTH_HASH_LEN];
     char owner[DB_OWNER_MAX];
-    int64_t expires;
-    bool known; /* false: the database does not know this token */
+    int64_t expires; /* monotonic: the answer is stale from then on */
+    bool known;      /* false: the database does not know this token */
+    bool admin;
+    UT_hash_handle hh;
+};
+
+/* A token's last use not yet written to the database. */
+struct auth_use {
+    char hash[AUTH_HASH_LEN];
+    int64_t at; /* wall time */
     UT_hash_handle hh;
 };
 
@@ -24,9 +32,11 @@ struct auth {
     struct db *db;
     uint64_t id;                /* tells instances apart in the per-thread memo */
     atomic_uint_fast64_t epoch; /* bumped by auth_forget(): every memo is stale */
-    pthread_mutex_t mu;
+    pthread_mutex_t mu;         /* the cache and the uses */
     struct auth_entry *cache;
     size_t count;
+    struct auth_use *used;
+    size_t nused;
 };
 
 /* Each thread remembers the last token it accepted, until the cache entry
@@ -39,6 +49,7 @@ static _Thread_local struct {
     uint64_t epoch;
     size_t len;
     int64_t expires;
+    int64_t noted; /* when this thread last noted the token as used */
     char token[AUTH_TOKEN_MAX];
     char owner[DB_OWNER_MAX];
     char hash[AUTH_HASH_LEN];
@@ -53,11 +64,15 @@ static void memo_set(const struct auth *a, const char *token, size_t len, const 
     memo.auth_id = a->id;
     memo.len = len;
     memo.expires = expires;
+    memo.noted = clock_mono_ms();
     memcpy(memo.token, token, len);
     memcpy(memo.owner, owner, DB_OWNER_MAX);
 }
 
 #define AUTH_CACHE_MAX 4096
+/* Tokens whose last use waits for the next flush: beyond this many (far
+ * more than any deployment has live tokens), later ones wait a flush. */
+#define AUTH_USED_MAX 65536
 
 struct auth *auth_new(struct db *db)
 {
@@ -81,11 +96,22 @@ static void cache_clear(struct auth *a)
     a->count = 0;
 }
 
+static void uses_free(struct auth_use *uses)
+{
+    struct auth_use *u, *tmp;
+    HASH_ITER(hh, uses, u, tmp)
+    {
+        HASH_DEL(uses, u);
+        free(u);
+    }
+}
+
 void auth_free(struct auth *a)
 {
     if (!a)
         return;
     cache_clear(a);
+    uses_free(a->used);
     pthread_mutex_destroy(&a->mu);
     free(a);
 }
@@ -103,7 +129,8 @@ void auth_hash(const char *token, char out[AUTH_HASH_LEN])
     out[64] = '\0';
 }
 
-int auth_token_create(struct db *db, const char *owner, char token[AUTH_TOKEN_LEN], int64_t *id)
+int auth_token_create(struct db *db, const char *owner, bool admin, int64_t expires_at,
+                      char token[AUTH_TOKEN_LEN], int64_t *id)
 {
     char hex[65];
     if (id_random_hex(hex, 32) < 0)
@@ -111,13 +138,38 @@ int auth_token_create(struct db *db, const char *owner, char token[AUTH_TOKEN_LE
     snprintf(token, AUTH_TOKEN_LEN, "mcp_%s", hex);
     char hash[AUTH_HASH_LEN];
     auth_hash(token, hash);
-    return db_token_insert(db, hash, owner, clock_wall_ms(), id);
+    return db_token_insert(db, hash, owner, admin, clock_wall_ms(), expires_at, id);
 }
 
 static void copy_hash(char *dst, const char *src)
 {
     if (dst)
         memcpy(dst, src, AUTH_HASH_LEN);
+}
+
+/* Notes that the token with this hash was used at wall time at (mu held). */
+static void note_used(struct auth *a, const char *hash, int64_t at)
+{
+    struct auth_use *u;
+    HASH_FIND_STR(a->used, hash, u);
+    if (!u) {
+        if (a->nused >= AUTH_USED_MAX || !(u = calloc(1, sizeof *u)))
+            return;
+        memcpy(u->hash, hash, AUTH_HASH_LEN);
+        HASH_ADD_STR(a->used, hash, u);
+        a->nused++;
+    }
+    if (u->at < at)
+        u->at = at;
+}
+
+/* How long a database answer for a live token may be cached at wall time
+ * wall: the cache's lifetime, or less when the token expires sooner. */
+static int64_t known_ttl(const struct db_token *t, int64_t wall)
+{
+    if (t->expires_at && t->expires_at - wall < AUTH_CACHE_TTL_MS)
+        return t->expires_at - wall;
+    return AUTH_CACHE_TTL_MS;
 }
 
 int auth_check(struct auth *a, const char *header, char owner[DB_OWNER_MAX],
@@ -134,6 +186,12 @@ int auth_check(struct auth *a, const char *header, char owner[DB_OWNER_MAX],
     int64_t now = clock_mono_ms();
     if (memo.auth_id == a->id && memo.epoch == atomic_load(&a->epoch) && memo.len == len &&
         memo.expires > now && CRYPTO_memcmp(memo.token, token, len) == 0) {
+        if (now - memo.noted >= AUTH_USED_EVERY_MS) {
+            memo.noted = now;
+            pthread_mutex_lock(&a->mu);
+            note_used(a, memo.hash, clock_wall_ms());
+            pthread_mutex_unlock(&a->mu);
+        }
         memcpy(owner, memo.owner, DB_OWNER_MAX);
         copy_hash(hash_out, memo.hash);
         return DB_OK;
@@ -149,6 +207,7 @@ int auth_check(struct auth *a, const char *header, char owner[DB_OWNER_MAX],
         bool known = e->known;
         if (known) {
             memcpy(owner, e->owner, DB_OWNER_MAX);
+            note_used(a, hash, clock_wall_ms());
             memo_set(a, token, len, owner, hash, e->expires);
         }
         pthread_mutex_unlock(&a->mu);
@@ -156,7 +215,9 @@ int auth_check(struct auth *a, const char *header, char owner[DB_OWNER_MAX],
     }
     pthread_mutex_unlock(&a->mu);
 
-    int rc = db_token_owner(a->db, hash, owner);
+    int64_t wall = clock_wall_ms();
+    struct db_token t;
+    int rc = db_token_lookup(a->db, hash, wall, &t);
     if (rc == DB_ERROR)
         return rc;
 
@@ -172,14 +233,40 @@ int auth_check(struct auth *a, const char *header, char owner[DB_OWNER_MAX],
             a->count++;
         }
     }
+    int64_t expires = now + (rc == DB_OK ? known_ttl(&t, wall) : AUTH_NEGATIVE_TTL_MS);
     if (e) {
         e->known = rc == DB_OK;
-        memcpy(e->owner, rc == DB_OK ? owner : "", rc == DB_OK ? DB_OWNER_MAX : 1);
-        e->expires = now + (rc == DB_OK ? AUTH_CACHE_TTL_MS : AUTH_NEGATIVE_TTL_MS);
+        e->admin = rc == DB_OK && t.admin;
+        snprintf(e->owner, sizeof e->owner, "%s", rc == DB_OK ? t.owner : "");
+        e->expires = expires;
     }
-    if (rc == DB_OK)
-        memo_set(a, token, len, owner, hash, now + AUTH_CACHE_TTL_MS);
+    if (rc == DB_OK) {
+        memcpy(owner, t.owner, DB_OWNER_MAX);
+        note_used(a, hash, wall);
+        memo_set(a, token, len, owner, hash, expires);
+    }
     pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
+int auth_admin(struct auth *a, const char *hash, bool *admin)
+{
+    int rc = DB_NOT_FOUND;
+    bool cached = false;
+    pthread_mutex_lock(&a->mu);
+    struct auth_entry *e;
+    HASH_FIND_STR(a->cache, hash, e);
+    if (e && e->expires > clock_mono_ms()) {
+        cached = true;
+        rc = e->known ? DB_OK : DB_NOT_FOUND;
+        *admin = e->known && e->admin;
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (cached)
+        return rc;
+    struct db_token t;
+    rc = db_token_lookup(a->db, hash, clock_wall_ms(), &t);
+    *admin = rc == DB_OK && t.admin;
     return rc;
 }
 
@@ -195,4 +282,40 @@ void auth_forget(struct auth *a, const char *hash)
         a->count--;
     }
     pthread_mutex_unlock(&a->mu);
+}
+
+int auth_flush(struct auth *a)
+{
+    pthread_mutex_lock(&a->mu);
+    struct auth_use *batch = a->used;
+    size_t n = a->nused;
+    a->used = NULL;
+    a->nused = 0;
+    pthread_mutex_unlock(&a->mu);
+    if (n == 0)
+        return DB_OK;
+    struct db_token_use *rows = calloc(n, sizeof *rows);
+    int rc = DB_ERROR;
+    if (rows) {
+        size_t i = 0;
+        for (struct auth_use *u = batch; u; u = u->hh.next)
+            rows[i++] = (struct db_token_use){.hash = u->hash, .at = u->at};
+        rc = db_token_touch(a->db, rows, n);
+        free(rows);
+    }
+    if (rc == DB_OK) {
+        uses_free(batch);
+        return DB_OK;
+    }
+    /* Kept for the next flush, with any use noted meanwhile. */
+    pthread_mutex_lock(&a->mu);
+    struct auth_use *u, *tmp;
+    HASH_ITER(hh, batch, u, tmp)
+    {
+        HASH_DEL(batch, u);
+        note_used(a, u->hash, u->at);
+        free(u);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return rc;
 }

@@ -1,5 +1,6 @@
 /*
- * broker.c - sessions, streams' queues, tasks, callers, wakes, tombstones.
+ * broker.c - sessions, streams' queues, tasks, callers, wakes, pools,
+ * tombstones.
  *
  * One mutex guards all of it. Endpoints to wake are collected on a list
  * while it is held and woken by unlock(), after it is released.
@@ -36,6 +37,7 @@ struct session {
     struct broker_stream *stream; /* the current one, or NULL */
     struct task *tasks;           /* in flight on this session */
     int inflight;
+    int pool_refs; /* pool members naming it: kept while they do */
     int64_t last_seen;
     UT_hash_handle hh;
 };
@@ -87,11 +89,15 @@ struct broker_call {
     struct broker_call *hprev, *hnext; /* held on a wake (utlist) */
     bool streaming;
     bool anthropic;
-    /* The request, kept while held for a wake. */
+    /* The request, kept while held for a wake and, for a pool call, until
+     * its answer begins (it may go to another member). */
     char llm[BROKER_NAME_MAX];
     char *path;
     char *body;
     size_t body_len;
+    unsigned needs;                /* BROKER_FEAT_* */
+    struct pool *pool;             /* a pool call */
+    char failed_on[BROKER_ID_LEN]; /* the session its first task failed on; "" */
     /* The head, once known. */
     int status;
     bool sse;
@@ -99,18 +105,42 @@ struct broker_call {
     struct buf hbody;
     struct buf headers;
     struct broker_error err;
+    int fail_status;           /* how it failed, once it did (0: it did not) */
+    struct broker_usage usage; /* what the backend reported */
     /* The event stream after an sse head. */
     struct buf events;
     bool ended;
 };
 
 struct wake {
-    char llm[BROKER_NAME_MAX];
+    char llm[BROKER_NAME_MAX]; /* the Llm woken (a pool's: the member) */
+    struct pool *pool;         /* a pool's wake; else it is in wake_by_llm */
     struct task *task;
     struct broker_call *held; /* in arrival order (utlist) */
     int nheld;
     int64_t started;
     enum broker_wake_outcome outcome; /* why it fails, once known */
+    UT_hash_handle hh;
+};
+
+/* A pool member: a row with its pool's name, and its publisher's session. */
+struct member {
+    char llm[BROKER_NAME_MAX];
+    struct session *s; /* holds a pool_ref */
+    bool hibernating;
+    uint64_t requests, failovers;
+};
+
+/* A pool as the database had it at gen. Kept for the broker's life, one
+ * per pool name ever routed to, so its cursor and counts survive changes
+ * of membership. */
+struct pool {
+    char name[BROKER_NAME_MAX];
+    uint64_t gen;
+    struct member *m; /* sorted by llm */
+    size_t n;
+    size_t cursor;     /* the next search for a member starts here */
+    struct wake *wake; /* its one wake, or NULL */
     UT_hash_handle hh;
 };
 
@@ -129,6 +159,7 @@ struct broker {
     struct session *sessions;
     struct task *tasks;
     struct wake *wake_by_llm;
+    struct pool *pools;
     struct tombstone *tombs;
     unsigned ntombs;
     struct broker_stream *streams; /* open, by next_ping (utlist) */
@@ -246,8 +277,9 @@ static struct session *session_find(struct broker *b, const char *sid)
     return s;
 }
 
-static struct session *session_get(struct broker *b, const char *sid, const char *owner,
-                                   int64_t now)
+/* The record of session sid, made when there is none yet. NULL when out
+ * of memory. */
+static struct session *session_make(struct broker *b, const char *sid, int64_t now)
 {
     struct session *s = session_find(b, sid);
     if (!s) {
@@ -255,8 +287,18 @@ static struct session *session_get(struct broker *b, const char *sid, const char
         if (!s)
             return NULL;
         snprintf(s->id, sizeof s->id, "%s", sid);
+        s->last_seen = now;
         HASH_ADD_STR(b->sessions, id, s);
     }
+    return s;
+}
+
+static struct session *session_get(struct broker *b, const char *sid, const char *owner,
+                                   int64_t now)
+{
+    struct session *s = session_make(b, sid, now);
+    if (!s)
+        return NULL;
     snprintf(s->owner, sizeof s->owner, "%s", owner);
     s->last_seen = now;
     return s;
@@ -395,12 +437,15 @@ static void events_error(struct broker *b, struct broker_call *c, const struct b
 static void call_fail(struct broker *b, struct broker_call *c, const struct broker_error *e)
 {
     if (c->state == CALL_SENT || (c->state == CALL_HEAD && c->sse)) {
-        if (!c->ended)
+        if (!c->ended) {
+            c->fail_status = e->status;
             events_error(b, c, e);
+        }
         return;
     }
     if (c->state == CALL_HEAD)
         return; /* a complete answer is already waiting */
+    c->fail_status = e->status;
     c->err = *e;
     c->state = CALL_FAILED;
     unpark(b, c->ep);
@@ -429,13 +474,26 @@ static void task_fail(struct broker *b, struct task *t, const struct broker_erro
     task_end(b, t, now);
 }
 
+static void task_fail_over(struct broker *b, struct task *t, const struct broker_error *e,
+                           int64_t now);
+
+/* The session's stream is gone: its tasks fail, and pool calls among them
+ * go to another member. */
 static void session_fail_tasks(struct broker *b, struct session *s, int status, const char *why,
                                int64_t now)
 {
     struct broker_error e;
     set_error(&e, status, status == 503 ? RETRY_OFFLINE : 0, "publisher_error", "%s", why);
     while (s->tasks)
-        task_fail(b, s->tasks, &e, false, now);
+        task_fail_over(b, s->tasks, &e, now);
+}
+
+/* The request's body is no longer needed: no task will be sent for it. */
+static void call_drop_body(struct broker_call *c)
+{
+    free(c->body);
+    c->body = NULL;
+    c->body_len = 0;
 }
 
 /* Copies body into the frame with CR and LF as spaces: outside strings they
@@ -451,29 +509,43 @@ static int append_one_line(struct buf *out, const char *body, size_t len)
     return 0;
 }
 
-/* Sends c's infer task to session s. 0, or -1 with e filled. */
-static int start_task(struct broker *b, struct broker_call *c, struct session *s, int64_t now,
-                      struct broker_error *e)
+/* The error for a call that needs features its publisher (who: "the
+ * publisher of 'x'", "no member of pool 'x'") lacks. */
+static void feature_error(struct broker_error *e, const char *who, unsigned missing)
+{
+    if (missing & BROKER_FEAT_PATHS)
+        set_error(e, 400, 0, "unsupported_route",
+                  "%s serves only chat completions: its mcplocal does not declare the \"paths\" "
+                  "feature (upgrade mcplocal)",
+                  who);
+    else
+        set_error(e, 400, 0, "unsupported_route",
+                  "%s can stream only chat completions: its mcplocal does not declare the "
+                  "\"streamed-results\" feature this route's named events need (upgrade mcplocal)",
+                  who);
+}
+
+/* Sends c's infer task for Llm llm to session s. 0, or -1 with e filled. */
+static int start_task(struct broker *b, struct broker_call *c, struct session *s, const char *llm,
+                      int64_t now, struct broker_error *e)
 {
     if (!s || !s->stream) {
         set_error(e, 503, RETRY_OFFLINE, "publisher_unavailable",
-                  "publisher of '%s' is not connected", c->llm);
+                  "publisher of '%s' is not connected", llm);
         return -1;
     }
-    if (c->path && !(s->features & BROKER_FEAT_PATHS)) {
-        set_error(e, 400, 0, "unsupported_route",
-                  "the publisher of '%s' serves only chat completions: its mcplocal does not "
-                  "declare the \"paths\" feature (upgrade mcplocal)",
-                  c->llm);
+    if (c->needs & ~s->features) {
+        char who[BROKER_NAME_MAX + 32];
+        snprintf(who, sizeof who, "the publisher of '%s'", llm);
+        feature_error(e, who, c->needs & ~s->features);
         return -1;
     }
     if (s->inflight >= b->cfg.max_inflight) {
         set_error(e, 503, 1, "publisher_busy",
-                  "publisher of '%s' has %d tasks in flight already (the cap)", c->llm,
-                  s->inflight);
+                  "publisher of '%s' has %d tasks in flight already (the cap)", llm, s->inflight);
         return -1;
     }
-    struct task *t = task_new(b, s, TASK_INFER, c->llm, now, b->cfg.infer_timeout_ms);
+    struct task *t = task_new(b, s, TASK_INFER, llm, now, b->cfg.infer_timeout_ms);
     if (!t) {
         set_error(e, 500, 0, NULL, "out of memory");
         return -1;
@@ -486,7 +558,7 @@ static int start_task(struct broker *b, struct broker_call *c, struct session *s
                            "\ndata: {\"kind\":\"infer\",\"taskId\":\"",
                            t->id,
                            "\",\"llmName\":\"",
-                           c->llm,
+                           llm,
                            c->streaming ? "\",\"streaming\":true" : "\",\"streaming\":false",
                            c->path ? ",\"path\":\"" : "",
                            c->path ? c->path : "",
@@ -512,15 +584,14 @@ static int start_task(struct broker *b, struct broker_call *c, struct session *s
                   stalled ? "publisher of '%s' stopped reading its control stream (stream "
                             "backlog over the cap); it was disconnected"
                           : "publisher of '%s' is not reachable",
-                  c->llm);
+                  llm);
         return -1;
     }
     t->call = c;
     c->task = t;
     c->state = CALL_WAITING;
-    free(c->body); /* the frame has it now */
-    c->body = NULL;
-    c->body_len = 0;
+    if (!c->pool)
+        call_drop_body(c); /* the frame has it now */
     return 0;
 }
 
@@ -528,7 +599,10 @@ static int start_task(struct broker *b, struct broker_call *c, struct session *s
 
 static void wake_free(struct broker *b, struct wake *w)
 {
-    HASH_DEL(b->wake_by_llm, w);
+    if (!w->pool)
+        HASH_DEL(b->wake_by_llm, w);
+    else if (w->pool->wake == w)
+        w->pool->wake = NULL;
     free(w);
 }
 
@@ -561,56 +635,85 @@ static void wake_fail(struct broker *b, struct wake *w, const struct broker_erro
     wake_free(b, w);
 }
 
+/* Fails a wake whose task may still run (shutdown). */
+static void wake_abort(struct broker *b, struct wake *w, const struct broker_error *e)
+{
+    if (w->task) {
+        w->task->wake = NULL;
+        w->task = NULL;
+    }
+    wake_fail(b, w, e);
+}
+
+static int pool_start(struct broker *b, struct broker_call *c, int64_t now, struct broker_error *e);
+static struct member *member_find(struct pool *p, const char *llm);
+
 static void wake_succeeded(struct broker *b, struct wake *w, struct session *s, int64_t now)
 {
     wake_ended(b, w, BROKER_WAKE_OK, now);
+    struct pool *p = w->pool;
+    if (p) {
+        /* The held calls pick again, now with the woken member active;
+         * one that still finds none may start the pool's next wake. */
+        struct member *m = member_find(p, w->llm);
+        if (m)
+            m->hibernating = false;
+        if (p->wake == w)
+            p->wake = NULL;
+    }
     while (w->held) {
         struct broker_call *c = w->held;
         DL_DELETE2(w->held, c, hprev, hnext);
+        w->nheld--;
         c->wake = NULL;
         struct broker_error e;
-        if (start_task(b, c, s, now, &e) < 0)
+        int rc = p ? pool_start(b, c, now, &e) : start_task(b, c, s, c->llm, now, &e);
+        if (rc < 0)
             call_fail(b, c, &e);
     }
     wake_free(b, w);
 }
 
-static int hold_for_wake(struct broker *b, struct broker_call *c, struct session *s, int64_t now,
-                         struct broker_error *e)
+/* Sends a wake task for llm to session s. Returns the new wake, not yet
+ * filed anywhere, or NULL with e filled. */
+static struct wake *wake_start(struct broker *b, struct session *s, const char *llm, int64_t now,
+                               struct broker_error *e)
 {
-    struct wake *w;
-    HASH_FIND_STR(b->wake_by_llm, c->llm, w);
-    if (!w) {
-        if (!s || !s->stream) {
-            set_error(e, 503, RETRY_OFFLINE, "publisher_unavailable",
-                      "publisher of '%s' is not connected", c->llm);
-            return -1;
-        }
-        w = calloc(1, sizeof *w);
-        struct task *t = w ? task_new(b, s, TASK_WAKE, c->llm, now, b->cfg.wake_timeout_ms) : NULL;
-        if (!t) {
-            free(w);
-            set_error(e, 500, 0, NULL, "out of memory");
-            return -1;
-        }
-        char frame[256];
-        int n = snprintf(frame, sizeof frame,
-                         "event: task\nid: %s\ndata: {\"kind\":\"wake\",\"taskId\":\"%s\","
-                         "\"llmName\":\"%s\"}\n\n",
-                         t->id, t->id, c->llm);
-        if (dispatch(b, s, frame, (size_t)n) < 0) {
-            task_end(b, t, now);
-            free(w);
-            set_error(e, 503, RETRY_OFFLINE, "publisher_unavailable",
-                      "publisher of '%s' is not reachable", c->llm);
-            return -1;
-        }
-        snprintf(w->llm, sizeof w->llm, "%s", c->llm);
-        w->started = now;
-        w->task = t;
-        t->wake = w;
-        HASH_ADD_STR(b->wake_by_llm, llm, w);
+    if (!s || !s->stream) {
+        set_error(e, 503, RETRY_OFFLINE, "publisher_unavailable",
+                  "publisher of '%s' is not connected", llm);
+        return NULL;
     }
+    struct wake *w = calloc(1, sizeof *w);
+    struct task *t = w ? task_new(b, s, TASK_WAKE, llm, now, b->cfg.wake_timeout_ms) : NULL;
+    if (!t) {
+        free(w);
+        set_error(e, 500, 0, NULL, "out of memory");
+        return NULL;
+    }
+    char frame[256];
+    int n = snprintf(frame, sizeof frame,
+                     "event: task\nid: %s\ndata: {\"kind\":\"wake\",\"taskId\":\"%s\","
+                     "\"llmName\":\"%s\"}\n\n",
+                     t->id, t->id, llm);
+    if (dispatch(b, s, frame, (size_t)n) < 0) {
+        task_end(b, t, now);
+        free(w);
+        set_error(e, 503, RETRY_OFFLINE, "publisher_unavailable",
+                  "publisher of '%s' is not reachable", llm);
+        return NULL;
+    }
+    snprintf(w->llm, sizeof w->llm, "%s", llm);
+    w->started = now;
+    w->task = t;
+    t->wake = w;
+    return w;
+}
+
+/* Holds c until wake w ends. 0, or -1 with e filled (the cap). */
+static int wake_hold(struct broker *b, struct wake *w, struct broker_call *c,
+                     struct broker_error *e)
+{
     if (w->nheld >= b->cfg.max_held) {
         set_error(e, 503, RETRY_OFFLINE, "publisher_unavailable",
                   "'%s' is waking up and holds too many callers already (%d, the cap)", c->llm,
@@ -624,11 +727,186 @@ static int hold_for_wake(struct broker *b, struct broker_call *c, struct session
     return 0;
 }
 
+static int hold_for_wake(struct broker *b, struct broker_call *c, struct session *s, int64_t now,
+                         struct broker_error *e)
+{
+    struct wake *w;
+    HASH_FIND_STR(b->wake_by_llm, c->llm, w);
+    if (!w) {
+        w = wake_start(b, s, c->llm, now, e);
+        if (!w)
+            return -1;
+        HASH_ADD_STR(b->wake_by_llm, llm, w);
+    }
+    return wake_hold(b, w, c, e);
+}
+
 static void wake_unhold(struct wake *w, struct broker_call *c)
 {
     DL_DELETE2(w->held, c, hprev, hnext);
     w->nheld--;
     c->wake = NULL;
+}
+
+/* ---- pools ---- */
+
+static struct pool *pool_find(struct broker *b, const char *name)
+{
+    struct pool *p;
+    HASH_FIND_STR(b->pools, name, p);
+    return p;
+}
+
+static struct member *member_find(struct pool *p, const char *llm)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (strcmp(p->m[i].llm, llm) == 0)
+            return &p->m[i];
+    return NULL;
+}
+
+/* What a search for a member saw, to say why it found none. */
+struct pick {
+    struct member *sleeper; /* a hibernating member able to take the call */
+    unsigned have;          /* the features of the connected members */
+    bool connected;         /* a member's publisher has a usable stream */
+    bool able;              /* ... and the features the call needs */
+    bool active;            /* ... and is active, at its cap or not */
+};
+
+/* The member of p to send c's task to: connected, active, able, under the
+ * in-flight cap, with the fewest tasks in flight; among equals the first
+ * from the pool's cursor, which then moves past it, so that a burst goes
+ * round the members evenly. A search stops at the first idle member. */
+static struct member *pool_pick(struct broker *b, struct pool *p, const struct broker_call *c,
+                                struct pick *pk)
+{
+    memset(pk, 0, sizeof *pk);
+    struct member *best = NULL;
+    size_t n = p->n, i = p->cursor < n ? p->cursor : 0, best_i = 0;
+    int best_load = b->cfg.max_inflight;
+    for (size_t k = 0; k < n; k++, i = i + 1 < n ? i + 1 : 0) {
+        struct member *m = &p->m[i];
+        const struct session *s = m->s;
+        if (!s->stream || s->stream->ending || s->stream->broken)
+            continue;
+        if (c->failed_on[0] && strcmp(s->id, c->failed_on) == 0)
+            continue;
+        pk->connected = true;
+        pk->have |= s->features;
+        if (c->needs & ~s->features)
+            continue;
+        pk->able = true;
+        if (m->hibernating) {
+            if (!pk->sleeper)
+                pk->sleeper = m;
+            continue;
+        }
+        pk->active = true;
+        if (s->inflight >= best_load)
+            continue;
+        best = m;
+        best_i = i;
+        best_load = s->inflight;
+        if (best_load == 0)
+            break;
+    }
+    if (best)
+        p->cursor = best_i + 1 < n ? best_i + 1 : 0;
+    return best;
+}
+
+/* Sends pool call c to a member, or holds it for the pool's wake when no
+ * member is active. 0, or -1 with e filled. */
+static int pool_start(struct broker *b, struct broker_call *c, int64_t now, struct broker_error *e)
+{
+    struct pool *p = c->pool;
+    struct pick pk;
+    for (;;) {
+        struct member *m = pool_pick(b, p, c, &pk);
+        if (!m)
+            break;
+        if (start_task(b, c, m->s, m->llm, now, e) == 0) {
+            m->requests++;
+            return 0;
+        }
+        /* A stream that could not take the frame is cut off now, and the
+         * next search skips it; any other failure is the call's own. */
+        if (!m->s->stream || !m->s->stream->broken)
+            return -1;
+    }
+    if (!pk.connected) {
+        set_error(e, 503, RETRY_OFFLINE, "publisher_unavailable",
+                  "no member of pool '%s' is connected", p->name);
+    } else if (!pk.able) {
+        unsigned missing = c->needs & ~pk.have;
+        set_error(e, 400, 0, "unsupported_route",
+                  "no publisher in pool '%s' declares the \"%s\" feature this call needs "
+                  "(upgrade mcplocal)",
+                  p->name,
+                  (missing ? missing : c->needs) & BROKER_FEAT_PATHS ? "paths"
+                                                                     : "streamed-results");
+    } else if (pk.active) {
+        set_error(e, 503, 1, "publisher_busy",
+                  "every active member of pool '%s' has %d tasks in flight already (the cap)",
+                  p->name, b->cfg.max_inflight);
+    } else {
+        struct wake *w = p->wake;
+        if (!w) {
+            w = wake_start(b, pk.sleeper->s, pk.sleeper->llm, now, e);
+            if (!w)
+                return -1;
+            w->pool = p;
+            p->wake = w;
+        }
+        return wake_hold(b, w, c, e);
+    }
+    return -1;
+}
+
+/* Task t failed on its publisher's side with e. A pool call whose answer
+ * has not begun goes to another member, once; else t fails as task_fail()
+ * fails it. */
+static void task_fail_over(struct broker *b, struct task *t, const struct broker_error *e,
+                           int64_t now)
+{
+    struct broker_call *c = t->kind == TASK_INFER ? t->call : NULL;
+    if (!c || !c->pool || c->state != CALL_WAITING || c->failed_on[0] || !t->session ||
+        b->stopping) {
+        task_fail(b, t, e, false, now);
+        return;
+    }
+    char llm[BROKER_NAME_MAX];
+    memcpy(llm, t->llm, sizeof llm);
+    memcpy(c->failed_on, t->session->id, sizeof c->failed_on);
+    t->call = NULL;
+    c->task = NULL;
+    task_end(b, t, now);
+    struct broker_error again;
+    if (pool_start(b, c, now, &again) < 0) {
+        call_fail(b, c, e);
+        return;
+    }
+    struct member *m = member_find(c->pool, llm);
+    if (m)
+        m->failovers++;
+}
+
+/* The session of sid for a pool member, pinned: found, or made as a
+ * record that a stream may bind later. NULL when out of memory. */
+static struct session *session_ref(struct broker *b, const char *sid)
+{
+    struct session *s = session_make(b, sid, b->now);
+    if (s)
+        s->pool_refs++;
+    return s;
+}
+
+static void members_release(struct member *m, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        m[i].s->pool_refs--;
+    free(m);
 }
 
 /* ---- the public API ---- */
@@ -668,6 +946,14 @@ void broker_free(struct broker *b)
     {
         HASH_DEL(b->wake_by_llm, w);
         free(w);
+    }
+    struct pool *p, *pt;
+    HASH_ITER(hh, b->pools, p, pt)
+    {
+        HASH_DEL(b->pools, p);
+        free(p->wake);
+        free(p->m);
+        free(p);
     }
     struct session *s, *st;
     HASH_ITER(hh, b->sessions, s, st)
@@ -838,7 +1124,7 @@ int broker_revoke(struct broker *b, const char *token_hash)
             continue;
         n++;
         if (st->session)
-            session_cut(b, st->session, 502, "the publisher's token was revoked");
+            session_cut(b, st->session, 502, "the publisher's token was revoked or has expired");
         st->ending = true;
         unpark(b, st->ep);
     }
@@ -872,6 +1158,7 @@ struct broker_call *broker_call_start(struct broker *b, const struct broker_call
     c->ep = ep;
     c->streaming = rq->streaming;
     c->anthropic = rq->anthropic;
+    c->needs = rq->needs | (rq->path ? BROKER_FEAT_PATHS : 0);
     snprintf(c->llm, sizeof c->llm, "%s", rq->llm);
     c->path = rq->path ? strdup(rq->path) : NULL;
     c->body = malloc(rq->body_len ? rq->body_len : 1);
@@ -889,10 +1176,17 @@ struct broker_call *broker_call_start(struct broker *b, const struct broker_call
     lock(b);
     seen(b, now);
     int rc;
-    struct session *s = session_find(b, rq->session);
+    struct session *s = rq->pool ? NULL : session_find(b, rq->session);
+    struct pool *p = rq->pool ? pool_find(b, rq->pool) : NULL;
     if (b->stopping) {
         set_error(err, 503, RETRY_OFFLINE, "publisher_unavailable", "server shutting down");
         rc = -1;
+    } else if (rq->pool && (!p || p->gen < rq->pool_gen)) {
+        set_error(err, 0, 0, NULL, "pool '%s' is not known at this generation", rq->pool);
+        rc = -1;
+    } else if (rq->pool) {
+        c->pool = p;
+        rc = pool_start(b, c, now, err);
     } else if (!s || !s->stream) {
         set_error(err, 503, RETRY_OFFLINE, "publisher_unavailable",
                   "publisher of '%s' is not connected (no control stream)", rq->llm);
@@ -900,7 +1194,7 @@ struct broker_call *broker_call_start(struct broker *b, const struct broker_call
     } else if (rq->hibernating) {
         rc = hold_for_wake(b, c, s, now, err);
     } else {
-        rc = start_task(b, c, s, now, err);
+        rc = start_task(b, c, s, c->llm, now, err);
     }
     if (rc == 0) {
         b->ncalls++;
@@ -960,6 +1254,16 @@ ssize_t broker_call_read(struct broker *b, struct broker_call *c, char *out, siz
     return n;
 }
 
+void broker_call_summary(struct broker *b, struct broker_call *c, struct broker_call_summary *out)
+{
+    lock(b);
+    out->llm = c->llm;
+    out->usage = c->usage;
+    bool answered = (c->state == CALL_HEAD || c->state == CALL_SENT) && (!c->sse || c->ended);
+    out->status = c->fail_status ? c->fail_status : answered ? c->status : 499;
+    unlock(b);
+}
+
 void broker_call_done(struct broker *b, struct broker_call *c)
 {
     if (!c)
@@ -985,6 +1289,7 @@ void broker_call_done(struct broker *b, struct broker_call *c)
 static void call_start_events(struct broker *b, struct broker_call *c)
 {
     if (c->state == CALL_WAITING) {
+        call_drop_body(c); /* no failover once the answer began */
         c->state = CALL_HEAD;
         c->status = 200;
         c->sse = true;
@@ -997,8 +1302,8 @@ static void call_start_events(struct broker *b, struct broker_call *c)
 static int call_events(struct broker *b, struct task *t, const char *p, size_t n, int64_t now)
 {
     struct broker_call *c = t->call;
-    if (!c || c->ended)
-        return 0;
+    if (!c || c->ended || n == 0)
+        return 0; /* nothing yet: the caller's answer has not begun */
     call_start_events(b, c);
     if (buf_append(&c->events, p, n) < 0) {
         struct broker_error e;
@@ -1036,7 +1341,7 @@ static int deliver_final(struct broker *b, struct task *t, const struct broker_p
         snprintf(msg, msglen, "status must be a final HTTP status (200-599)");
         set_error(&e, 502, 0, "publisher_error", "the publisher posted an invalid status (%d)",
                   p->status);
-        task_fail(b, t, &e, false, now);
+        task_fail_over(b, t, &e, now);
         return 400;
     }
     if (t->kind == TASK_WAKE) {
@@ -1089,6 +1394,7 @@ static int deliver_final(struct broker *b, struct task *t, const struct broker_p
         }
         c->status = p->status;
         snprintf(c->ctype, sizeof c->ctype, "%s", p->ctype ? p->ctype : "application/json");
+        call_drop_body(c);
         c->state = CALL_HEAD;
         unpark(b, c->ep);
     }
@@ -1131,6 +1437,15 @@ int broker_deliver(struct broker *b, const char *sid, const char *owner, const c
         snprintf(msg, msglen, "task is not streaming: post {status, body}");
         goto out;
     }
+    struct broker_call *c = t->kind == TASK_INFER ? t->call : NULL;
+    if (c && p->usage.has_prompt) {
+        c->usage.prompt = p->usage.prompt;
+        c->usage.has_prompt = true;
+    }
+    if (c && p->usage.has_completion) {
+        c->usage.completion = p->usage.completion;
+        c->usage.has_completion = true;
+    }
     struct broker_error e;
     switch (p->kind) {
     case PIECE_FINAL:
@@ -1166,7 +1481,7 @@ int broker_deliver(struct broker *b, const char *sid, const char *owner, const c
         break;
     case PIECE_EVENTS_CUT:
         set_error(&e, 502, 0, "publisher_error", "the publisher's stream broke off");
-        task_fail(b, t, &e, false, now);
+        task_fail_over(b, t, &e, now);
         break;
     case PIECE_ERROR:
         if (t->wake)
@@ -1177,7 +1492,7 @@ int broker_deliver(struct broker *b, const char *sid, const char *owner, const c
         else
             set_error(&e, 502, 0, "publisher_error", "publisher error: %.*s",
                       (int)(p->len > 200 ? 200 : p->len), p->data);
-        task_fail(b, t, &e, false, now);
+        task_fail_over(b, t, &e, now);
         break;
     }
 out:
@@ -1192,7 +1507,7 @@ static void reap_sessions(struct broker *b, int64_t now)
     struct session *s, *tmp;
     HASH_ITER(hh, b->sessions, s, tmp)
     {
-        if (s->stream || s->tasks || now - s->last_seen < SESSION_IDLE_MS)
+        if (s->stream || s->tasks || s->pool_refs || now - s->last_seen < SESSION_IDLE_MS)
             continue;
         HASH_DEL(b->sessions, s);
         free(s);
@@ -1263,11 +1578,13 @@ void broker_shutdown(struct broker *b)
     struct wake *w, *wt;
     HASH_ITER(hh, b->wake_by_llm, w, wt)
     {
-        if (w->task) {
-            w->task->wake = NULL;
-            w->task = NULL;
-        }
-        wake_fail(b, w, &e);
+        wake_abort(b, w, &e);
+    }
+    struct pool *p, *pt;
+    HASH_ITER(hh, b->pools, p, pt)
+    {
+        if (p->wake)
+            wake_abort(b, p->wake, &e);
     }
     struct task *t, *tt;
     HASH_ITER(hh, b->tasks, t, tt)
@@ -1289,13 +1606,94 @@ void broker_stats(struct broker *b, struct broker_stats *out)
     out->tasks = HASH_COUNT(b->tasks);
     out->calls = b->ncalls;
     out->wakes = HASH_COUNT(b->wake_by_llm);
+    out->held = 0;
+    for (struct wake *w = b->wake_by_llm; w; w = w->hh.next)
+        out->held += (unsigned)w->nheld;
+    for (struct pool *p = b->pools; p; p = p->hh.next) {
+        out->wakes += p->wake != NULL;
+        out->held += p->wake ? (unsigned)p->wake->nheld : 0;
+    }
     out->tombstones = b->ntombs;
     out->overflows = b->overflows;
     out->live_sessions = 0;
     for (struct session *s = b->sessions; s; s = s->hh.next)
         out->live_sessions += s->stream != NULL;
-    out->held = 0;
-    for (struct wake *w = b->wake_by_llm; w; w = w->hh.next)
-        out->held += (unsigned)w->nheld;
+    unlock(b);
+}
+
+/* ---- pools: membership and counts ---- */
+
+int broker_pool_set(struct broker *b, const char *pool, uint64_t gen, const struct broker_member *m,
+                    size_t n)
+{
+    struct member *nm = calloc(n ? n : 1, sizeof *nm);
+    if (!nm)
+        return -1;
+    lock(b);
+    struct pool *p = pool_find(b, pool);
+    if (p && p->gen >= gen) {
+        unlock(b);
+        free(nm);
+        return 0;
+    }
+    if (!p) {
+        p = calloc(1, sizeof *p);
+        if (!p)
+            goto oom;
+        snprintf(p->name, sizeof p->name, "%s", pool);
+        HASH_ADD_STR(b->pools, name, p);
+    }
+    /* Both lists are sorted by name: counts carry over in one pass. */
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct member *x = &nm[i];
+        x->s = session_ref(b, m[i].session);
+        if (!x->s) {
+            members_release(nm, i);
+            nm = NULL;
+            goto oom;
+        }
+        snprintf(x->llm, sizeof x->llm, "%s", m[i].llm);
+        x->hibernating = m[i].hibernating;
+        while (j < p->n && strcmp(p->m[j].llm, x->llm) < 0)
+            j++;
+        if (j < p->n && strcmp(p->m[j].llm, x->llm) == 0) {
+            x->requests = p->m[j].requests;
+            x->failovers = p->m[j].failovers;
+        }
+    }
+    members_release(p->m, p->n);
+    p->m = nm;
+    p->n = n;
+    p->gen = gen;
+    unlock(b);
+    return 0;
+oom:
+    unlock(b);
+    free(nm);
+    return -1;
+}
+
+void broker_pool_stats(struct broker *b, void (*fn)(void *ud, const struct broker_member_stats *m),
+                       void *ud)
+{
+    lock(b);
+    struct pool *p, *pt;
+    HASH_ITER(hh, b->pools, p, pt)
+    {
+        for (size_t i = 0; i < p->n; i++) {
+            const struct member *x = &p->m[i];
+            struct broker_member_stats st = {
+                .pool = p->name,
+                .llm = x->llm,
+                .requests = x->requests,
+                .failovers = x->failovers,
+                .inflight = x->s->inflight,
+                .connected = x->s->stream != NULL,
+                .hibernating = x->hibernating,
+            };
+            fn(ud, &st);
+        }
+    }
     unlock(b);
 }

@@ -16,6 +16,14 @@
  * each park is matched by at most one wake, and a parked endpoint stays
  * valid until that wake has run.
  *
+ * Pools: a call may name a pool instead of one Llm. The broker then picks
+ * the member, under its lock, from what only it knows at that instant —
+ * which publishers have a stream bound and how many tasks each has in
+ * flight — and fails a task over to another member once when it fails on
+ * the publisher's side before the caller got its first byte. The pool's
+ * members come from the database through broker_pool_set(), tagged with
+ * the database's route generation.
+ *
  * The seam toward streams is one pair of calls: broker_dispatch() sends a
  * frame to a session's stream, broker_deliver() hands a piece of a result
  * to a task. A multi-replica mcpd routes these two between replicas.
@@ -96,6 +104,15 @@ struct broker_error {
     char msg[256];
 };
 
+/* Token counts a backend reported in its "usage", as far as one piece of
+ * its answer says: a count the piece does not have is left unset. */
+struct broker_usage {
+    int64_t prompt;
+    int64_t completion;
+    bool has_prompt;
+    bool has_completion;
+};
+
 struct broker;
 struct broker_stream;
 struct broker_call;
@@ -147,8 +164,8 @@ int broker_results_open(struct broker *b, const char *sid, const char *owner, ui
  * with 502, unless a newer stream has replaced it. */
 void broker_results_cut(struct broker *b, const char *sid, uint64_t serial, const char *why);
 
-/* The token was revoked: every stream it opened ends and the tasks sent
- * down them fail. Returns how many streams were ended. */
+/* The token was revoked or expired: every stream it opened ends and the
+ * tasks sent down them fail. Returns how many streams were ended. */
 int broker_revoke(struct broker *b, const char *token_hash);
 
 /* The seam: queues frame on the session's stream. 0, or -1 when no stream
@@ -159,12 +176,49 @@ int broker_dispatch(struct broker *b, const char *sid, const char *frame, size_t
  * reader runs and notices. */
 void broker_kick(struct broker *b, struct broker_ep *ep);
 
+/* ---- pools ---- */
+
+/* A member of a pool as the database has it: a virtual row that is not
+ * inactive. */
+struct broker_member {
+    const char *llm;     /* the row's name */
+    const char *session; /* its publisher's session */
+    bool hibernating;    /* registered asleep: woken before its first task */
+};
+
+/* Records pool's members as the database had them at route generation gen
+ * (db_route_generation() read before the rows), sorted by name. A record of
+ * the same or a newer generation is kept as it is. Each member's counts
+ * (broker_pool_stats()) carry over from the record it replaces. 0, or -1
+ * when out of memory. */
+int broker_pool_set(struct broker *b, const char *pool, uint64_t gen, const struct broker_member *m,
+                    size_t n);
+
+/* Counts of one pool member, for metrics. */
+struct broker_member_stats {
+    const char *pool; /* valid during the callback */
+    const char *llm;
+    uint64_t requests;  /* tasks sent to it for calls that named its pool */
+    uint64_t failovers; /* of those, how many failed on it and went to another member */
+    int inflight;       /* its publisher's tasks in flight now (any Llm) */
+    bool connected;     /* its publisher has a stream bound */
+    bool hibernating;
+};
+
+/* Calls fn for every member of every pool the broker has routed to, with
+ * the broker's lock held: fn must not call the broker. */
+void broker_pool_stats(struct broker *b, void (*fn)(void *ud, const struct broker_member_stats *m),
+                       void *ud);
+
 /* ---- callers ---- */
 
 struct broker_call_req {
-    const char *llm;     /* the Llm's name */
-    const char *session; /* its publisher's session */
-    bool hibernating;    /* wake it first */
+    const char *llm;     /* the Llm's name (with pool: the name the caller used) */
+    const char *session; /* its publisher's session (unused with pool) */
+    bool hibernating;    /* wake it first (unused with pool) */
+    const char *pool;    /* a pool: any member able to take the call may serve it */
+    uint64_t pool_gen;   /* with pool: the route generation the caller's route was read at */
+    unsigned needs;      /* BROKER_FEAT_* the task needs of its publisher */
     bool streaming;      /* the caller asked for a stream */
     bool anthropic;      /* error events in Anthropic's shape, not OpenAI's */
     const char *path;    /* the route under the provider's URL; NULL: chat completions */
@@ -174,7 +228,19 @@ struct broker_call_req {
 
 /* Starts a call: sends an infer task (or joins or starts a wake) and parks
  * ep. Returns the call, owned by the HTTP layer until broker_call_done(),
- * or NULL with err filled (503 offline or busy, 400 feature missing...). */
+ * or NULL with err filled (503 offline or busy, 400 feature missing...).
+ * With rq->pool, NULL with err->status 0 means the broker has no record of
+ * the pool at rq->pool_gen or newer: broker_pool_set() it and start again.
+ *
+ * A pool call goes to a connected, active member whose publisher has the
+ * features it needs and fewer than max_inflight tasks in flight: the one
+ * with the fewest, the first after the pool's rotating cursor among equals.
+ * Only when no such member is active (busy or not) is a hibernating one
+ * woken, one wake per pool at a time. Its task failing on the publisher's
+ * side (an error post, an invalid status, its stream closing or cut off, a
+ * streamed post broken off) before the caller's answer began sends it to
+ * another member, once; timeouts and the backend's own answers, 5xx
+ * included, are never retried. */
 struct broker_call *broker_call_start(struct broker *b, const struct broker_call_req *rq,
                                       struct broker_ep *ep, int64_t now, struct broker_error *err);
 
@@ -197,6 +263,19 @@ int broker_call_head(struct broker *b, struct broker_call *c, struct broker_head
 /* The event stream after an sse head: bytes, or BROKER_PARKED, BROKER_END,
  * BROKER_GONE. */
 ssize_t broker_call_read(struct broker *b, struct broker_call *c, char *out, size_t max);
+
+/* How a call went, for the usage accounting. */
+struct broker_call_summary {
+    const char *llm; /* borrowed: valid until broker_call_done() */
+    /* The status the caller got: the answer's, or the failure's (a stream
+     * that ended with an error event included); 499 when the caller went
+     * away before its answer was complete. */
+    int status;
+    struct broker_usage usage; /* the last count of each kind the backend reported */
+};
+
+/* Fills out for c, which is still the HTTP layer's. */
+void broker_call_summary(struct broker *b, struct broker_call *c, struct broker_call_summary *out);
 
 /* The caller's request is over; c is freed. A task still running is
  * cancelled (a cancel frame goes to its publisher). */
@@ -221,7 +300,8 @@ struct broker_piece {
     const char *ctype; /* FINAL: static Content-Type of data */
     const char *data;  /* FINAL body, CHUNK data, EVENTS bytes, ERROR message */
     size_t len;
-    bool done; /* CHUNK */
+    bool done;                 /* CHUNK */
+    struct broker_usage usage; /* counts this piece carries; a later count replaces an earlier */
 };
 
 /* What the route handler must make durable after a delivery. */

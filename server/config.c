@@ -13,7 +13,7 @@ void config_defaults(struct server_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     snprintf(cfg->listen_addr, sizeof cfg->listen_addr, "127.0.0.1");
     cfg->listen_port = 8080;
-    snprintf(cfg->db_path, sizeof cfg->db_path, "./mcpd.db");
+    snprintf(cfg->db_path, sizeof cfg->db_path, "%s", MCPD_DEFAULT_DB);
     /* Two workers per CPU, at least 4: idle control streams stay
      * suspended on the workers, and libmicrohttpd walks a worker's whole
      * list of suspended connections on every resume, so 10,000 idle streams
@@ -46,7 +46,7 @@ void config_usage(void)
 {
     fputs(
         "usage: mcpd [options]\n"
-        "       mcpd token create --owner NAME [--db PATH]\n"
+        "       mcpd token create --owner NAME [--expires DURATION] [--admin] [--db PATH]\n"
         "       mcpd token list [--db PATH]\n"
         "       mcpd token revoke ID [--db PATH]\n"
         "\n"
@@ -55,7 +55,8 @@ void config_usage(void)
         "Options (each also settable by the MCPD_* variable shown; flags win):\n"
         "  --listen ADDR:PORT          address to listen on (MCPD_LISTEN, default 127.0.0.1:8080;\n"
         "                              port 0 picks a free port, logged at start)\n"
-        "  --db PATH                   SQLite database file (MCPD_DB, default ./mcpd.db)\n"
+        "  --db PATH                   SQLite database file (MCPD_DB, default\n"
+        "                              " MCPD_DEFAULT_DB ")\n"
         "  --threads N                 HTTP worker threads (MCPD_THREADS, default: two per\n"
         "                              CPU, at least 4, at most 64)\n"
         "  --tls-cert FILE             serve HTTPS with this PEM certificate (chain)\n"
@@ -97,7 +98,7 @@ void config_usage(void)
         "  -h, --help                  show this help\n"
         "  --version                   print \"mcpd VERSION\" and exit\n"
         "\n"
-        "DUR is a whole number with ms, s, m or h (a bare number means seconds).\n"
+        "DUR is a whole number with ms, s, m, h or d (a bare number means seconds).\n"
         "SIGTERM or SIGINT shut down cleanly: streams closed, rows inactive, exit 0.\n"
         "SIGHUP reopens the --access-log file (after logrotate moved it).\n"
         "GET /metrics serves Prometheus metrics without a token (docs/operations.md).\n"

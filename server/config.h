@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* MCPD_DEFAULT_DB, the default --db, is defined in CMakeLists.txt. */
+
 struct server_config {
     char listen_addr[64]; /* host part of --listen */
     int listen_port;

@@ -2,13 +2,15 @@
  * housekeeper.c - the background thread: one epoll set with every
  * connection's socket (for EPOLLRDHUP) and an eventfd to stop it; between
  * events it runs the broker's timers, a GC batch when one is due, the
- * revocation sweep, and writes the access log's buffered lines.
+ * sweep for revoked and expired tokens, the flush of the usage counts
+ * and the tokens' last uses, and writes the access log's buffered lines.
  */
 #include "housekeeper.h"
 #include "accesslog.h"
 #include "clock.h"
 #include "http.h"
 #include "log.h"
+#include "usage.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -22,9 +24,9 @@
 #define STOP_ID UINT64_MAX
 /* The longest sleep: the broker's deadlines are met within this. */
 #define MAX_SLEEP_MS 50
-/* How often revoked tokens are looked for, and how far back (longer than
- * the auth cache's lifetime, so a stream opened on a cached answer just
- * before the revocation is still found). */
+/* How often revoked and expired tokens are looked for, and how far back
+ * (longer than the auth cache's lifetime, so a stream opened on a cached
+ * answer just before the revocation is still found). */
 #define REVOKE_EVERY_MS 1000
 #define REVOKE_LOOKBACK_MS (2 * AUTH_CACHE_TTL_MS)
 /* A streamed result post whose poster closed is failed this long after. */
@@ -40,7 +42,8 @@ struct housekeeper {
     int64_t next_gc;
     bool gc_more; /* the last batch was full */
     int64_t next_revoke;
-    int64_t next_flush; /* the access log's buffered lines */
+    int64_t next_flush;
+    int64_t next_log_flush; /* the access log's buffered lines */
     /* Sessions a GC batch found stale. */
     char (*stale)[DB_SESSION_ID_LEN];
     unsigned nstale;
@@ -146,13 +149,23 @@ static void gc_batch(struct housekeeper *hk)
                  inactivated, sessions, deleted);
 }
 
-static void on_revoked(void *ud, const char *hash)
+static void on_ended(void *ud, const char *hash)
 {
     struct server *srv = ud;
     auth_forget(srv->auth, hash);
     int n = broker_revoke(srv->broker, hash);
     if (n > 0)
-        log_info("closed %d control stream(s) opened with a revoked token", n);
+        log_info("closed %d control stream(s) opened with a revoked or expired token", n);
+}
+
+/* Writes the usage counts and the tokens' last uses gathered in memory. */
+static void flush(struct server *srv)
+{
+    if (usage_flush(srv->usage) != DB_OK)
+        log_error("usage: cannot write the counts (kept for the next try): %s", db_errmsg(srv->db));
+    if (auth_flush(srv->auth) != DB_OK)
+        log_error("cannot write when tokens were last used (kept for the next try): %s",
+                  db_errmsg(srv->db));
 }
 
 static void *run(void *arg)
@@ -201,14 +214,19 @@ static void *run(void *arg)
             hk->next_gc = hk->gc_more ? now : now + srv->cfg.gc_interval_ms;
         }
         if (now >= hk->next_revoke) {
-            if (db_token_revoked_since(srv->db, clock_wall_ms() - REVOKE_LOOKBACK_MS, on_revoked,
-                                       srv) != DB_OK)
+            int64_t wall = clock_wall_ms();
+            if (db_token_ended_since(srv->db, wall - REVOKE_LOOKBACK_MS, wall, on_ended, srv) !=
+                DB_OK)
                 log_error("revocation sweep: database error: %s", db_errmsg(srv->db));
             hk->next_revoke = now + REVOKE_EVERY_MS;
         }
         if (now >= hk->next_flush) {
+            flush(srv);
+            hk->next_flush = now + USAGE_FLUSH_EVERY_MS;
+        }
+        if (now >= hk->next_log_flush) {
             accesslog_flush(srv->access);
-            hk->next_flush = now + ACCESSLOG_FLUSH_MS;
+            hk->next_log_flush = now + ACCESSLOG_FLUSH_MS;
         }
         if (hk->next_gc < next)
             next = hk->next_gc;
@@ -222,6 +240,7 @@ static void *run(void *arg)
 int housekeeper_run(struct housekeeper *hk)
 {
     hk->next_gc = clock_mono_ms() + hk->srv->cfg.gc_interval_ms;
+    hk->next_flush = clock_mono_ms() + USAGE_FLUSH_EVERY_MS;
     if (pthread_create(&hk->thread, NULL, run, hk) != 0)
         return -1;
     hk->running = true;

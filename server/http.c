@@ -40,6 +40,7 @@ const struct metrics_route http_routes[R_COUNT] = {
     [R_READYZ] = {MCP_ROUTE_READYZ, false},
     [R_LIST] = {MCP_ROUTE_LLMS, false},
     [R_GET] = {MCP_ROUTE_LLMS "/:name", false},
+    [R_MEMBERS] = {MCP_ROUTE_LLMS "/:name/members", false},
     [R_REGISTER] = {MCP_ROUTE_REGISTER, false},
     [R_STREAM] = {MCP_ROUTE_STREAM, false},
     [R_HEARTBEAT] = {MCP_ROUTE_HEARTBEAT, false},
@@ -49,6 +50,7 @@ const struct metrics_route http_routes[R_COUNT] = {
     [R_OPENAI_CHAT] = {MCP_ROUTE_OPENAI_CHAT, true},
     [R_OPENAI_MODELS] = {MCP_ROUTE_OPENAI_MODELS, false},
     [R_OPENAI_MODEL] = {MCP_ROUTE_OPENAI_MODELS "/:id", false},
+    [R_USAGE] = {MCP_ROUTE_USAGE, false},
     [R_OPENAI_COMPLETIONS] = {MCP_ROUTE_OPENAI_COMPLETIONS, true},
     [R_OPENAI_EMBEDDINGS] = {MCP_ROUTE_OPENAI_EMBEDDINGS, true},
     [R_OPENAI_RESPONSES] = {MCP_ROUTE_OPENAI_RESPONSES, true},
@@ -89,6 +91,7 @@ void http_match_route(const char *url, struct route_match *m)
         {MCP_ROUTE_OPENAI_EMBEDDINGS, R_OPENAI_EMBEDDINGS, "POST"},
         {MCP_ROUTE_OPENAI_RESPONSES, R_OPENAI_RESPONSES, "POST"},
         {MCP_ROUTE_ANTHROPIC_MESSAGES, R_ANTHROPIC_MESSAGES, "POST"},
+        {MCP_ROUTE_USAGE, R_USAGE, "GET"},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
         if (strcmp(url, fixed[i].path) == 0) {
@@ -122,6 +125,10 @@ void http_match_route(const char *url, struct route_match *m)
         } else if (strcmp(slash, "/infer") == 0) {
             m->route = R_INFER;
             m->method = "POST";
+            m->bad_param = !take_param(m, name, (size_t)(slash - name));
+        } else if (strcmp(slash, "/members") == 0) {
+            m->route = R_MEMBERS;
+            m->method = "GET";
             m->bad_param = !take_param(m, name, (size_t)(slash - name));
         }
     }
@@ -742,6 +749,8 @@ static enum MHD_Result run_route(struct req *r)
         return provider_list(r);
     case R_GET:
         return provider_get(r, r->param);
+    case R_MEMBERS:
+        return provider_members(r, r->param);
     case R_REGISTER:
         return provider_register(r);
     case R_STREAM:
@@ -765,6 +774,8 @@ static enum MHD_Result run_route(struct req *r)
     case R_OPENAI_RESPONSES:
     case R_ANTHROPIC_MESSAGES:
         return relay_openai_route(r);
+    case R_USAGE:
+        return usage_route(r);
     case R_PREFLIGHT:
         return reply_preflight(r);
     case R_METRICS:
@@ -837,7 +848,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 }
 
 /* How a request ended, for the access log; NULL when it completed. */
-static const char *termination(enum MHD_RequestTerminationCode toe)
+static const char *termination(enum MHD_RequestTerminationCode toe, bool peer_gone)
 {
     switch (toe) {
     case MHD_REQUEST_TERMINATED_COMPLETED_OK:
@@ -850,7 +861,9 @@ static const char *termination(enum MHD_RequestTerminationCode toe)
     case MHD_REQUEST_TERMINATED_CLIENT_ABORT:
         return "client_gone";
     default:
-        return "error"; /* a write failed, or mcpd aborted the response */
+        /* A write failed, or mcpd aborted the response: after the peer
+         * left (the watch saw it), or for a reason of its own. */
+        return peer_gone ? "client_gone" : "error";
     }
 }
 
@@ -859,10 +872,14 @@ static void record(struct server *srv, struct req *r, enum MHD_RequestTerminatio
 {
     int64_t now = clock_mono_us();
     const char *llm = r->llm[0] ? r->llm : NULL;
+    const char *end = termination(toe, r->cc && atomic_load(&r->cc->peer_gone));
+    /* No response: 499 when the peer left first (nginx's convention, and
+     * usage accounting's), else 0. */
+    unsigned status = r->status ? r->status : end && strcmp(end, "client_gone") == 0 ? 499 : 0;
     struct metrics_request mr = {
         .route = (unsigned)r->route,
         .llm = llm,
-        .status = r->status,
+        .status = status,
         .duration_us = now - r->start_us,
         .first_byte_us = r->first_byte_us ? r->first_byte_us - r->start_us : -1,
     };
@@ -876,11 +893,11 @@ static void record(struct server *srv, struct req *r, enum MHD_RequestTerminatio
         .method = r->method,
         .path = r->path,
         .llm = llm,
-        .status = r->status,
+        .status = status,
         .bytes = r->bytes,
         .duration_us = mr.duration_us,
         .ttfb_us = r->streamed && r->first_byte_us ? mr.first_byte_us : -1,
-        .end = termination(toe),
+        .end = end,
     };
     accesslog_write(srv->access, &e);
 }

@@ -32,6 +32,7 @@ enum route {
     R_READYZ,
     R_LIST,
     R_GET,
+    R_MEMBERS, /* GET /api/v1/llms/:name/members */
     R_REGISTER,
     R_STREAM,
     R_HEARTBEAT,
@@ -41,6 +42,7 @@ enum route {
     R_OPENAI_CHAT,
     R_OPENAI_MODELS,
     R_OPENAI_MODEL,       /* GET /v1/models/{id} */
+    R_USAGE,              /* GET /api/v1/usage */
     R_OPENAI_COMPLETIONS, /* the relayed /v1 routes besides chat: */
     R_OPENAI_EMBEDDINGS,
     R_OPENAI_RESPONSES,

@@ -5,31 +5,47 @@
 #include "clock.h"
 #include "config.h"
 #include "db.h"
+#include "duration.h"
 #include "log.h"
 #include "server.h"
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int token_usage(void)
 {
-    fputs("usage: mcpd token create --owner NAME [--db PATH]\n"
+    fputs("usage: mcpd token create --owner NAME [--expires DURATION] [--admin] [--db PATH]\n"
           "       mcpd token list [--db PATH]\n"
           "       mcpd token revoke ID [--db PATH]\n",
           stderr);
     return 2;
 }
 
+/* A time for the token list: RFC 3339, or "-" for none. */
+static const char *list_time(int64_t ms, char out[CLOCK_RFC3339_LEN])
+{
+    if (!ms)
+        return "-";
+    clock_format_rfc3339(ms, out);
+    return out;
+}
+
 static void print_token(void *ud, const struct db_token *t)
 {
-    (void)ud;
-    char created[CLOCK_RFC3339_LEN], revoked[CLOCK_RFC3339_LEN] = "-";
-    clock_format_rfc3339(t->created_at, created);
-    if (t->revoked_at)
-        clock_format_rfc3339(t->revoked_at, revoked);
-    printf("%-6lld %-24s %-26s %s\n", (long long)t->id, t->owner, created, revoked);
+    int64_t now = *(const int64_t *)ud;
+    char created[CLOCK_RFC3339_LEN], used[CLOCK_RFC3339_LEN], expires[CLOCK_RFC3339_LEN],
+        revoked[CLOCK_RFC3339_LEN];
+    const char *status = t->revoked_at                           ? "revoked"
+                         : t->expires_at && t->expires_at <= now ? "expired"
+                                                                 : "active";
+    printf("%-6lld %-24s %-5s %-8s %-24s %-24s %-24s %s\n", (long long)t->id, t->owner,
+           t->admin ? "yes" : "no", status, list_time(t->created_at, created),
+           list_time(t->last_used_at, used), list_time(t->expires_at, expires),
+           list_time(t->revoked_at, revoked));
 }
 
 static int token_main(int argc, char **argv)
@@ -37,15 +53,24 @@ static int token_main(int argc, char **argv)
     if (argc < 3)
         return token_usage();
     const char *verb = argv[2];
-    const char *owner = NULL, *id_arg = NULL;
+    if (strcmp(verb, "--help") == 0 || strcmp(verb, "-h") == 0)
+        return token_usage() & 0;
+    const char *owner = NULL, *id_arg = NULL, *expires = NULL;
+    bool admin = false;
     const char *db_path = getenv("MCPD_DB");
-    if (!db_path || !*db_path)
-        db_path = "./mcpd.db";
+    bool db_named = db_path && *db_path;
+    if (!db_named)
+        db_path = MCPD_DEFAULT_DB;
     for (int i = 3; i < argc; i++) {
         if (strcmp(argv[i], "--owner") == 0 && i + 1 < argc)
             owner = argv[++i];
-        else if (strcmp(argv[i], "--db") == 0 && i + 1 < argc)
+        else if (strcmp(argv[i], "--db") == 0 && i + 1 < argc) {
             db_path = argv[++i];
+            db_named = true;
+        } else if (strcmp(argv[i], "--expires") == 0 && i + 1 < argc)
+            expires = argv[++i];
+        else if (strcmp(argv[i], "--admin") == 0)
+            admin = true;
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
             return token_usage() & 0;
         else if (argv[i][0] != '-' && !id_arg)
@@ -54,6 +79,27 @@ static int token_main(int argc, char **argv)
             fprintf(stderr, "mcpd token: unexpected argument '%s'\n", argv[i]);
             return token_usage();
         }
+    }
+    if ((expires || admin) && strcmp(verb, "create") != 0) {
+        fprintf(stderr, "mcpd token %s: --expires and --admin are for 'token create'\n", verb);
+        return token_usage();
+    }
+    int64_t lifetime = 0;
+    if (expires && (duration_parse(expires, &lifetime) < 0 || lifetime <= 0)) {
+        fprintf(stderr,
+                "mcpd token create: --expires needs a duration such as 90d, 12h or 30m, got "
+                "'%s'\n",
+                expires);
+        return 2;
+    }
+    /* The default database is the server's: mcpd creates it, as the user it
+     * runs as. Only one named by --db or MCPD_DB is created here. */
+    if (!db_named && access(db_path, F_OK) != 0) {
+        fprintf(stderr,
+                "mcpd token: no database at '%s' (the default): mcpd creates it when it "
+                "first starts; name another with --db PATH or MCPD_DB\n",
+                db_path);
+        return 1;
     }
     struct db *db;
     char err[512];
@@ -70,19 +116,31 @@ static int token_main(int argc, char **argv)
         } else {
             char token[AUTH_TOKEN_LEN];
             int64_t id;
-            if (auth_token_create(db, owner, token, &id) != DB_OK) {
+            int64_t expires_at = lifetime ? clock_wall_ms() + lifetime : 0;
+            if (auth_token_create(db, owner, admin, expires_at, token, &id) != DB_OK) {
                 fprintf(stderr, "mcpd: cannot store the token: %s\n", db_errmsg(db));
                 rc = 1;
             } else {
+                char ts[CLOCK_RFC3339_LEN] = "", what[CLOCK_RFC3339_LEN + 32] = "";
+                if (expires_at)
+                    clock_format_rfc3339(expires_at, ts);
+                if (admin || expires_at)
+                    snprintf(what, sizeof what, " (%s%s%s)", admin ? "admin" : "",
+                             admin && expires_at ? ", expires "
+                             : expires_at        ? "expires "
+                                                 : "",
+                             ts);
                 fprintf(stderr,
-                        "created token %lld for owner '%s' in database '%s' (shown once):\n",
-                        (long long)id, owner, db_path);
+                        "created token %lld for owner '%s'%s in database '%s' (shown once):\n",
+                        (long long)id, owner, what, db_path);
                 printf("%s\n", token);
             }
         }
     } else if (strcmp(verb, "list") == 0) {
-        printf("%-6s %-24s %-26s %s\n", "ID", "OWNER", "CREATED", "REVOKED");
-        rc = db_token_list(db, print_token, NULL) == DB_OK ? 0 : 1;
+        int64_t now = clock_wall_ms();
+        printf("%-6s %-24s %-5s %-8s %-24s %-24s %-24s %s\n", "ID", "OWNER", "ADMIN", "STATUS",
+               "CREATED", "LAST-USED", "EXPIRES", "REVOKED");
+        rc = db_token_list(db, print_token, &now) == DB_OK ? 0 : 1;
     } else if (strcmp(verb, "revoke") == 0) {
         char *end = NULL;
         long long id = id_arg ? strtoll(id_arg, &end, 10) : 0;

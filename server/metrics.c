@@ -32,7 +32,7 @@ static uint64_t peek(counter *c)
 /* The statuses kept as they are; any other folds into its class. */
 static const unsigned short known_statuses[] = {
     0,   200, 201, 202, 204, 206, 301, 302, 304, 307, 308, 400, 401, 403, 404,
-    405, 408, 409, 410, 413, 415, 422, 429, 431, 500, 501, 502, 503, 504,
+    405, 408, 409, 410, 413, 415, 422, 429, 431, 499, 500, 501, 502, 503, 504,
 };
 #define NKNOWN (sizeof known_statuses / sizeof known_statuses[0])
 static const char *const class_labels[] = {"1xx", "2xx", "3xx", "4xx", "5xx", "other"};
@@ -487,7 +487,8 @@ static void render_requests(struct metrics *m, struct expo *o)
 {
     static const char name[] = "mcpd_http_requests_total";
     header(o, name, "counter",
-           "HTTP requests answered or ended, by route and status (0: no response was sent).");
+           "HTTP requests answered or ended, by route and status (no response sent: 499 when the "
+           "peer left first, else 0).");
     for (unsigned r = 0; r < m->nroutes; r++) {
         const char *route = m->routes[r].label;
         for (unsigned k = 0; k < NSTATUS; k++) {

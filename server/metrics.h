@@ -41,7 +41,7 @@ struct metrics_route {
 struct metrics_request {
     unsigned route;  /* index into the routes given to metrics_new() */
     const char *llm; /* relayed: the Llm it was routed to, or NULL */
-    unsigned status; /* 0: no response was sent */
+    unsigned status; /* none sent: 499 (the peer left first) or 0 */
     int64_t duration_us;
     int64_t first_byte_us; /* to the answer's first byte; < 0: none went out */
 };

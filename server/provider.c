@@ -179,6 +179,13 @@ enum MHD_Result provider_register(struct req *r)
                 goto out;
             }
         }
+        if (pi->pool_name && !mcp_name_valid(pi->pool_name)) {
+            rc = http_reply_error(r, 400,
+                                  "providers[%zu].poolName '%s' is invalid: 1-100 characters of "
+                                  "[A-Za-z0-9._-], starting with a letter or digit",
+                                  i, pi->pool_name);
+            goto out;
+        }
         json_t *extra = json_object_get(p, "extraConfig");
         if (extra && !json_is_null(extra)) {
             if (!json_is_object(extra)) {
@@ -208,10 +215,13 @@ enum MHD_Result provider_register(struct req *r)
         rc = http_reply_error(r, 404, "no such provider session");
         goto out;
     }
-    if (drc == DB_CONFLICT) {
+    if (drc == DB_CONFLICT || drc == DB_POOL_CONFLICT) {
         json_t *e = json_pack("{s:s,s:s}", "error",
-                              "name is held by a public Llm, another live session or another "
-                              "owner; nothing was registered",
+                              drc == DB_CONFLICT
+                                  ? "name is held by a public Llm, another live session or "
+                                    "another owner; nothing was registered"
+                                  : "a pool may not be named like an Llm outside it: the name is "
+                                    "both a pool's and another Llm's; nothing was registered",
                               "name", conflict);
         rc = reply_json_value(r, 409, e);
         goto out;
@@ -304,19 +314,69 @@ enum MHD_Result provider_get(struct req *r, const char *name)
     return reply_json_value(r, 200, v);
 }
 
+/* The OpenAI model object of a row; a pool member names its pool. */
 static json_t *model_view(const struct llm_row *row)
 {
-    return json_pack("{s:s,s:s,s:I,s:s,s:s,s:s}", "id", row->name, "object", "model", "created",
-                     (json_int_t)(row->created_at / 1000), "owned_by", row->owner, "status",
-                     row->status, "kind", row->kind);
+    json_t *v = json_pack("{s:s,s:s,s:I,s:s,s:s,s:s}", "id", row->name, "object", "model",
+                          "created", (json_int_t)(row->created_at / 1000), "owned_by", row->owner,
+                          "status", row->status, "kind", row->kind);
+    if (v && row->pool_name)
+        json_object_set_new(v, "pool", json_string(row->pool_name));
+    return v;
+}
+
+/* The model object of a pool from its members' rows (any order): NULL when
+ * none is live. Its status is the best of theirs, owned_by their owner
+ * (or "mcpd" when they have several), "members" their names. */
+static json_t *pool_model_view(const char *pool, struct llm_row *const *rows, size_t n)
+{
+    const char *owner = NULL, *status = NULL;
+    int64_t created = 0;
+    json_t *names = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const struct llm_row *row = rows[i];
+        if (strcmp(row->status, MCP_STATUS_INACTIVE) == 0)
+            continue;
+        if (!status || strcmp(row->status, MCP_STATUS_ACTIVE) == 0)
+            status = row->status;
+        owner = !owner || strcmp(owner, row->owner) == 0 ? row->owner : "mcpd";
+        if (!created || row->created_at < created)
+            created = row->created_at;
+        json_array_append_new(names, json_string(row->name));
+    }
+    if (!status) {
+        json_decref(names);
+        return NULL;
+    }
+    return json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:o}", "id", pool, "object", "model", "created",
+                     (json_int_t)(created / 1000), "owned_by", owner, "status", status, "kind",
+                     "pool", "members", names);
 }
 
 enum MHD_Result provider_model(struct req *r, const char *id)
 {
     struct llm_row row;
     int rc = db_llm_get(r->srv->db, id, &row);
-    if (rc == DB_NOT_FOUND)
-        return http_reply_error(r, 404, "The model '%s' does not exist", id);
+    bool in_pool = rc == DB_OK && row.pool_name && strcmp(row.pool_name, id) == 0;
+    if (rc == DB_NOT_FOUND || in_pool) {
+        /* A pool's name: its model object, as /v1/models lists it. */
+        if (in_pool)
+            llm_row_release(&row);
+        struct llm_row *rows = NULL;
+        size_t n = 0;
+        if (db_llm_list_pool(r->srv->db, id, &rows, &n) != DB_OK)
+            return db_failure(r);
+        struct llm_row **refs = calloc(n ? n : 1, sizeof *refs);
+        for (size_t i = 0; refs && i < n; i++)
+            refs[i] = &rows[i];
+        json_t *v = refs ? pool_model_view(id, refs, n) : NULL;
+        free(refs);
+        llm_rows_free(rows, n);
+        if (!v)
+            return http_reply_error(r, 404, "The model '%s' does not exist%s", id,
+                                    n ? " (its publishers are offline)" : "");
+        return reply_json_value(r, 200, v);
+    }
     if (rc != DB_OK)
         return db_failure(r);
     enum MHD_Result ret;
@@ -329,18 +389,86 @@ enum MHD_Result provider_model(struct req *r, const char *id)
     return ret;
 }
 
+static int cmp_row_pool(const void *a, const void *b)
+{
+    const struct llm_row *x = *(struct llm_row *const *)a, *y = *(struct llm_row *const *)b;
+    int c = strcmp(x->pool_name, y->pool_name);
+    return c ? c : strcmp(x->name, y->name);
+}
+
+static int cmp_model_id(const void *a, const void *b)
+{
+    const char *x = json_string_value(json_object_get(*(json_t *const *)a, "id"));
+    const char *y = json_string_value(json_object_get(*(json_t *const *)b, "id"));
+    return strcmp(x ? x : "", y ? y : "");
+}
+
 enum MHD_Result provider_models(struct req *r)
 {
     struct llm_row *rows = NULL;
     size_t n = 0;
     if (db_llm_list(r->srv->db, NULL, &rows, &n) != DB_OK)
         return db_failure(r);
-    json_t *data = json_array();
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(rows[i].status, MCP_STATUS_INACTIVE) == 0)
-            continue;
-        json_array_append_new(data, model_view(&rows[i]));
+    /* Every live row, and each pool once: a member named like its pool
+     * gives way to the pool's object. */
+    json_t **models = calloc(2 * n + 1, sizeof *models);
+    struct llm_row **pooled = calloc(n + 1, sizeof *pooled);
+    size_t nm = 0, np = 0;
+    for (size_t i = 0; models && pooled && i < n; i++) {
+        if (rows[i].pool_name)
+            pooled[np++] = &rows[i];
+        bool pool_itself = rows[i].pool_name && strcmp(rows[i].pool_name, rows[i].name) == 0;
+        if (strcmp(rows[i].status, MCP_STATUS_INACTIVE) != 0 && !pool_itself)
+            models[nm++] = model_view(&rows[i]);
     }
+    if (pooled)
+        qsort(pooled, np, sizeof *pooled, cmp_row_pool);
+    for (size_t i = 0, j; models && pooled && i < np; i = j) {
+        for (j = i + 1; j < np && strcmp(pooled[j]->pool_name, pooled[i]->pool_name) == 0; j++)
+            ;
+        json_t *v = pool_model_view(pooled[i]->pool_name, pooled + i, j - i);
+        if (v)
+            models[nm++] = v;
+    }
+    json_t *data = json_array();
+    if (models) {
+        qsort(models, nm, sizeof *models, cmp_model_id);
+        for (size_t i = 0; i < nm; i++)
+            json_array_append_new(data, models[i]);
+    }
+    free(models);
+    free(pooled);
     llm_rows_free(rows, n);
     return reply_json_value(r, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
+}
+
+enum MHD_Result provider_members(struct req *r, const char *name)
+{
+    struct llm_row row;
+    int rc = db_llm_get(r->srv->db, name, &row);
+    if (rc != DB_OK && rc != DB_NOT_FOUND)
+        return db_failure(r);
+    char pool[MCP_NAME_BUF];
+    snprintf(pool, sizeof pool, "%s", rc == DB_OK && row.pool_name ? row.pool_name : name);
+    bool lone = rc == DB_OK && !row.pool_name;
+    if (rc == DB_OK)
+        llm_row_release(&row);
+    if (lone)
+        return http_reply_error(r, 404, "Llm '%s' is not in a pool", name);
+    struct llm_row *rows = NULL;
+    size_t n = 0;
+    if (db_llm_list_pool(r->srv->db, pool, &rows, &n) != DB_OK)
+        return db_failure(r);
+    if (n == 0)
+        return http_reply_error(r, 404, "no Llm or pool named '%s'", name);
+    json_t *members = json_array();
+    int active = 0;
+    for (size_t i = 0; i < n; i++) {
+        active += strcmp(rows[i].status, MCP_STATUS_ACTIVE) == 0;
+        json_array_append_new(members, llm_view(&rows[i], r->owner));
+    }
+    llm_rows_free(rows, n);
+    return reply_json_value(r, 200,
+                            json_pack("{s:s,s:I,s:i,s:o}", "pool", pool, "size", (json_int_t)n,
+                                      "activeCount", active, "members", members));
 }

@@ -14,6 +14,7 @@
 #include "jsonscan.h"
 #include "log.h"
 #include "routes.h"
+#include "usage.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -68,11 +69,14 @@ void routes_free(struct routes *rt)
     free(rt);
 }
 
-int routes_lookup(struct routes *rt, struct db *db, const char *name, struct llm_route *out)
+int routes_lookup(struct routes *rt, struct db *db, const char *name, struct llm_route *out,
+                  uint64_t *gen_out)
 {
     /* The generation is read before the row, so a write in between makes
      * the entry stale rather than wrong. */
     uint64_t gen = db_route_generation(db);
+    if (gen_out)
+        *gen_out = gen;
     pthread_mutex_lock(&rt->mu);
     struct route_entry *e;
     HASH_FIND_STR(rt->map, name, e);
@@ -103,6 +107,32 @@ int routes_lookup(struct routes *rt, struct db *db, const char *name, struct llm
     }
     pthread_mutex_unlock(&rt->mu);
     return DB_OK;
+}
+
+/* Hands the broker pool's members as the database has them now, tagged
+ * with gen, read before them. 0, or -1 (database error, out of memory). */
+static int pool_load(struct server *srv, const char *pool, uint64_t gen)
+{
+    struct pool_member *rows = NULL;
+    size_t n = 0;
+    if (db_pool_members(srv->db, pool, &rows, &n) != DB_OK)
+        return -1;
+    struct broker_member *m = calloc(n ? n : 1, sizeof *m);
+    size_t k = 0;
+    for (size_t i = 0; m && i < n; i++) {
+        const struct llm_route *rt = &rows[i].route;
+        if (!rt->is_virtual || !rt->session[0] || strcmp(rt->status, MCP_STATUS_INACTIVE) == 0)
+            continue;
+        m[k++] = (struct broker_member){
+            .llm = rows[i].name,
+            .session = rt->session,
+            .hibernating = strcmp(rt->status, MCP_STATUS_HIBERNATING) == 0,
+        };
+    }
+    int rc = m ? broker_pool_set(srv->broker, pool, gen, m, k) : -1;
+    free(m);
+    free(rows);
+    return rc;
 }
 
 /* ---- starting an inference ---- */
@@ -144,33 +174,63 @@ static void publisher_stalled(struct server *srv, const char *session)
     pthread_mutex_unlock(&srv->life_mu);
 }
 
+/* Starts a call that names a pool (rq->pool, at route generation
+ * rq->pool_gen): any member able to take it may serve it, as the broker
+ * picks. */
+static enum MHD_Result start_pool_call(struct req *r, const struct broker_call_req *rq)
+{
+    struct server *srv = r->srv;
+    struct broker_error err;
+    r->call = broker_call_start(srv->broker, rq, &r->ep, clock_mono_ms(), &err);
+    if (!r->call && err.status == 0) {
+        /* The broker's record of the pool is older than the route: load
+         * it (at the route's generation) and start again. */
+        if (pool_load(srv, rq->pool, rq->pool_gen) < 0)
+            return http_reply_error(r, 500, "cannot read pool '%s'", rq->pool);
+        r->call = broker_call_start(srv->broker, rq, &r->ep, clock_mono_ms(), &err);
+        if (!r->call && err.status == 0)
+            return http_reply_error(r, 500, "pool '%s' changed while routing", rq->pool);
+    }
+    if (!r->call)
+        return http_reply_failure(r, (unsigned)err.status, err.retry_after, err.code, err.msg);
+    log_debug("infer '%s' sent to pool '%s'", rq->llm, rq->pool);
+    return MHD_YES; /* parked: relay_resume() answers */
+}
+
 static enum MHD_Result start_inference(struct req *r, const char *name, bool streaming,
-                                       const char *path)
+                                       const char *path, unsigned needs)
 {
     struct server *srv = r->srv;
     struct llm_route route;
-    int rc = routes_lookup(srv->routes, srv->db, name, &route);
+    uint64_t gen;
+    int rc = routes_lookup(srv->routes, srv->db, name, &route, &gen);
     if (rc == DB_NOT_FOUND)
         return http_reply_error(r, 404, "no Llm named '%s'", name);
     if (rc != DB_OK)
         return http_reply_error(r, 500, "database error");
     snprintf(r->llm, sizeof r->llm, "%s", name);
-    if (!route.is_virtual)
-        return http_reply_error(
-            r, 501, "Llm '%s' is not virtual; this server relays only virtual Llms", name);
-    if (strcmp(route.status, MCP_STATUS_INACTIVE) == 0)
-        return http_reply_failure(r, 503, RETRY_AFTER_OFFLINE, NULL,
-                                  "Llm is inactive: its publisher is offline");
     struct broker_call_req rq = {
         .llm = name,
-        .session = route.session,
-        .hibernating = strcmp(route.status, MCP_STATUS_HIBERNATING) == 0,
+        .needs = needs,
         .streaming = streaming,
         .anthropic = r->anthropic,
         .path = path,
         .body = r->body.data,
         .body_len = r->body.len,
     };
+    if (route.pool[0]) {
+        rq.pool = route.pool;
+        rq.pool_gen = gen;
+        return start_pool_call(r, &rq);
+    }
+    if (!route.is_virtual)
+        return http_reply_error(
+            r, 501, "Llm '%s' is not virtual; this server relays only virtual Llms", name);
+    if (strcmp(route.status, MCP_STATUS_INACTIVE) == 0)
+        return http_reply_failure(r, 503, RETRY_AFTER_OFFLINE, NULL,
+                                  "Llm is inactive: its publisher is offline");
+    rq.session = route.session;
+    rq.hibernating = strcmp(route.status, MCP_STATUS_HIBERNATING) == 0;
     struct broker_error err;
     r->call = broker_call_start(srv->broker, &rq, &r->ep, clock_mono_ms(), &err);
     if (!r->call) {
@@ -190,12 +250,12 @@ enum MHD_Result relay_infer(struct req *r, const char *name)
     bool streaming;
     if (check_chat_body(&r->body, &js, &streaming, err, sizeof err) < 0)
         return http_reply_error(r, 400, "%s", err);
-    return start_inference(r, name, streaming, NULL);
+    return start_inference(r, name, streaming, NULL, 0);
 }
 
 /* Starts the inference a /v1 body's "model" names. */
 static enum MHD_Result start_for_model(struct req *r, const struct jsonscan *js, bool streaming,
-                                       const char *path)
+                                       const char *path, unsigned needs)
 {
     const struct json_field *model = jsonscan_find(js, "model");
     if (!model || model->kind != JSON_K_STRING)
@@ -206,7 +266,7 @@ static enum MHD_Result start_for_model(struct req *r, const struct jsonscan *js,
     if (!name || !mcp_name_valid(name))
         rc = http_reply_error(r, 404, "no Llm named '%s'", name ? name : "");
     else
-        rc = start_inference(r, name, streaming, path);
+        rc = start_inference(r, name, streaming, path, needs);
     json_decref(v);
     return rc;
 }
@@ -218,7 +278,7 @@ enum MHD_Result relay_openai_chat(struct req *r)
     bool streaming;
     if (check_chat_body(&r->body, &js, &streaming, err, sizeof err) < 0)
         return http_reply_error(r, 400, "%s", err);
-    return start_for_model(r, &js, streaming, NULL);
+    return start_for_model(r, &js, streaming, NULL, 0);
 }
 
 /* The /v1 routes relayed as tasks with a path: what each needs of its
@@ -228,11 +288,12 @@ static const struct {
     const char *path;
     const char *required; /* a member that must be present, or NULL */
     bool streams;         /* "stream": true asks for a stream */
+    bool named_events; /* its stream has named events: only a streamed result post carries them */
 } relayed[] = {
-    {R_OPENAI_COMPLETIONS, "/completions", "prompt", true},
-    {R_OPENAI_EMBEDDINGS, "/embeddings", "input", false},
-    {R_OPENAI_RESPONSES, "/responses", NULL, true},
-    {R_ANTHROPIC_MESSAGES, "/messages", "messages", true},
+    {R_OPENAI_COMPLETIONS, "/completions", "prompt", true, false},
+    {R_OPENAI_EMBEDDINGS, "/embeddings", "input", false, false},
+    {R_OPENAI_RESPONSES, "/responses", NULL, true, true},
+    {R_ANTHROPIC_MESSAGES, "/messages", "messages", true, true},
 };
 
 enum MHD_Result relay_openai_route(struct req *r)
@@ -252,7 +313,10 @@ enum MHD_Result relay_openai_route(struct req *r)
         stream->kind != JSON_K_NULL)
         return http_reply_error(r, 400, "stream must be a boolean");
     bool streaming = relayed[i].streams && stream && stream->kind == JSON_K_TRUE;
-    return start_for_model(r, &js, streaming, relayed[i].path);
+    unsigned needs = BROKER_FEAT_PATHS;
+    if (streaming && relayed[i].named_events)
+        needs |= BROKER_FEAT_STREAMED;
+    return start_for_model(r, &js, streaming, relayed[i].path, needs);
 }
 
 /* ---- the caller's answer ---- */
@@ -308,6 +372,12 @@ enum MHD_Result relay_resume(struct req *r)
 
 void relay_done(struct req *r)
 {
+    struct broker_call_summary s;
+    broker_call_summary(r->srv->broker, r->call, &s);
+    int64_t prompt = s.usage.has_prompt ? s.usage.prompt : 0;
+    int64_t completion = s.usage.has_completion ? s.usage.completion : 0;
+    usage_note(r->srv->usage, r->owner, s.llm, s.status, prompt, completion);
+    metrics_add_tokens(r->srv->metrics, s.llm, r->owner, (uint64_t)prompt, (uint64_t)completion);
     broker_call_done(r->srv->broker, r->call);
     r->call = NULL;
 }
@@ -538,9 +608,11 @@ static int deliver(struct req *r, const char *sid, const char *task_id,
                    const struct broker_piece *p, char *msg, size_t msglen)
 {
     struct server *srv = r->srv;
+    struct broker_piece counted = *p;
+    usage_scan_piece(&counted); /* the backend's token counts, when the piece has them */
     struct broker_outcome out;
-    int status =
-        broker_deliver(srv->broker, sid, r->owner, task_id, p, clock_mono_ms(), &out, msg, msglen);
+    int status = broker_deliver(srv->broker, sid, r->owner, task_id, &counted, clock_mono_ms(),
+                                &out, msg, msglen);
     if (out.woke[0]) {
         if (db_llm_set_status(srv->db, out.woke, MCP_STATUS_ACTIVE, clock_wall_ms()) != DB_OK)
             log_error("'%s' woke but its row could not be marked active: %s", out.woke,

@@ -16,8 +16,11 @@ enum MHD_Result provider_heartbeat(struct req *r);
 enum MHD_Result provider_list(struct req *r);
 enum MHD_Result provider_get(struct req *r, const char *name);
 enum MHD_Result provider_models(struct req *r);
-/* GET /v1/models/{id}: one Llm that is not inactive, as OpenAI's model. */
+/* GET /v1/models/{id}: one Llm that is not inactive, or a pool with a live
+ * member, as OpenAI's model. */
 enum MHD_Result provider_model(struct req *r, const char *id);
+/* GET /api/v1/llms/:name/members: the pool called name, or name's pool. */
+enum MHD_Result provider_members(struct req *r, const char *name);
 
 /* ---- stream.c: control streams ---- */
 enum MHD_Result stream_open(struct req *r);
@@ -60,12 +63,17 @@ enum MHD_Result relay_results_end(struct req *r);
 void relay_results_done(struct req *r);
 void relay_results_peer_gone(struct req *r);
 
+/* ---- usage_route.c: GET /api/v1/usage ---- */
+enum MHD_Result usage_route(struct req *r);
+
 /* The routing cache: an Llm's kind, status and session, valid while the
  * database's route generation stands still (db_route_generation()). Any
  * thread. */
 struct routes *routes_new(void);
 void routes_free(struct routes *rt);
-/* Fills out from the cache or the database: DB_OK, DB_NOT_FOUND, DB_ERROR. */
-int routes_lookup(struct routes *rt, struct db *db, const char *name, struct llm_route *out);
+/* Fills out from the cache or the database: DB_OK, DB_NOT_FOUND, DB_ERROR.
+ * gen (may be NULL) gets the route generation out is valid at. */
+int routes_lookup(struct routes *rt, struct db *db, const char *name, struct llm_route *out,
+                  uint64_t *gen);
 
 #endif

@@ -11,6 +11,7 @@
 #include "http.h"
 #include "log.h"
 #include "routes.h"
+#include "usage.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -74,6 +75,7 @@ static void release(struct server *srv)
     housekeeper_free(srv->hk);
     broker_free(srv->broker);
     routes_free(srv->routes);
+    usage_free(srv->usage);
     metrics_free(srv->metrics);
     accesslog_free(srv->access);
     auth_free(srv->auth);
@@ -135,8 +137,9 @@ int server_start(struct server *srv, const struct server_config *cfg)
     srv->auth = auth_new(srv->db);
     srv->broker = broker_new(&bc);
     srv->routes = routes_new();
+    srv->usage = usage_new(srv->db);
     srv->hk = housekeeper_new(srv);
-    if (!srv->metrics || !srv->auth || !srv->broker || !srv->routes || !srv->hk) {
+    if (!srv->metrics || !srv->auth || !srv->broker || !srv->routes || !srv->usage || !srv->hk) {
         log_error("cannot start: out of memory or descriptors");
         release(srv);
         return -1;
@@ -186,6 +189,11 @@ void server_stop(struct server *srv)
     broker_shutdown(srv->broker);
     housekeeper_stop(srv->hk);
     http_stop(srv);
+    /* Every request is over: what they counted is written now. */
+    if (usage_flush(srv->usage) != DB_OK)
+        log_error("cannot write the usage counts: %s", db_errmsg(srv->db));
+    if (auth_flush(srv->auth) != DB_OK)
+        log_error("cannot write when tokens were last used: %s", db_errmsg(srv->db));
     /* Every stream's close flipped its rows; this catches any left. */
     db_deactivate_all(srv->db, clock_wall_ms(), NULL);
     release(srv);

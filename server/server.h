@@ -12,6 +12,9 @@
  *   its own lock;
  * - the database (db.h): the durable rows; its own lock;
  * - the routing cache (routes.h): Llm name -> session and status;
+ * - the usage counts (usage.h) and the tokens' last uses (auth.h): in
+ *   memory, each under its own lock, written in batches by the
+ *   housekeeper and at shutdown;
  * - libmicrohttpd: every connection and socket.
  * life_mu orders the lifecycle decisions that touch both the broker and
  * the database — a stream bound or closed, a heartbeat's revival, a GC
@@ -35,6 +38,7 @@ struct accesslog;
 struct housekeeper;
 struct metrics;
 struct routes;
+struct usage;
 
 struct server {
     struct server_config cfg;
@@ -42,6 +46,7 @@ struct server {
     struct auth *auth;
     struct broker *broker;
     struct routes *routes;
+    struct usage *usage;
     struct housekeeper *hk;
     struct metrics *metrics;
     struct accesslog *access; /* NULL: --access-log off */
@@ -70,7 +75,8 @@ int server_start(struct server *srv, const struct server_config *cfg);
 void server_reopen_logs(struct server *srv);
 
 /* Fails every waiting caller, ends every stream, stops the daemon and the
- * housekeeper, marks the rows inactive and frees everything. */
+ * housekeeper, writes the usage counts and the tokens' last uses, marks
+ * the rows inactive and frees everything. */
 void server_stop(struct server *srv);
 
 #endif

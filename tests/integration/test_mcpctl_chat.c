@@ -46,9 +46,7 @@ static int reset_script(void **state)
 
 static void run(struct cli_t_result *r, int want, const char *stdin_data, const char *const args[])
 {
-    cli_t_run_env(&E, stdin_data, args, r);
-    if (r->code != want)
-        fail_msg("exit %d, want %d\nstdout: %s\nstderr: %s", r->code, want, r->out, r->err);
+    cli_t_run_env_expect(&E, want, stdin_data, args, r);
 }
 
 /* The body of the n-th (1-based) infer task the publisher received. */

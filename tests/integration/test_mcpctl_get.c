@@ -41,9 +41,7 @@ static int teardown(void **state)
 /* Runs mcpctl as alice; fails the test unless it exits with want. */
 static void run(struct cli_t_result *r, int want, const char *const args[])
 {
-    cli_t_run_env(&E, NULL, args, r);
-    if (r->code != want)
-        fail_msg("exit %d, want %d\nstdout: %s\nstderr: %s", r->code, want, r->out, r->err);
+    cli_t_run_env_expect(&E, want, NULL, args, r);
 }
 
 /* The API's answer for path, as JSON. */

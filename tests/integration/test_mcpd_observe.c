@@ -209,6 +209,19 @@ static void test_metrics_move_with_traffic(void **state)
     free(t);
     free(before);
 
+    /* tokens the backend reports reach mcpd_tokens_total, by Llm and owner */
+    script =
+        (struct fp_script){.mode = FP_RAW,
+                           .raw = "{\"status\":200,\"body\":{\"choices\":[],"
+                                  "\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":11}}}"};
+    fake_publisher_set_script(f->fp, &script);
+    assert_int_equal(call(env, "POST", "/api/v1/llms/llm1/infer", CHAT, NULL), 200);
+    assert_int_equal(call(env, "POST", "/api/v1/llms/llm1/infer", CHAT, NULL), 200);
+    t = scrape_until(env, "mcpd_tokens_total{llm=\"llm1\",owner=\"alice\",kind=\"prompt\"}", 14);
+    assert_int_equal(
+        value(t, "mcpd_tokens_total{llm=\"llm1\",owner=\"alice\",kind=\"completion\"}"), 22);
+    free(t);
+
     /* the GC runs every 50 ms */
     t = scrape_for(env, "mcpd_gc_batches_total{result=\"ok\"}", 1, true);
     assert_true(prom_histogram_count(t, "mcpd_gc_batch_duration_seconds", "") >= 1);
@@ -409,6 +422,20 @@ static void test_access_log_lines(void **state)
     http_resp_free(&denied);
     http_resp_free(&missing);
 
+    /* a caller that leaves before its answer: 499, as usage counts it */
+    struct fp_script silent = {.mode = FP_SILENT};
+    fake_publisher_set_script(f->fp, &silent);
+    url = mcpd_url(&env->mcpd, "/api/v1/llms/llm1/infer");
+    struct http_stream *gone = http_stream_open("POST", url, env->mcpd.token, JSON_HDR, CHAT);
+    free(url);
+    assert_int_equal(fake_publisher_wait(f->fp, "\"kind\":\"infer\"", 3, WAIT_MS), 0);
+    http_stream_close(gone);
+    text = wait_log(path, " path=/api/v1/llms/llm1/infer ", 2);
+    find_line(text, "POST", "/api/v1/llms/llm1/infer", 1, &l);
+    expect_line(&l, "alice", "llm1", "499", 0, false);
+    assert_string_equal(field(&l, "end"), "client_gone");
+    free(text);
+
     /* a control stream gets its line when it ends */
     fake_publisher_drop(f->fp);
     text = wait_log(path, " path=/api/v1/llms/_provider-stream ", 1);
@@ -417,7 +444,7 @@ static void test_access_log_lines(void **state)
     assert_string_equal(field(&l, "status"), "200");
     assert_true(atoll(field(&l, "bytes")) > 0); /* hello and the task frames */
     assert_non_null(field(&l, "ttfb_ms"));
-    assert_non_null(field(&l, "end")); /* it did not end by itself */
+    assert_string_equal(field(&l, "end"), "client_gone"); /* the watch saw the peer leave */
     free(text);
     free(path);
 }

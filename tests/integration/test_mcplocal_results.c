@@ -136,6 +136,30 @@ static void test_results_go_down_the_stream(void **state)
     assert_int_equal(fake_mcpd_count(x->fm, MCP_ROUTE_RESULTS), 1);
 }
 
+/* A large answer goes out as a post of its own. */
+static void test_large_answer_is_posted(void **state)
+{
+    struct fx *x = *state;
+    size_t n = 100 * 1024;
+    char *big = malloc(n + 64);
+    int off = snprintf(big, n + 64, "{\"object\":\"chat.completion\",\"pad\":\"");
+    memset(big + off, 'x', n);
+    strcpy(big + off + n, "\"}");
+    fake_backend_set_reply(x->fb, 200, "application/json", big, NULL);
+    assert_int_equal(fake_mcpd_push_infer(x->fm, "big", "local", false, BODY), 0);
+    char path[256];
+    fake_mcpd_result_path("big", path, sizeof path);
+    assert_int_equal(fake_mcpd_wait_count(x->fm, path, 1, WAIT_MS), 0);
+    struct fake_mcpd_req *r = fake_mcpd_get(x->fm, path, 0);
+    assert_non_null(strstr(r->body, big));
+    fake_mcpd_req_free(r);
+    free(big);
+    /* the next small one takes the stream again */
+    fake_backend_set_reply(x->fb, 0, NULL, NULL, NULL);
+    assert_int_equal(fake_mcpd_push_infer(x->fm, "small", "local", false, BODY), 0);
+    json_decref(line_of(x, "small"));
+}
+
 static void test_keepalive_lines(void **state)
 {
     struct fx *x = *state;
@@ -201,6 +225,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_results_go_down_the_stream, setup_on, teardown),
+        cmocka_unit_test_setup_teardown(test_large_answer_is_posted, setup_on, teardown),
         cmocka_unit_test_setup_teardown(test_keepalive_lines, setup_on, teardown),
         cmocka_unit_test_setup_teardown(test_refused_stream_posts_each, setup_refuse, teardown),
         cmocka_unit_test_setup_teardown(test_broken_stream_reconnects, setup_on, teardown),

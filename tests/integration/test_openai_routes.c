@@ -8,7 +8,8 @@
  *   only "model" replaced; x-api-key and Anthropic's error shape on
  *   /v1/messages (a failed stream included); unknown /v1 routes; GET
  *   /v1/models/{id}; CORS with and without --cors-origins; a publisher
- *   without the "paths" feature. */
+ *   without the "paths" feature; every route's usage counted with the
+ *   tokens its answer carried. */
 #include "fake_backend.h"
 #include "fake_publisher.h"
 #include "http.h"
@@ -16,6 +17,7 @@
 #include "proc.h"
 #include "test_env.h"
 #include "tmpdir.h"
+#include "usage_support.h"
 
 #include <jansson.h>
 #include <setjmp.h>
@@ -30,6 +32,7 @@
 
 #define WAIT_MS 15000
 #define ORIGIN "https://app.example"
+#define STREAM_CHUNKS 3 /* the fake backend's streamed answers */
 
 static const char *const JSON_HDR[] = {"Content-Type: application/json", NULL};
 
@@ -50,7 +53,7 @@ static struct fx *fx_new(const char *const extra_args[])
     if (!x->env || !x->fb)
         return NULL;
     fake_backend_set_realistic(x->fb, true);
-    fake_backend_set_stream(x->fb, 3, 5);
+    fake_backend_set_stream(x->fb, STREAM_CHUNKS, 5);
     x->home = tmpdir_create("openai-routes");
     char text[2048];
     snprintf(text, sizeof text, "{\"mcpdUrl\": \"%s\", \"token\": \"%s\"}", x->env->mcpd.url,
@@ -662,6 +665,97 @@ static void test_publisher_without_paths(void **state)
     fake_publisher_stop(fp);
 }
 
+/* One relayed call; what its answer says is added to want. */
+static void relay(struct fx *x, const char *path, const char *body, struct usage_t_counts *want)
+{
+    struct http_resp r;
+    post(x, path, NULL, body, &r);
+    usage_t_add_answer(want, r.status, r.body);
+    http_resp_free(&r);
+}
+
+/* ---- usage accounting ---- */
+
+/* Every relayed route, whole and streamed, is counted with the tokens its
+ * backend reported: a chat stream's only when the caller asked for
+ * stream_options.include_usage (mcpd never adds it), the Responses API's
+ * in response.completed, Anthropic's input in message_start and output in
+ * message_delta; a backend's failure is an error. */
+static void test_every_route_is_counted(void **state)
+{
+    struct fx *x = *state;
+    struct usage_t_counts want = {0}, step;
+    static const struct {
+        const char *path;
+        const char *body;
+        int64_t prompt, completion; /* what the fake backend reports */
+    } calls[] = {
+        {"/v1/chat/completions",
+         "{\"model\":\"laptop\",\"messages\":[{\"role\":\"user\","
+         "\"content\":\"hi\"}]}",
+         1, 3},
+        {"/v1/chat/completions",
+         "{\"model\":\"laptop\",\"stream\":true,\"stream_options\":{\"include_usage\":true},"
+         "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+         1, STREAM_CHUNKS},
+        {"/v1/chat/completions",
+         "{\"model\":\"laptop\",\"stream\":true,\"messages\":[{\"role\":"
+         "\"user\",\"content\":\"no usage asked\"}]}",
+         0, 0},
+        {"/api/v1/llms/laptop/infer",
+         "{\"stream\":true,\"stream_options\":{\"include_usage\":true},\"messages\":[{\"role\":"
+         "\"user\",\"content\":\"hi\"}]}",
+         1, STREAM_CHUNKS},
+        {"/v1/completions", "{\"model\":\"laptop\",\"prompt\":\"hi\"}", 1, 3},
+        {"/v1/completions",
+         "{\"model\":\"laptop\",\"prompt\":\"hi\",\"stream\":true,"
+         "\"stream_options\":{\"include_usage\":true}}",
+         1, STREAM_CHUNKS},
+        {"/v1/embeddings", "{\"model\":\"laptop\",\"input\":[\"a\",\"b\"]}", 2, 0},
+        {"/v1/responses", "{\"model\":\"laptop\",\"input\":\"hi\"}", 1, 3},
+        {"/v1/responses", "{\"model\":\"laptop\",\"input\":\"hi\",\"stream\":true}", 1, 3},
+        {"/v1/messages",
+         "{\"model\":\"laptop\",\"max_tokens\":16,\"messages\":[{\"role\":"
+         "\"user\",\"content\":\"hi\"}]}",
+         1, 3},
+        {"/v1/messages",
+         "{\"model\":\"laptop\",\"max_tokens\":16,\"stream\":true,\"messages\":"
+         "[{\"role\":\"user\",\"content\":\"hi\"}]}",
+         1, STREAM_CHUNKS},
+    };
+    for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+        step = (struct usage_t_counts){0};
+        relay(x, calls[i].path, calls[i].body, &step);
+        char what[512];
+        snprintf(what, sizeof what, "the answer to %s %s", calls[i].path, calls[i].body);
+        usage_t_expect(what, step,
+                       (struct usage_t_counts){1, 0, calls[i].prompt, calls[i].completion});
+        want.requests += step.requests;
+        want.prompt += step.prompt;
+        want.completion += step.completion;
+        /* mcpd leaves the caller's request as it is: no stream_options added */
+        const char *upstream =
+            strncmp(calls[i].path, "/api/", 5) == 0 ? "/v1/chat/completions" : calls[i].path;
+        char *sent = fake_backend_last_body(x->fb, upstream);
+        assert_non_null(sent);
+        assert_true(!strstr(sent, "stream_options") == !strstr(calls[i].body, "stream_options"));
+        free(sent);
+    }
+
+    /* a backend's failure reaches the caller as it is, and is an error */
+    fake_backend_set_fail(x->fb, 500);
+    relay(x, "/v1/chat/completions",
+          "{\"model\":\"laptop\",\"messages\":[{\"role\":\"user\",\"content\":\"fail\"}]}", &want);
+    fake_backend_set_fail(x->fb, 0);
+    assert_int_equal(want.errors, 1);
+
+    long status;
+    json_t *j = usage_t_get(x->env, x->env->mcpd.token, "llm=laptop", &status);
+    assert_int_equal(status, 200);
+    usage_t_expect("GET /api/v1/usage", usage_t_sum(j, "alice", "laptop"), want);
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -673,6 +767,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cors, setup_cors, teardown),
         cmocka_unit_test_setup_teardown(test_cors_any_origin, setup_cors_any, teardown),
         cmocka_unit_test_setup_teardown(test_publisher_without_paths, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_every_route_is_counted, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,12 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
 void cli_t_cloexec_all(void)
 {
     DIR *d = opendir("/proc/self/fd");
@@ -124,6 +130,14 @@ int cli_t_run_env(struct cli_t_env *e, const char *stdin_data, const char *const
 {
     const char *env[] = {e->url_kv, e->token_kv, NULL};
     return cli_t_run(e->home, env, stdin_data, args, r);
+}
+
+void cli_t_run_env_expect(struct cli_t_env *e, int want, const char *stdin_data,
+                          const char *const args[], struct cli_t_result *r)
+{
+    cli_t_run_env(e, stdin_data, args, r);
+    if (r->code != want)
+        fail_msg("exit %d, want %d\nstdout: %s\nstderr: %s", r->code, want, r->out, r->err);
 }
 
 int cli_t_closed_port(void)

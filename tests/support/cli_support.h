@@ -55,6 +55,11 @@ int cli_t_env_stop(struct cli_t_env *e);
 int cli_t_run_env(struct cli_t_env *e, const char *stdin_data, const char *const args[],
                   struct cli_t_result *r);
 
+/* cli_t_run_env() that fails the running cmocka test, showing both
+ * outputs, unless mcpctl exits with want. */
+void cli_t_run_env_expect(struct cli_t_env *e, int want, const char *stdin_data,
+                          const char *const args[], struct cli_t_result *r);
+
 /* A TCP port on 127.0.0.1 that nothing listens on (bound, then closed). */
 int cli_t_closed_port(void);
 

@@ -49,6 +49,7 @@ struct fake_backend {
     int wake_status;
     int wake_up_after_ms;
     int models_delay_ms;
+    int answer_delay_ms; /* before a whole (non-streaming) chat answer */
     int reply_status;
     char *reply_ctype, *reply_body;
     char **reply_headers;
@@ -67,6 +68,12 @@ struct fake_backend {
     unsigned stream_gen;
 };
 
+/* Whether a request asks for a stream's usage (stream_options.include_usage). */
+static bool fb_include_usage(json_t *req)
+{
+    return json_is_true(json_object_get(json_object_get(req, "stream_options"), "include_usage"));
+}
+
 /* What a streaming answer looks like. */
 enum fb_kind {
     FB_CHAT,        /* chat.completion.chunk data events, data: [DONE] */
@@ -83,6 +90,7 @@ struct fb_stream {
     int n, delay_ms, next, cut_after;
     int ev; /* events produced so far, deltas included */
     bool named;
+    bool include_usage; /* the request's stream_options.include_usage */
     char model[256];
     char *qmodel; /* the model as a JSON string */
     char *pending;
@@ -175,9 +183,13 @@ static int fb_pre(enum fb_kind k)
     return k == FB_RESPONSES ? 4 : k == FB_MESSAGES ? 3 : 0;
 }
 
-static int fb_post(enum fb_kind k)
+static int fb_post(const struct fb_stream *st)
 {
-    return k == FB_RESPONSES ? 4 : k == FB_MESSAGES ? 3 : 1;
+    if (st->kind == FB_RESPONSES)
+        return 4;
+    if (st->kind == FB_MESSAGES)
+        return 3;
+    return st->include_usage ? 2 : 1; /* the usage chunk, [DONE] */
 }
 
 /* "tok0tok1…" up to n, as a new string. */
@@ -229,7 +241,7 @@ static char *fb_event(struct fb_stream *st, bool *delta)
 {
     int pre = fb_pre(st->kind), i = st->ev - pre;
     *delta = i >= 0 && i < st->n;
-    if (i >= st->n + fb_post(st->kind))
+    if (i >= st->n + fb_post(st))
         return NULL;
     char *out = NULL;
     int rc = 0;
@@ -242,6 +254,12 @@ static char *fb_event(struct fb_stream *st, bool *delta)
                           "\"model\":\"%s\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
                           "\"tok%d\"},\"finish_reason\":null}]}\n\n",
                           st->named ? "event: delta\n" : "", st->model, i);
+        else if (i == st->n && st->include_usage)
+            rc = asprintf(&out,
+                          "data: {\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion.chunk\","
+                          "\"model\":\"%s\",\"choices\":[],\"usage\":{\"prompt_tokens\":1,"
+                          "\"completion_tokens\":%d,\"total_tokens\":%d}}\n\n",
+                          st->model, st->n, st->n + 1);
         else
             out = strdup(st->named ? "event: done\ndata: [DONE]\n\n" : "data: [DONE]\n\n");
         break;
@@ -252,6 +270,12 @@ static char *fb_event(struct fb_stream *st, bool *delta)
                           "\"created\":1700000000,\"model\":%s,\"choices\":[{\"text\":\"tok%d\","
                           "\"index\":0,\"logprobs\":null,\"finish_reason\":%s}]}\n\n",
                           m, i, i == st->n - 1 ? "\"stop\"" : "null");
+        else if (i == st->n && st->include_usage)
+            rc = asprintf(&out,
+                          "data: {\"id\":\"cmpl-fake\",\"object\":\"text_completion\","
+                          "\"created\":1700000000,\"model\":%s,\"choices\":[],\"usage\":"
+                          "{\"prompt_tokens\":1,\"completion_tokens\":%d,\"total_tokens\":%d}}\n\n",
+                          m, st->n, st->n + 1);
         else
             out = strdup("data: [DONE]\n\n");
         break;
@@ -416,7 +440,7 @@ static ssize_t fb_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         st->next++;
     }
     st->ev++;
-    if (st->ev == fb_pre(st->kind) + st->n + fb_post(st->kind))
+    if (st->ev == fb_pre(st->kind) + st->n + fb_post(st))
         st->finished = true;
     st->pending = ev;
     st->plen = strlen(ev);
@@ -441,7 +465,7 @@ static void fb_stream_free(void *cls)
 
 /* Starts a streaming answer of the given kind; model is the request's. */
 static enum MHD_Result fb_stream_start(struct fake_backend *fb, struct MHD_Connection *c,
-                                       enum fb_kind kind, const char *model)
+                                       enum fb_kind kind, const char *model, bool include_usage)
 {
     struct fb_stream *st = calloc(1, sizeof *st);
     if (!st)
@@ -449,6 +473,7 @@ static enum MHD_Result fb_stream_start(struct fake_backend *fb, struct MHD_Conne
     st->fb = fb;
     st->conn = c;
     st->kind = kind;
+    st->include_usage = include_usage;
     snprintf(st->model, sizeof st->model, "%s", model);
     json_t *q = json_string(model);
     st->qmodel = q ? json_dumps(q, JSON_ENCODE_ANY) : NULL;
@@ -494,11 +519,13 @@ static enum MHD_Result fb_chat(struct fake_backend *fb, struct MHD_Connection *c
     char m[256];
     snprintf(m, sizeof m, "%s", model ? model : "");
     bool stream = json_is_true(json_object_get(req, "stream"));
+    bool include_usage = fb_include_usage(req);
     json_decref(req);
 
     pthread_mutex_lock(&fb->mu);
     int fail = fb->fail_status;
     int reply = fb->reply_status;
+    int answer_delay = fb->answer_delay_ms;
     pthread_mutex_unlock(&fb->mu);
     if (reply) {
         pthread_mutex_lock(&fb->mu);
@@ -531,6 +558,8 @@ static enum MHD_Result fb_chat(struct fake_backend *fb, struct MHD_Connection *c
         return fb_json(c, (unsigned)fail,
                        "{\"error\":{\"message\":\"fake failure\",\"type\":\"server_error\"}}");
     if (!stream) {
+        if (answer_delay > 0)
+            fake_http_sleep_ms(answer_delay);
         char out[1024];
         snprintf(out, sizeof out,
                  "{\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion\",\"model\":\"%s\","
@@ -540,7 +569,7 @@ static enum MHD_Result fb_chat(struct fake_backend *fb, struct MHD_Connection *c
                  m);
         return fb_json(c, 200, out);
     }
-    return fb_stream_start(fb, c, FB_CHAT, m);
+    return fb_stream_start(fb, c, FB_CHAT, m, include_usage);
 }
 
 /* Base64 of len bytes, as a new string. */
@@ -627,6 +656,7 @@ static enum MHD_Result fb_route(struct fake_backend *fb, struct MHD_Connection *
     char *qm = q ? json_dumps(q, JSON_ENCODE_ANY) : NULL;
     json_decref(q);
     bool stream = json_is_true(json_object_get(req, "stream"));
+    bool include_usage = fb_include_usage(req);
     enum fb_kind kind = strcmp(url, "/v1/completions") == 0 ? FB_COMPLETIONS
                         : strcmp(url, "/v1/responses") == 0 ? FB_RESPONSES
                                                             : FB_MESSAGES;
@@ -662,7 +692,7 @@ static enum MHD_Result fb_route(struct fake_backend *fb, struct MHD_Connection *
     if (rc < 0)
         out = NULL;
     if (stream && !out)
-        return fb_stream_start(fb, c, kind, m);
+        return fb_stream_start(fb, c, kind, m, include_usage);
     if (!out)
         return MHD_NO;
     enum MHD_Result ret = fb_json_recorded(fb, c, idx, out);
@@ -885,6 +915,13 @@ void fake_backend_set_wake(struct fake_backend *fb, int status, int up_after_ms)
     pthread_mutex_lock(&fb->mu);
     fb->wake_status = status;
     fb->wake_up_after_ms = up_after_ms;
+    pthread_mutex_unlock(&fb->mu);
+}
+
+void fake_backend_set_answer_delay(struct fake_backend *fb, int delay_ms)
+{
+    pthread_mutex_lock(&fb->mu);
+    fb->answer_delay_ms = delay_ms;
     pthread_mutex_unlock(&fb->mu);
 }
 

@@ -10,7 +10,10 @@
  *                              "model" echoes the request's;
  *                              with "stream": true, N chat.completion.chunk
  *                              events (delta content "tok0", "tok1", ...),
- *                              each after a delay, then "data: [DONE]"
+ *                              each after a delay, then "data: [DONE]"; with
+ *                              "stream_options":{"include_usage":true}, a
+ *                              last chunk with "choices":[] and "usage"
+ *                              (prompt_tokens 1, completion_tokens N) before it
  *   POST /v1/<anything else>   {"object":"echo","path":...,"model":...}
  *                              (the request's model), for routes other than
  *                              chat completions; with fake_backend_set_realistic()
@@ -18,7 +21,8 @@
  *                              "model" echoing the request's:
  *   POST /v1/completions       a text_completion, choices[0].text "hello from
  *                              fake"; streaming: N text_completion data events
- *                              (text "tok0", ...), then "data: [DONE]"
+ *                              (text "tok0", ...), then "data: [DONE]" (with
+ *                              include_usage, a usage chunk before it)
  *   POST /v1/embeddings        {"object":"list","data":[{"object":"embedding",
  *                              "embedding":[0.5,-0.25,0.125],"index":i}...]},
  *                              one per input; base64 float32s when the request
@@ -97,6 +101,8 @@ void fake_backend_set_asleep(struct fake_backend *fb, bool asleep);
 void fake_backend_set_wake(struct fake_backend *fb, int status, int up_after_ms);
 /* GET /v1/models waits this long before answering (default 0). */
 void fake_backend_set_models_delay(struct fake_backend *fb, int delay_ms);
+/* Non-streaming chat completions wait delay_ms before their answer. */
+void fake_backend_set_answer_delay(struct fake_backend *fb, int delay_ms);
 
 /* Requests seen whose path equals path ("/v1/chat/completions"). */
 int fake_backend_count(struct fake_backend *fb, const char *path);

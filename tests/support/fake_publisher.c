@@ -53,9 +53,10 @@ struct fake_publisher {
 /* The body of a streamed result post, produced as the transfer reads it. */
 struct streamed {
     struct fp_task *t;
-    int next; /* the next event to send */
-    int n;
-    char buf[512];
+    int next;  /* the next event to send */
+    int n;     /* deltas */
+    int total; /* events, [DONE] included */
+    char buf[4096];
     size_t len, off;
 };
 
@@ -63,27 +64,60 @@ static void ms_sleep(int ms);
 static void task_delay(struct fp_task *t);
 static int is_cancelled(struct fake_publisher *fp, const char *id);
 
+static int has_usage(const struct fp_script *s)
+{
+    return s->prompt_tokens || s->completion_tokens;
+}
+
+/* OpenAI's usage object of the script's counts, into out. */
+static void usage_json(const struct fp_script *s, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d}",
+             s->prompt_tokens, s->completion_tokens, s->prompt_tokens + s->completion_tokens);
+}
+
+/* Event i of a streamed post into st->buf: the script's events verbatim,
+ * else the deltas, a usage chunk when the script has counts, [DONE]. */
+static void streamed_event(struct streamed *st, int i)
+{
+    const struct fp_script *s = &st->t->script;
+    char usage[256];
+    if (s->events) {
+        st->len = (size_t)snprintf(st->buf, sizeof st->buf, "%s", s->events[i]);
+    } else if (i < st->n) {
+        st->len = (size_t)snprintf(st->buf, sizeof st->buf,
+                                   "event: delta\ndata: {\"choices\":[{\"index\":0,"
+                                   "\"delta\":{\"content\":\"tok%d \"}}]}\n\n",
+                                   i);
+    } else if (i == st->n && has_usage(s)) {
+        usage_json(s, usage, sizeof usage);
+        st->len = (size_t)snprintf(st->buf, sizeof st->buf,
+                                   "data: {\"object\":\"chat.completion.chunk\",\"choices\":[],"
+                                   "\"usage\":%s}\n\n",
+                                   usage);
+    } else {
+        st->len = (size_t)snprintf(st->buf, sizeof st->buf, "data: [DONE]\n\n");
+    }
+    if (st->len >= sizeof st->buf)
+        st->len = sizeof st->buf - 1;
+}
+
 static size_t streamed_read(char *out, size_t size, size_t nmemb, void *ud)
 {
     struct streamed *st = ud;
     struct fp_task *t = st->t;
     struct fake_publisher *fp = t->fp;
     if (st->off == st->len) {
-        if (st->next > st->n)
+        if (st->next >= st->total)
             return 0; /* the end of the body */
         if (t->script.cut_after > 0 && st->next == t->script.cut_after)
             return CURL_READFUNC_ABORT;
-        if (st->next == st->n) {
-            st->len = (size_t)snprintf(st->buf, sizeof st->buf, "data: [DONE]\n\n");
-        } else {
+        if (st->next < st->n || t->script.events) {
             task_delay(t);
             if (is_cancelled(fp, t->id))
                 return CURL_READFUNC_ABORT;
-            st->len = (size_t)snprintf(st->buf, sizeof st->buf,
-                                       "event: delta\ndata: {\"choices\":[{\"index\":0,"
-                                       "\"delta\":{\"content\":\"tok%d \"}}]}\n\n",
-                                       st->next);
         }
+        streamed_event(st, st->next);
         st->off = 0;
         st->next++;
         pthread_mutex_lock(&fp->mu);
@@ -120,6 +154,14 @@ static void post_streamed(struct fp_task *t)
     h = curl_slist_append(h, "Content-Type: text/event-stream");
     h = curl_slist_append(h, "Expect:");
     struct streamed st = {.t = t, .n = t->script.chunks > 0 ? t->script.chunks : 3};
+    if (t->script.events) {
+        st.n = 0;
+        while (t->script.events[st.n])
+            st.n++;
+        st.total = st.n;
+    } else {
+        st.total = st.n + 1 + (has_usage(&t->script) ? 1 : 0);
+    }
     CURL *e = curl_easy_init();
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
@@ -251,6 +293,11 @@ static void *task_main(void *arg)
         json_t *b = json_pack("{s:s,s:s,s:[{s:i,s:{s:s,s:s},s:s}]}", "id", "chatcmpl-fake",
                               "object", "chat.completion", "choices", "index", 0, "message", "role",
                               "assistant", "content", t->echo, "finish_reason", "stop");
+        if (has_usage(s))
+            json_object_set_new(b, "usage",
+                                json_pack("{s:i,s:i,s:i}", "prompt_tokens", s->prompt_tokens,
+                                          "completion_tokens", s->completion_tokens, "total_tokens",
+                                          s->prompt_tokens + s->completion_tokens));
         json_t *res = json_pack("{s:i,s:o}", "status", 200, "body", b);
         char *text = json_dumps(res, JSON_COMPACT);
         fake_publisher_post_result(fp, t->id, text);
@@ -278,6 +325,16 @@ static void *task_main(void *arg)
         long st = fake_publisher_post_result(fp, t->id, text);
         free(text);
         if (st == 410)
+            goto out;
+    }
+    if (has_usage(s)) {
+        char usage[256];
+        usage_json(s, usage, sizeof usage);
+        snprintf(body, sizeof body,
+                 "{\"chunk\":{\"data\":{\"id\":\"chatcmpl-fake\",\"object\":"
+                 "\"chat.completion.chunk\",\"choices\":[],\"usage\":%s}}}",
+                 usage);
+        if (fake_publisher_post_result(fp, t->id, body) == 410)
             goto out;
     }
     fake_publisher_post_result(fp, t->id, "{\"chunk\":{\"done\":true}}");

@@ -39,6 +39,16 @@ struct fp_script {
     int echo_chunks; /* streamed chunks carry the echo too */
     const char *raw; /* FP_RAW: the result body (kept by the caller) */
     int cut_after;   /* FP_STREAMED */
+    /* Token counts the answers report as OpenAI's "usage" when either is
+     * set: in a whole answer's body, in a chunk of its own ("choices": [])
+     * after the last delta of per-chunk posts, or as the event before
+     * [DONE] of a streamed post. */
+    int prompt_tokens;
+    int completion_tokens;
+    /* FP_STREAMED: the post's body is these events verbatim (each with its
+     * blank line; NULL-terminated, kept by the caller), delay_ms before
+     * each, instead of the deltas and [DONE]. */
+    const char *const *events;
 };
 
 struct fake_publisher;

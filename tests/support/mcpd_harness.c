@@ -8,10 +8,23 @@
 
 char *mcpd_create_token(const char *db, const char *owner)
 {
-    const char *argv[] = {MCPD_BIN, "token", "create", "--owner", owner, "--db", db, NULL};
+    return mcpd_create_token_with(db, owner, NULL, NULL);
+}
+
+char *mcpd_create_token_with(const char *db, const char *owner, const char *const flags[],
+                             long long *id)
+{
+    const char *argv[32] = {MCPD_BIN, "token", "create", "--owner", owner, "--db", db};
+    int argc = 7;
+    for (int i = 0; flags && flags[i] && argc < 31; i++)
+        argv[argc++] = flags[i];
+    argv[argc] = NULL;
     char *out = NULL, *err = NULL;
     int rc = proc_run(argv, NULL, NULL, &out, &err, 30000);
     char *token = NULL;
+    const char *at = err ? strstr(err, "created token ") : NULL;
+    if (id && (!at || sscanf(at, "created token %lld", id) != 1))
+        rc = -1;
     if (rc == 0 && out) {
         size_t n = strlen(out);
         while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))

@@ -21,6 +21,11 @@ struct mcpd {
 /* Creates a token for owner with `mcpd token create`; returns a new string,
  * or NULL on failure. */
 char *mcpd_create_token(const char *db, const char *owner);
+/* The same with more flags for `token create` (NULL-terminated, may be
+ * NULL: "--admin", "--expires", "3s"); *id (when not NULL) gets the
+ * token's id. */
+char *mcpd_create_token_with(const char *db, const char *owner, const char *const flags[],
+                             long long *id);
 
 /* Starts mcpd with --listen 127.0.0.1:0 --db dir/mcpd.db plus extra_args
  * (NULL-terminated, may be NULL). Returns 0, or -1 (with the log on stderr). */

@@ -1,4 +1,5 @@
-/* Unit tests for `mcpctl describe llm`'s layout (cli/llm_format.c). */
+/* Unit tests for `mcpctl describe llm`'s layout (cli/llm_format.c), pools
+ * included. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -7,6 +8,7 @@
 
 #include "cli_support.h"
 #include "llm_format.h"
+#include "clock.h"
 #include "timefmt.h"
 
 #include <jansson.h>
@@ -40,7 +42,7 @@ static char *describe_as(enum llm_output fmt, const json_t *v, int64_t now)
 static int64_t at(const char *ts)
 {
     int64_t ms;
-    assert_int_equal(timefmt_parse_rfc3339(ts, &ms), 0);
+    assert_int_equal(clock_parse_rfc3339(ts, &ms), 0);
     return ms;
 }
 
@@ -174,6 +176,51 @@ static void test_output_default_is_the_description(void **state)
     json_decref(v);
 }
 
+static char *pool_text(const char *json, const char *self, int64_t now)
+{
+    json_t *v = json_loads(json, 0, NULL);
+    assert_non_null(v);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_int_equal(llm_format_pool(v, self, now, f), 0);
+    fclose(f);
+    json_decref(v);
+    return text;
+}
+
+static const char pool_json[] = "{\"pool\":\"qwen\",\"size\":3,\"activeCount\":2,\"members\":["
+                                "{\"name\":\"qwen-a\",\"status\":\"active\",\"owner\":\"alice\","
+                                "\"lastHeartbeatAt\":\"2026-01-02T03:04:10.000Z\"},"
+                                "{\"name\":\"qwen-b\",\"status\":\"active\",\"owner\":\"bob\","
+                                "\"lastHeartbeatAt\":\"2026-01-02T03:04:00.000Z\"},"
+                                "{\"name\":\"qwen-c\",\"status\":\"inactive\",\"owner\":\"bob\","
+                                "\"lastHeartbeatAt\":null}]}";
+
+/* A member's description ends with its siblings; a pool's lists them all. */
+static void test_pool(void **state)
+{
+    (void)state;
+    int64_t now = at("2026-01-02T03:04:12.000Z");
+    char *text = pool_text(pool_json, "qwen-a", now);
+    assert_string_equal(text, "Siblings:         2 in pool 'qwen', 1 active\n"
+                              "  NAME     STATUS     OWNER   LAST-HEARTBEAT\n"
+                              "  qwen-b   active     bob     12s\n"
+                              "  qwen-c   inactive   bob     -\n");
+    free(text);
+    text = pool_text(pool_json, NULL, now);
+    assert_string_equal(text, "Pool:             qwen\n"
+                              "Members:          3, 2 active\n"
+                              "  NAME     STATUS     OWNER   LAST-HEARTBEAT\n"
+                              "  qwen-a   active     alice   2s\n"
+                              "  qwen-b   active     bob     12s\n"
+                              "  qwen-c   inactive   bob     -\n");
+    free(text);
+    text = pool_text("{\"pool\":\"solo\",\"members\":[{\"name\":\"only\"}]}", "only", now);
+    assert_string_equal(text, "Siblings:         <none>\n");
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -182,6 +229,7 @@ int main(void)
         cmocka_unit_test(test_output_json),
         cmocka_unit_test(test_output_yaml),
         cmocka_unit_test(test_output_default_is_the_description),
+        cmocka_unit_test(test_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

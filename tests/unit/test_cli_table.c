@@ -7,6 +7,7 @@
 
 #include "llm_format.h"
 #include "table.h"
+#include "clock.h"
 #include "timefmt.h"
 
 #include <jansson.h>
@@ -100,7 +101,7 @@ static void test_llm_table_header_and_row(void **state)
 {
     (void)state;
     int64_t created;
-    assert_int_equal(timefmt_parse_rfc3339("2026-01-02T03:00:00.000Z", &created), 0);
+    assert_int_equal(clock_parse_rfc3339("2026-01-02T03:00:00.000Z", &created), 0);
     json_t *llm = json_loads(llm_json, 0, NULL);
     json_t *pooled = json_deep_copy(llm);
     json_object_set_new(pooled, "name", json_string("b"));
@@ -131,7 +132,7 @@ static void test_llm_table_wide(void **state)
 {
     (void)state;
     int64_t created;
-    assert_int_equal(timefmt_parse_rfc3339("2026-01-02T03:00:00.000Z", &created), 0);
+    assert_int_equal(clock_parse_rfc3339("2026-01-02T03:00:00.000Z", &created), 0);
     json_t *llm = json_loads(llm_json, 0, NULL);
     json_object_set_new(llm, "owner", json_string("alice"));
     json_object_set_new(llm, "lastHeartbeatAt", json_string("2026-01-02T03:04:50.000Z"));

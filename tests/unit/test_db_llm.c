@@ -1,7 +1,8 @@
 /* The register upsert rules, heartbeat revival, stream-close deactivation
- * and GC decisions at their boundaries, with time passed in. */
+ * and GC decisions at their boundaries, with time passed in; pool names
+ * and pool routing reads. */
 #include "db.h"
-#include "tmpdir.h"
+#include "db_fixture.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,31 +13,15 @@
 
 #include <cmocka.h>
 
-struct fx {
-    char *dir;
-    char *path;
-    struct db *db;
-};
-
 static int setup(void **state)
 {
-    struct fx *f = calloc(1, sizeof *f);
-    f->dir = tmpdir_create("db-llm");
-    f->path = tmpdir_path(f->dir, "t.db");
-    char err[256];
-    if (db_open(f->path, &f->db, err, sizeof err) != DB_OK)
-        return -1;
-    *state = f;
-    return 0;
+    *state = db_fixture_open("db-llm");
+    return *state ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    struct fx *f = *state;
-    db_close(f->db);
-    free(f->path);
-    tmpdir_remove(f->dir);
-    free(f);
+    db_fixture_close(*state);
     return 0;
 }
 
@@ -46,13 +31,13 @@ static struct provider_input P(const char *name) {
 }
 
 static int
-reg(struct fx *f, const char *owner, const char *sid_in, struct provider_input *in, size_t n,
-    int64_t now, char sid[DB_SESSION_ID_LEN], char *conflict)
+reg(struct db_fixture *f, const char *owner, const char *sid_in, struct provider_input *in,
+    size_t n, int64_t now, char sid[DB_SESSION_ID_LEN], char *conflict)
 {
     return db_register(f->db, owner, sid_in, in, n, now, sid, conflict, 128);
 }
 
-static char *status_of(struct fx *f, const char *name)
+static char *status_of(struct db_fixture *f, const char *name)
 {
     static char buf[32];
     struct llm_row row;
@@ -65,7 +50,7 @@ static char *status_of(struct fx *f, const char *name)
 
 static void test_rule1_insert_and_rule2_update(void **state)
 {
-    struct fx *f = *state;
+    struct db_fixture *f = *state;
     char sid[DB_SESSION_ID_LEN], c[128];
     struct provider_input p = P("a");
     p.initial_status = "hibernating";
@@ -99,7 +84,7 @@ static void test_rule1_insert_and_rule2_update(void **state)
 
 static void test_rule3_adopt_and_rule4_refusals(void **state)
 {
-    struct fx *f = *state;
+    struct db_fixture *f = *state;
     char s1[DB_SESSION_ID_LEN], s2[DB_SESSION_ID_LEN], s3[DB_SESSION_ID_LEN], c[128] = "";
     struct provider_input p = P("x");
     assert_int_equal(reg(f, "alice", NULL, &p, 1, 1000, s1, c), DB_OK);
@@ -127,7 +112,7 @@ static void test_rule3_adopt_and_rule4_refusals(void **state)
 
 static void test_all_or_nothing(void **state)
 {
-    struct fx *f = *state;
+    struct db_fixture *f = *state;
     char s1[DB_SESSION_ID_LEN], s2[DB_SESSION_ID_LEN], c[128];
     struct provider_input held = P("held");
     assert_int_equal(reg(f, "alice", NULL, &held, 1, 1000, s1, c), DB_OK);
@@ -143,7 +128,7 @@ static void test_all_or_nothing(void **state)
 
 static void test_heartbeat_revives_not_hibernating(void **state)
 {
-    struct fx *f = *state;
+    struct db_fixture *f = *state;
     char s[DB_SESSION_ID_LEN], c[128];
     struct provider_input in[] = {P("h1"), P("h2")};
     in[1].initial_status = "hibernating";
@@ -169,7 +154,7 @@ static void test_heartbeat_revives_not_hibernating(void **state)
 
 static void test_gc_boundaries(void **state)
 {
-    struct fx *f = *state;
+    struct db_fixture *f = *state;
     char s[DB_SESSION_ID_LEN], c[128];
     struct provider_input in[] = {P("g1"), P("g2")};
     in[1].initial_status = "hibernating";
@@ -215,6 +200,83 @@ static void test_gc_boundaries(void **state)
     assert_string_not_equal(s, s2);
 }
 
+/* Pool names: a pool may not be named like a row outside it, in either
+ * order of registration or within one call; a member may carry its pool's
+ * name. Routing resolves a pool's name and lists its members. */
+static void test_pools(void **state)
+{
+    struct db_fixture *f = *state;
+    char sid[DB_SESSION_ID_LEN], sid2[DB_SESSION_ID_LEN], c[128];
+    struct provider_input m[3] = {P("qwen-a"), P("qwen-b"), P("qwen")};
+    for (int i = 0; i < 3; i++)
+        m[i].pool_name = "qwen";
+    m[1].initial_status = "hibernating";
+    assert_int_equal(reg(f, "alice", NULL, m, 3, 1000, sid, c), DB_OK);
+
+    struct llm_route rt;
+    assert_int_equal(db_llm_route(f->db, "qwen-a", &rt), DB_OK);
+    assert_string_equal(rt.pool, "qwen");
+    assert_string_equal(rt.session, sid);
+    assert_int_equal(db_llm_route(f->db, "qwen", &rt), DB_OK); /* the member named like it */
+    assert_string_equal(rt.pool, "qwen");
+
+    /* another owner joins the pool */
+    struct provider_input bob = P("qwen-bob");
+    bob.pool_name = "qwen";
+    assert_int_equal(reg(f, "bob", NULL, &bob, 1, 1000, sid2, c), DB_OK);
+    struct pool_member *pm = NULL;
+    size_t n = 0;
+    assert_int_equal(db_pool_members(f->db, "qwen", &pm, &n), DB_OK);
+    assert_int_equal(n, 4);
+    static const char *const names[] = {"qwen", "qwen-a", "qwen-b", "qwen-bob"};
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(pm[i].name, names[i]);
+    assert_string_equal(pm[2].route.status, "hibernating");
+    assert_string_equal(pm[3].route.session, sid2);
+    free(pm);
+    struct llm_row *rows = NULL;
+    assert_int_equal(db_llm_list_pool(f->db, "qwen", &rows, &n), DB_OK);
+    assert_int_equal(n, 4);
+    llm_rows_free(rows, n);
+    assert_int_equal(db_pool_members(f->db, "nope", &pm, &n), DB_OK);
+    assert_int_equal(n, 0);
+    free(pm);
+
+    /* a pool that has only a name, no row of that name */
+    struct provider_input l = P("llama-1");
+    l.pool_name = "llama";
+    assert_int_equal(reg(f, "alice", sid, &l, 1, 1000, sid, c), DB_OK);
+    assert_int_equal(db_llm_route(f->db, "llama", &rt), DB_OK);
+    assert_string_equal(rt.pool, "llama");
+    assert_string_equal(rt.session, "");
+    assert_int_equal(db_llm_route(f->db, "llama-2", &rt), DB_NOT_FOUND);
+
+    static const struct {
+        const char *name, *pool, *conflict;
+    } refused[] = {
+        {"llama", NULL, "llama"},    /* a lone row named like a pool */
+        {"llama", "other", "llama"}, /* ... or a row of another pool */
+        {"x", "qwen-a", "qwen-a"},   /* a pool named like a row of another pool */
+        {"llama-9", "solo", "solo"}, /* (registered below) a lone row */
+    };
+    struct provider_input solo = P("solo");
+    assert_int_equal(reg(f, "alice", sid, &solo, 1, 1000, sid, c), DB_OK);
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        struct provider_input p = P(refused[i].name);
+        p.pool_name = refused[i].pool;
+        c[0] = '\0';
+        assert_int_equal(reg(f, "alice", sid, &p, 1, 2000, sid, c), DB_POOL_CONFLICT);
+        assert_string_equal(c, refused[i].conflict);
+        assert_null(status_of(f, refused[i].name)); /* nothing was written */
+    }
+    /* within one call: a pool and a row outside it of the same name */
+    struct provider_input two[2] = {P("mix-1"), P("mix")};
+    two[0].pool_name = "mix";
+    assert_int_equal(reg(f, "alice", sid, two, 2, 2000, sid, c), DB_POOL_CONFLICT);
+    assert_string_equal(c, "mix");
+    assert_null(status_of(f, "mix-1")); /* nothing was written */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -223,6 +285,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_all_or_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat_revives_not_hibernating, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_boundaries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pools, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -81,7 +81,7 @@ static void test_new_database_is_private(void **state)
     char err[512] = "";
     assert_int_equal(db_open(path, &db, err, sizeof err), DB_OK);
     int64_t id;
-    assert_int_equal(db_token_insert(db, "h", "alice", 1, &id), DB_OK);
+    assert_int_equal(db_token_insert(db, "h", "alice", false, 1, 0, &id), DB_OK);
     const char *suffixes[] = {"", "-wal", "-shm"};
     for (int i = 0; i < 3; i++) {
         char p[4200];

@@ -1,11 +1,13 @@
 /* The bearer check: tokens of two owners on one thread, near-miss tokens,
  * revocation taking effect once the cached answer expires (fake clock),
- * unknown tokens remembered for a while, and auth_forget() dropping what
- * the shared cache knows of a revoked token. */
+ * unknown tokens remembered for a while, auth_forget() dropping what the
+ * shared cache knows of a revoked token, an expired token refused at its
+ * expiry's millisecond however it was cached, "last used" kept in memory
+ * and written by auth_flush(), and the admin flag. */
 #include "auth.h"
 #include "clock.h"
 #include "db.h"
-#include "tmpdir.h"
+#include "db_fixture.h"
 
 #include <pthread.h>
 #include <setjmp.h>
@@ -19,9 +21,8 @@
 #include <cmocka.h>
 
 struct fx {
-    char *dir;
-    char *path;
-    struct db *db;
+    struct db_fixture *d;
+    struct db *db; /* d's */
     struct auth *auth;
     int64_t now;
 };
@@ -29,15 +30,13 @@ struct fx {
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof *f);
-    f->dir = tmpdir_create("server-auth");
-    f->path = tmpdir_path(f->dir, "t.db");
-    char err[256];
-    if (db_open(f->path, &f->db, err, sizeof err) != DB_OK)
+    *state = f;
+    if (!f || !(f->d = db_fixture_open("server-auth")))
         return -1;
+    f->db = f->d->db;
     f->auth = auth_new(f->db);
     f->now = 1000000;
     clock_set_fake(&f->now);
-    *state = f;
     return 0;
 }
 
@@ -46,9 +45,7 @@ static int teardown(void **state)
     struct fx *f = *state;
     clock_set_fake(NULL);
     auth_free(f->auth);
-    db_close(f->db);
-    free(f->path);
-    tmpdir_remove(f->dir);
+    db_fixture_close(f->d);
     free(f);
     return 0;
 }
@@ -65,8 +62,8 @@ static void test_owners_and_near_misses(void **state)
     struct fx *f = *state;
     char alice[AUTH_TOKEN_LEN], bob[AUTH_TOKEN_LEN], owner[DB_OWNER_MAX];
     int64_t id;
-    assert_int_equal(auth_token_create(f->db, "alice", alice, &id), DB_OK);
-    assert_int_equal(auth_token_create(f->db, "bob", bob, &id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "alice", false, 0, alice, &id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "bob", false, 0, bob, &id), DB_OK);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(check(f, alice, owner), DB_OK);
         assert_string_equal(owner, "alice");
@@ -95,8 +92,8 @@ static void test_revocation_takes_effect_when_the_cache_expires(void **state)
     int64_t id;
     char other[AUTH_TOKEN_LEN];
     int64_t other_id;
-    assert_int_equal(auth_token_create(f->db, "carol", token, &id), DB_OK);
-    assert_int_equal(auth_token_create(f->db, "dave", other, &other_id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "carol", false, 0, token, &id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "dave", false, 0, other, &other_id), DB_OK);
     int64_t t0 = f->now;
     assert_int_equal(check(f, token, owner), DB_OK);
     /* Another token in between, so the next check is answered from the
@@ -130,7 +127,7 @@ static void test_unknown_token_is_remembered_for_the_negative_ttl(void **state)
     char hash[AUTH_HASH_LEN];
     auth_hash(token, hash);
     int64_t id;
-    assert_int_equal(db_token_insert(f->db, hash, "erin", clock_wall_ms(), &id), DB_OK);
+    assert_int_equal(db_token_insert(f->db, hash, "erin", false, clock_wall_ms(), 0, &id), DB_OK);
     assert_int_equal(check(f, token, owner), DB_NOT_FOUND);
     f->now = t0 + AUTH_NEGATIVE_TTL_MS - 1;
     assert_int_equal(check(f, token, owner), DB_NOT_FOUND);
@@ -177,8 +174,8 @@ static void test_forget_drops_a_cached_token_at_once(void **state)
     struct fx *f = *state;
     char token[AUTH_TOKEN_LEN], other[AUTH_TOKEN_LEN], owner[DB_OWNER_MAX];
     int64_t id, other_id;
-    assert_int_equal(auth_token_create(f->db, "frank", token, &id), DB_OK);
-    assert_int_equal(auth_token_create(f->db, "gina", other, &other_id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "frank", false, 0, token, &id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "gina", false, 0, other, &other_id), DB_OK);
     int64_t t0 = f->now;
     assert_int_equal(check(f, token, owner), DB_OK);
     assert_int_equal(db_token_revoke(f->db, id, clock_wall_ms()), DB_OK);
@@ -213,7 +210,7 @@ static void test_forget_reaches_the_thread_that_accepted_it_last(void **state)
     struct fx *f = *state;
     char token[AUTH_TOKEN_LEN], owner[DB_OWNER_MAX];
     int64_t id;
-    assert_int_equal(auth_token_create(f->db, "hank", token, &id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "hank", false, 0, token, &id), DB_OK);
     int64_t t0 = f->now;
     assert_int_equal(check(f, token, owner), DB_OK);
     assert_int_equal(check(f, token, owner), DB_OK); /* from the memo */
@@ -229,6 +226,109 @@ static void test_forget_reaches_the_thread_that_accepted_it_last(void **state)
     assert_int_equal(check(f, token, owner), DB_NOT_FOUND);
 }
 
+/* A token that expires sooner than the cache's lifetime is refused from
+ * its expiry on, by this thread's memo, by the shared cache and by
+ * another thread alike. */
+static void test_expired_token_refused_at_its_expiry(void **state)
+{
+    struct fx *f = *state;
+    char token[AUTH_TOKEN_LEN], other[AUTH_TOKEN_LEN], owner[DB_OWNER_MAX];
+    int64_t id;
+    int64_t expiry = f->now + AUTH_CACHE_TTL_MS / 2;
+    assert_int_equal(auth_token_create(f->db, "ivy", false, expiry, token, &id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "jay", false, 0, other, &id), DB_OK);
+    assert_int_equal(check(f, token, owner), DB_OK); /* cached and remembered */
+    assert_string_equal(owner, "ivy");
+    f->now = expiry - 1;
+    assert_int_equal(check(f, token, owner), DB_OK);        /* the memo */
+    assert_int_equal(check_on_new_thread(f, token), DB_OK); /* the shared cache */
+    f->now = expiry;
+    assert_int_equal(check(f, token, owner), DB_NOT_FOUND);
+    assert_int_equal(check_on_new_thread(f, token), DB_NOT_FOUND);
+    /* A token of the same cache that does not expire goes on. */
+    assert_int_equal(check(f, other, owner), DB_OK);
+    f->now += AUTH_CACHE_TTL_MS * 3;
+    assert_int_equal(check(f, token, owner), DB_NOT_FOUND);
+    assert_int_equal(check(f, other, owner), DB_OK);
+}
+
+struct last_used {
+    int64_t by_owner[2]; /* ivy's, jay's */
+};
+
+static void collect_used(void *ud, const struct db_token *t)
+{
+    struct last_used *l = ud;
+    l->by_owner[strcmp(t->owner, "ivy") == 0 ? 0 : 1] = t->last_used_at;
+}
+
+static struct last_used last_used(struct fx *f)
+{
+    struct last_used l = {{-1, -1}};
+    assert_int_equal(db_token_list(f->db, collect_used, &l), DB_OK);
+    return l;
+}
+
+/* "Last used" is written only by auth_flush(), with the time of the
+ * latest use noted: each thread notes a token it remembers at most once
+ * every AUTH_USED_EVERY_MS. */
+static void test_last_used_written_by_flush(void **state)
+{
+    struct fx *f = *state;
+    char ivy[AUTH_TOKEN_LEN], jay[AUTH_TOKEN_LEN], owner[DB_OWNER_MAX];
+    int64_t id;
+    assert_int_equal(auth_token_create(f->db, "ivy", false, 0, ivy, &id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "jay", true, 0, jay, &id), DB_OK);
+    assert_int_equal(auth_flush(f->auth), DB_OK); /* nothing used yet */
+    assert_int_equal(last_used(f).by_owner[0], 0);
+    int64_t t0 = f->now;
+    assert_int_equal(check(f, ivy, owner), DB_OK);
+    assert_int_equal(last_used(f).by_owner[0], 0); /* not before a flush */
+    assert_int_equal(auth_flush(f->auth), DB_OK);
+    assert_int_equal(last_used(f).by_owner[0], t0);
+    assert_int_equal(last_used(f).by_owner[1], 0);
+    /* Uses from the memo within AUTH_USED_EVERY_MS are not noted again... */
+    f->now = t0 + AUTH_USED_EVERY_MS - 1;
+    assert_int_equal(check(f, ivy, owner), DB_OK);
+    assert_int_equal(auth_flush(f->auth), DB_OK);
+    assert_int_equal(last_used(f).by_owner[0], t0);
+    /* ...one after it is. */
+    f->now = t0 + AUTH_USED_EVERY_MS;
+    assert_int_equal(check(f, ivy, owner), DB_OK);
+    /* Answered from the shared cache: noted at once. */
+    f->now += 10;
+    assert_int_equal(check_on_new_thread(f, jay), DB_OK);
+    assert_int_equal(auth_flush(f->auth), DB_OK);
+    assert_int_equal(last_used(f).by_owner[0], t0 + AUTH_USED_EVERY_MS);
+    assert_int_equal(last_used(f).by_owner[1], t0 + AUTH_USED_EVERY_MS + 10);
+}
+
+static void test_admin_flag(void **state)
+{
+    struct fx *f = *state;
+    char ivy[AUTH_TOKEN_LEN], jay[AUTH_TOKEN_LEN], owner[DB_OWNER_MAX];
+    char ivy_hash[AUTH_HASH_LEN], jay_hash[AUTH_HASH_LEN];
+    int64_t ivy_id, jay_id;
+    assert_int_equal(auth_token_create(f->db, "ivy", false, 0, ivy, &ivy_id), DB_OK);
+    assert_int_equal(auth_token_create(f->db, "jay", true, 0, jay, &jay_id), DB_OK);
+    auth_hash(ivy, ivy_hash);
+    auth_hash(jay, jay_hash);
+    bool admin = true;
+    /* Not cached yet: from the database. */
+    assert_int_equal(auth_admin(f->auth, jay_hash, &admin), DB_OK);
+    assert_true(admin);
+    assert_int_equal(check(f, ivy, owner), DB_OK);
+    assert_int_equal(check(f, jay, owner), DB_OK);
+    assert_int_equal(auth_admin(f->auth, ivy_hash, &admin), DB_OK);
+    assert_false(admin);
+    assert_int_equal(auth_admin(f->auth, jay_hash, &admin), DB_OK);
+    assert_true(admin);
+    assert_int_equal(db_token_revoke(f->db, jay_id, clock_wall_ms()), DB_OK);
+    auth_forget(f->auth, jay_hash);
+    assert_int_equal(auth_admin(f->auth, jay_hash, &admin), DB_NOT_FOUND);
+    assert_false(admin);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -240,6 +340,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_forget_drops_a_cached_token_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forget_reaches_the_thread_that_accepted_it_last, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_expired_token_refused_at_its_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_last_used_written_by_flush, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin_flag, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

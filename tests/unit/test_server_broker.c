@@ -1,7 +1,9 @@
 /* The broker's rules with a fake clock and fake endpoints: task frames,
  * final and streamed results, result routing and tombstones, cancels,
  * timeouts, wakes, session replacement, revocation, GC, features,
- * backpressure, park refusal and shutdown. */
+ * backpressure, park refusal, shutdown, result streams, the summary of a
+ * call that the usage accounting takes, and pools (the choice of a member,
+ * wakes, feature filtering, failover). */
 #include "broker.h"
 
 #include <jansson.h>
@@ -1725,6 +1727,723 @@ static void test_shutdown(void **state)
     pub_close(f, &p, true);
 }
 
+/* ---- pools ---- */
+
+#define POOL "qwen"
+#define GEN 7
+
+/* Restarts the broker with another in-flight cap (before any stream). */
+static void set_max_inflight(struct fx *f, int max_inflight)
+{
+    struct broker_config cfg = base_cfg;
+    cfg.max_inflight = max_inflight;
+    broker_free(f->b);
+    f->b = broker_new(&cfg);
+    assert_non_null(f->b);
+}
+
+/* Members qwen-a, qwen-b, qwen-c on SID_A, SID_B, SID_C, the first n of
+ * them; asleep is a bit mask of the hibernating ones. */
+static void pool_of(struct fx *f, uint64_t gen, size_t n, unsigned asleep)
+{
+    static const char *const llms[] = {"qwen-a", "qwen-b", "qwen-c"};
+    static const char *const sids[] = {SID_A, SID_B, SID_C};
+    struct broker_member m[3];
+    for (size_t i = 0; i < n; i++)
+        m[i] = (struct broker_member){
+            .llm = llms[i], .session = sids[i], .hibernating = (asleep >> i) & 1};
+    assert_int_equal(broker_pool_set(f->b, POOL, gen, m, n), 0);
+}
+
+static struct broker_call_req pool_req(void)
+{
+    return (struct broker_call_req){
+        .llm = POOL, .pool = POOL, .pool_gen = GEN, .body = BODY, .body_len = strlen(BODY)};
+}
+
+/* Which of n publishers got the one task frame sent since the last reads:
+ * its index, with the task's id and llmName. */
+static int task_went_to(struct fx *f, struct pub *p, int n, char id[BROKER_ID_LEN],
+                        char llm[BROKER_NAME_MAX])
+{
+    int at = -1;
+    for (int i = 0; i < n; i++) {
+        char *text = pub_read(f, &p[i], BROKER_PARKED);
+        int k = count(text, "event: task\n");
+        if (k == 0)
+            continue;
+        assert_int_equal(k, 1);
+        assert_int_equal(at, -1);
+        at = i;
+        task_id_of(text, 0, id);
+        json_t *o = frame_data(text, "task", 0);
+        snprintf(llm, BROKER_NAME_MAX, "%s", json_string_value(json_object_get(o, "llmName")));
+        json_decref(o);
+    }
+    assert_true(at >= 0);
+    return at;
+}
+
+/* Takes a call's complete 200 answer. */
+static void answered(struct fx *f, struct broker_call *c)
+{
+    struct broker_head h;
+    struct broker_error err;
+    assert_int_equal(broker_call_head(f->b, c, &h, &err), 1);
+    assert_int_equal(h.status, 200);
+    free(h.body);
+    free(h.headers);
+}
+
+struct counts {
+    uint64_t requests[3], failovers[3];
+    int members;
+};
+
+static void count_member(void *ud, const struct broker_member_stats *m)
+{
+    struct counts *c = ud;
+    assert_string_equal(m->pool, POOL);
+    int i = m->llm[5] - 'a';
+    c->requests[i] = m->requests;
+    c->failovers[i] = m->failovers;
+    c->members++;
+}
+
+static struct counts pool_counts(struct fx *f)
+{
+    struct counts c = {0};
+    broker_pool_stats(f->b, count_member, &c);
+    return c;
+}
+
+/* Opens n (up to 3) publishers of OWNER on SID_A, SID_B and SID_C, with
+ * features[i] (NULL: none). */
+static void pubs_open(struct fx *f, struct pub *p, int n, const unsigned *features)
+{
+    static const char *const sids[] = {SID_A, SID_B, SID_C};
+    for (int i = 0; i < n; i++)
+        pub_open(f, &p[i], sids[i], OWNER, HASH_1, features ? features[i] : 0);
+}
+
+/* Ends n calls and closes np publishers; nothing may be left in flight. */
+static void pool_done(struct fx *f, struct broker_call **c, int n, struct pub *p, int np)
+{
+    for (int i = 0; i < n; i++)
+        broker_call_done(f->b, c[i]);
+    for (int i = 0; i < np; i++)
+        pub_close(f, &p[i], true);
+    assert_no_tasks(f);
+}
+
+/* The broker asks for the pool until it has a record at the call's
+ * generation or newer. */
+static void test_pool_record_generation(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    struct fake_ep ep;
+    fake_init(&ep);
+    struct broker_error err = {.status = -1};
+    struct broker_call_req rq = pool_req();
+    assert_null(broker_call_start(f->b, &rq, &ep.ep, f->now, &err));
+    assert_int_equal(err.status, 0); /* never heard of it */
+    pool_of(f, GEN - 1, 1, 0);
+    err.status = -1;
+    assert_null(broker_call_start(f->b, &rq, &ep.ep, f->now, &err));
+    assert_int_equal(err.status, 0); /* older than the route */
+    assert_int_equal(ep.parks, 0);
+    pool_of(f, GEN, 1, 0);
+    struct broker_call *c = start(f, &ep, rq);
+    char id[BROKER_ID_LEN], llm[BROKER_NAME_MAX];
+    assert_int_equal(task_went_to(f, &p, 1, id, llm), 0);
+    assert_string_equal(llm, "qwen-a");
+    /* an older record than the one held changes nothing */
+    struct broker_member none[1];
+    assert_int_equal(broker_pool_set(f->b, POOL, GEN - 2, none, 0), 0);
+    struct fake_ep ep2;
+    struct broker_call *c2 = start(f, &ep2, rq);
+    assert_int_equal(task_went_to(f, &p, 1, id, llm), 0);
+    broker_call_done(f->b, c);
+    broker_call_done(f->b, c2);
+    pub_close(f, &p, true);
+}
+
+/* The member with the fewest tasks in flight takes the call; among equals
+ * the pool's cursor decides. */
+static void test_pool_least_inflight(void **state)
+{
+    struct fx *f = *state;
+    set_max_inflight(f, 16);
+    struct pub p[3];
+    pubs_open(f, p, 2, NULL);
+    pub_open(f, &p[2], SID_C, "bob", HASH_2, 0); /* members may have several owners */
+    pool_of(f, GEN, 3, 0);
+    /* A has two tasks in flight (of another Llm on the same publisher), B one */
+    struct fake_ep se[3];
+    struct broker_call *single[3] = {
+        start(f, &se[0], req("other-a", SID_A)),
+        start(f, &se[1], req("other-a", SID_A)),
+        start(f, &se[2], req("other-b", SID_B)),
+    };
+    pub_read(f, &p[0], BROKER_PARKED);
+    pub_read(f, &p[1], BROKER_PARKED);
+    static const int want[] = {2, 1, 2, 0, 1, 2};
+    struct fake_ep ce[6];
+    struct broker_call *c[6];
+    char id[BROKER_ID_LEN], llm[BROKER_NAME_MAX];
+    for (int i = 0; i < 6; i++) {
+        print_message("call %d\n", i);
+        c[i] = start(f, &ce[i], pool_req());
+        assert_int_equal(task_went_to(f, p, 3, id, llm), want[i]);
+        char name[16];
+        snprintf(name, sizeof name, "qwen-%c", 'a' + want[i]);
+        assert_string_equal(llm, name);
+    }
+    struct counts n = pool_counts(f);
+    assert_int_equal(n.members, 3);
+    assert_int_equal(n.requests[0], 1);
+    assert_int_equal(n.requests[1], 2);
+    assert_int_equal(n.requests[2], 3);
+    for (int i = 0; i < 6; i++)
+        broker_call_done(f->b, c[i]);
+    pool_done(f, single, 3, p, 3);
+}
+
+/* Calls answered one by one go round the members exactly; a burst that is
+ * not answered spreads evenly; a member that frees up takes the next ones. */
+static void test_pool_even_spread(void **state)
+{
+    struct fx *f = *state;
+    set_max_inflight(f, 64);
+    struct pub p[3];
+    pubs_open(f, p, 3, NULL);
+    pool_of(f, GEN, 3, 0);
+    char id[BROKER_ID_LEN], llm[BROKER_NAME_MAX];
+    int served[3] = {0};
+    for (int i = 0; i < 99; i++) {
+        struct fake_ep ce;
+        struct broker_call *c = start(f, &ce, pool_req());
+        int at = task_went_to(f, p, 3, id, llm);
+        served[at]++;
+        assert_int_equal(final(f, &p[at], id, 200, "{}"), 200);
+        answered(f, c);
+        broker_call_done(f->b, c);
+    }
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(served[i], 33);
+
+    /* a burst of 90 that nobody answers yet: 30 each */
+    struct fake_ep ce[120];
+    struct broker_call *c[120];
+    char ids[120][BROKER_ID_LEN];
+    int where[120];
+    memset(served, 0, sizeof served);
+    for (int i = 0; i < 90; i++) {
+        c[i] = start(f, &ce[i], pool_req());
+        where[i] = task_went_to(f, p, 3, ids[i], llm);
+        served[where[i]]++;
+    }
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(served[i], 30);
+    /* B answers all of its calls: the next 30 all go to B */
+    for (int i = 0; i < 90; i++) {
+        if (where[i] != 1)
+            continue;
+        assert_int_equal(final(f, &p[1], ids[i], 200, "{}"), 200);
+        answered(f, c[i]);
+    }
+    for (int i = 90; i < 120; i++) {
+        c[i] = start(f, &ce[i], pool_req());
+        assert_int_equal(task_went_to(f, p, 3, ids[i], llm), 1);
+    }
+    pool_done(f, c, 120, p, 3);
+}
+
+/* Members at --max-inflight are skipped; when all active ones are, the
+ * caller gets 503 busy, and no hibernating member is woken for it. */
+static void test_pool_max_inflight(void **state)
+{
+    struct fx *f = *state; /* max_inflight 4 */
+    struct pub p[3];
+    pubs_open(f, p, 3, NULL);
+    pool_of(f, GEN, 3, 1u << 2); /* C sleeps */
+    struct fake_ep ce[8];
+    struct broker_call *c[8];
+    char id[BROKER_ID_LEN], llm[BROKER_NAME_MAX];
+    for (int i = 0; i < 4; i++)
+        c[i] = start(f, &ce[i], req("other-a", SID_A)); /* A is full */
+    pub_read(f, &p[0], BROKER_PARKED);
+    for (int i = 4; i < 8; i++) {
+        c[i] = start(f, &ce[i], pool_req());
+        assert_int_equal(task_went_to(f, p, 3, id, llm), 1);
+    }
+    struct broker_error e = refused(f, pool_req(), 503);
+    assert_string_equal(e.code, "publisher_busy");
+    assert_int_equal(e.retry_after, 1);
+    assert_string_equal(pub_read(f, &p[2], BROKER_PARKED), ""); /* no wake */
+    broker_call_done(f->b, c[0]);                               /* room on A */
+    struct fake_ep ce9;
+    struct broker_call *c9 = start(f, &ce9, pool_req());
+    assert_int_equal(task_went_to(f, p, 3, id, llm), 0);
+    broker_call_done(f->b, c9);
+    pool_done(f, c + 1, 7, p, 3);
+}
+
+/* A hibernating member is woken only when no member is active, and only
+ * one at a time per pool; the held callers then go to it. A member whose
+ * publisher is not connected is never chosen. */
+static void test_pool_hibernating_last_resort(void **state)
+{
+    struct fx *f = *state;
+    struct pub p[2];
+    pubs_open(f, p, 2, NULL);
+    pool_of(f, GEN, 3, 1u << 0 | 1u << 1); /* A and B sleep; C has no stream */
+
+    struct fake_ep e1, e2, e3;
+    struct broker_call *c1 = start(f, &e1, pool_req());
+    struct broker_call *c2 = start(f, &e2, pool_req());
+    char *text = pub_read(f, &p[0], BROKER_PARKED);
+    assert_int_equal(count(text, "event: task\n"), 1);
+    assert_int_equal(count(text, "\"kind\":\"wake\""), 1);
+    assert_non_null(strstr(text, "\"llmName\":\"qwen-a\""));
+    char wid[BROKER_ID_LEN];
+    task_id_of(text, 0, wid);
+    assert_string_equal(pub_read(f, &p[1], BROKER_PARKED), ""); /* one wake per pool */
+    struct broker_stats s;
+    broker_stats(f->b, &s);
+    assert_int_equal(s.wakes, 1);
+    assert_int_equal(s.tasks, 1);
+    struct broker_head h;
+    struct broker_error err;
+    assert_int_equal(broker_call_head(f->b, c1, &h, &err), 0); /* held */
+
+    struct broker_outcome out;
+    struct broker_piece ok = {.kind = PIECE_FINAL, .status = 200, .ctype = "application/json"};
+    assert_int_equal(deliver(f, &p[0], wid, &ok, &out), 200);
+    assert_string_equal(out.woke, "qwen-a");
+    /* both held calls went to the woken member, and the next one too */
+    assert_int_equal(count(pub_read(f, &p[0], BROKER_PARKED), "\"kind\":\"infer\""), 2);
+    struct broker_call *c3 = start(f, &e3, pool_req());
+    assert_int_equal(count(pub_read(f, &p[0], BROKER_PARKED), "\"kind\":\"infer\""), 1);
+    assert_string_equal(pub_read(f, &p[1], BROKER_PARKED), "");
+    broker_call_done(f->b, c1);
+    broker_call_done(f->b, c2);
+    broker_call_done(f->b, c3);
+    for (int i = 0; i < 2; i++)
+        pub_close(f, &p[i], true);
+    struct broker_error e = refused(f, pool_req(), 503); /* only C is left, unconnected */
+    assert_string_equal(e.code, "publisher_unavailable");
+    assert_no_tasks(f);
+}
+
+/* A failed pool wake answers its held callers 503; the next call wakes
+ * again. */
+static void test_pool_wake_failure(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    pool_of(f, GEN, 1, 1u << 0);
+    struct fake_ep e1;
+    struct broker_call *c1 = start(f, &e1, pool_req());
+    char wid[BROKER_ID_LEN];
+    task_id_of(pub_read(f, &p, BROKER_PARKED), 0, wid);
+    struct broker_piece bad = {.kind = PIECE_ERROR, .data = "recipe failed", .len = 13};
+    assert_int_equal(deliver(f, &p, wid, &bad, NULL), 200);
+    struct broker_error e = failure(f, c1, 503);
+    assert_true(e.retry_after > 0);
+    broker_call_done(f->b, c1);
+    c1 = start(f, &e1, pool_req());
+    assert_int_equal(count(pub_read(f, &p, BROKER_PARKED), "\"kind\":\"wake\""), 1);
+    pool_done(f, &c1, 1, &p, 1);
+}
+
+/* An active member takes the call even when it is busier than a sleeping
+ * one is idle. */
+static void test_pool_active_before_asleep(void **state)
+{
+    struct fx *f = *state;
+    struct pub p[2];
+    pubs_open(f, p, 2, NULL);
+    pool_of(f, GEN, 2, 1u << 0); /* A sleeps */
+    struct fake_ep ce[3];
+    struct broker_call *c[3];
+    char id[BROKER_ID_LEN], llm[BROKER_NAME_MAX];
+    for (int i = 0; i < 3; i++) {
+        c[i] = start(f, &ce[i], pool_req());
+        assert_int_equal(task_went_to(f, p, 2, id, llm), 1);
+    }
+    pool_done(f, c, 3, p, 2);
+}
+
+/* Calls that need a feature skip members whose publisher lacks it; when
+ * no connected member has it, the caller is told which. */
+static void test_pool_features(void **state)
+{
+    struct fx *f = *state;
+    set_max_inflight(f, 16);
+    struct pub p[3];
+    static const unsigned features[] = {0, BROKER_FEAT_PATHS,
+                                        BROKER_FEAT_PATHS | BROKER_FEAT_STREAMED};
+    pubs_open(f, p, 3, features);
+    pool_of(f, GEN, 3, 0);
+    static const struct {
+        const char *name;
+        const char *path;
+        unsigned needs;
+        unsigned may; /* bit mask of the members that may take it */
+    } cases[] = {
+        {"chat", NULL, 0, 7},
+        {"a path", "/embeddings", 0, 6},
+        {"named events", "/responses", BROKER_FEAT_STREAMED, 4},
+    };
+    char id[BROKER_ID_LEN], llm[BROKER_NAME_MAX];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        print_message("case %s\n", cases[i].name);
+        struct broker_call_req rq = pool_req();
+        rq.path = cases[i].path;
+        rq.needs = cases[i].needs;
+        struct fake_ep ce[6];
+        struct broker_call *c[6];
+        for (int k = 0; k < 6; k++) {
+            c[k] = start(f, &ce[k], rq);
+            int at = task_went_to(f, p, 3, id, llm);
+            assert_true((cases[i].may >> at) & 1);
+        }
+        for (int k = 0; k < 6; k++)
+            broker_call_done(f->b, c[k]);
+        for (int k = 0; k < 3; k++)
+            pub_read(f, &p[k], BROKER_PARKED); /* the cancels */
+    }
+    /* C goes away: nobody left streams named events */
+    pub_close(f, &p[2], true);
+    struct broker_call_req rq = pool_req();
+    rq.path = "/messages";
+    rq.needs = BROKER_FEAT_STREAMED;
+    struct broker_error e = refused(f, rq, 400);
+    assert_string_equal(e.code, "unsupported_route");
+    assert_non_null(strstr(e.msg, "\"streamed-results\""));
+    for (int i = 0; i < 2; i++)
+        pub_close(f, &p[i], true);
+    e = refused(f, pool_req(), 503); /* nobody connected */
+    assert_string_equal(e.code, "publisher_unavailable");
+    assert_true(e.retry_after > 0);
+    assert_no_tasks(f);
+}
+
+/* Failures on the publisher's side before the caller's first byte send
+ * the task to another member, once, with the caller's body; after the
+ * first byte, or for the backend's own answers, never. */
+static void test_pool_failover(void **state)
+{
+    struct fx *f = *state;
+    enum how { BY_ERROR, BY_BAD_STATUS, BY_STREAM_CLOSE, BY_CUT_BEFORE_ANY };
+    static const struct {
+        const char *name;
+        enum how how;
+    } cases[] = {
+        {"error post", BY_ERROR},
+        {"invalid status", BY_BAD_STATUS},
+        {"stream closed", BY_STREAM_CLOSE},
+        {"streamed post cut before its first event", BY_CUT_BEFORE_ANY},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        print_message("case %s\n", cases[i].name);
+        struct pub p[2];
+        static const unsigned streamed[] = {BROKER_FEAT_STREAMED, BROKER_FEAT_STREAMED};
+        pubs_open(f, p, 2, streamed);
+        pool_of(f, GEN + i, 2, 0);
+        struct counts before = pool_counts(f); /* counts carry over from case to case */
+        struct broker_call_req rq = pool_req();
+        rq.pool_gen = GEN + i;
+        rq.streaming = cases[i].how == BY_CUT_BEFORE_ANY;
+        struct fake_ep ce;
+        struct broker_call *c = start(f, &ce, rq);
+        char id[BROKER_ID_LEN], llm[BROKER_NAME_MAX];
+        int first = task_went_to(f, p, 2, id, llm);
+        int second = 1 - first;
+        struct broker_piece err = {.kind = PIECE_ERROR, .data = "no backend", .len = 10};
+        switch (cases[i].how) {
+        case BY_ERROR:
+            assert_int_equal(deliver(f, &p[first], id, &err, NULL), 200);
+            break;
+        case BY_BAD_STATUS:
+            assert_int_equal(final(f, &p[first], id, 99, "{}"), 400);
+            break;
+        case BY_STREAM_CLOSE:
+            pub_close(f, &p[first], true);
+            break;
+        case BY_CUT_BEFORE_ANY:
+            assert_int_equal(events(f, &p[first], id, PIECE_EVENTS, ""), 200); /* the post began */
+            assert_int_equal(events(f, &p[first], id, PIECE_EVENTS_CUT, NULL), 200);
+            break;
+        }
+        assert_int_equal(ce.wakes, 0); /* the caller noticed nothing */
+        char id2[BROKER_ID_LEN];
+        char *text = pub_read(f, &p[second], BROKER_PARKED);
+        assert_int_equal(count(text, "event: task\n"), 1);
+        task_id_of(text, 0, id2);
+        assert_non_null(strstr(text, ",\"body\":" BODY "}\n\n")); /* the same body */
+        struct counts n = pool_counts(f);
+        assert_int_equal(n.failovers[first] - before.failovers[first], 1);
+        assert_int_equal(n.failovers[second], before.failovers[second]);
+        /* the second member fails too: no third try, the caller gets 502 */
+        assert_int_equal(deliver(f, &p[second], id2, &err, NULL), 200);
+        assert_int_equal(ce.wakes, 1);
+        failure(f, c, 502);
+        broker_call_done(f->b, c);
+        if (cases[i].how != BY_STREAM_CLOSE)
+            pub_close(f, &p[first], true);
+        pub_close(f, &p[second], true);
+        assert_no_tasks(f);
+    }
+}
+
+/* A failover that finds its second member's answer good; the first byte
+ * ends all failover; a backend's own answers (4xx and 5xx) are answers. */
+static void test_pool_failover_limits(void **state)
+{
+    struct fx *f = *state;
+    struct pub p[2];
+    pubs_open(f, p, 2, NULL);
+    pool_of(f, GEN, 2, 0);
+    char id[BROKER_ID_LEN], llm[BROKER_NAME_MAX];
+    struct broker_piece err = {.kind = PIECE_ERROR, .data = "no backend", .len = 10};
+
+    /* failed on one, answered by the other */
+    struct fake_ep ce;
+    struct broker_call *c = start(f, &ce, pool_req());
+    int first = task_went_to(f, p, 2, id, llm);
+    assert_int_equal(deliver(f, &p[first], id, &err, NULL), 200);
+    assert_int_equal(task_went_to(f, p, 2, id, llm), 1 - first);
+    assert_int_equal(final(f, &p[1 - first], id, 200, "{\"ok\":1}"), 200);
+    answered(f, c);
+    broker_call_done(f->b, c);
+
+    /* the backend's own 5xx and 4xx reach the caller as they are */
+    static const int statuses[] = {503, 500, 429, 400};
+    for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++) {
+        c = start(f, &ce, pool_req());
+        int at = task_went_to(f, p, 2, id, llm);
+        assert_int_equal(final(f, &p[at], id, statuses[i], "{\"error\":\"x\"}"), 200);
+        struct broker_head h;
+        struct broker_error e;
+        assert_int_equal(broker_call_head(f->b, c, &h, &e), 1);
+        assert_int_equal(h.status, statuses[i]);
+        free(h.body);
+        free(h.headers);
+        broker_call_done(f->b, c);
+        for (int k = 0; k < 2; k++)
+            assert_string_equal(pub_read(f, &p[k], BROKER_PARKED), "");
+    }
+
+    /* after the first chunk, a closed stream ends the caller's stream */
+    struct broker_call_req rq = pool_req();
+    rq.streaming = true;
+    c = start(f, &ce, rq);
+    int at = task_went_to(f, p, 2, id, llm);
+    assert_int_equal(chunk(f, &p[at], id, "{\"t\":1}", false), 200);
+    pub_close(f, &p[at], true);
+    sse_head(f, c);
+    char text[2048];
+    assert_int_equal(call_slurp(f->b, c, text, sizeof text), BROKER_END);
+    expect_error_event(text, "server_error", "publisher_error");
+    assert_string_equal(pub_read(f, &p[1 - at], BROKER_PARKED), "");
+    broker_call_done(f->b, c);
+
+    /* a timeout is not retried either */
+    struct pub *left = &p[1 - at];
+    c = start(f, &ce, pool_req());
+    task_went_to(f, left, 1, id, llm);
+    f->now += base_cfg.infer_timeout_ms;
+    broker_tick(f->b, f->now);
+    failure(f, c, 504);
+    broker_call_done(f->b, c);
+    assert_int_equal(count(pub_read(f, left, BROKER_PARKED), "event: cancel\n"), 1);
+    pub_close(f, left, true);
+    assert_no_tasks(f);
+    assert_int_equal(pool_counts(f).failovers[0] + pool_counts(f).failovers[1], 1);
+}
+
+/* A failover with no other member able fails the call with the first error. */
+static void test_pool_failover_nowhere(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    pool_of(f, GEN, 1, 0);
+    struct fake_ep ce;
+    struct broker_call *c = start(f, &ce, pool_req());
+    char id[BROKER_ID_LEN], llm[BROKER_NAME_MAX];
+    task_went_to(f, &p, 1, id, llm);
+    struct broker_piece err = {.kind = PIECE_ERROR, .data = "no backend", .len = 10};
+    assert_int_equal(deliver(f, &p, id, &err, NULL), 200);
+    struct broker_error e = failure(f, c, 502);
+    assert_non_null(strstr(e.msg, "no backend"));
+    broker_call_done(f->b, c);
+    pub_close(f, &p, true);
+    assert_no_tasks(f);
+    assert_int_equal(pool_counts(f).failovers[0], 0);
+}
+
+/* A new record of the pool keeps each member's counts and the cursor. */
+static void test_pool_membership_change(void **state)
+{
+    struct fx *f = *state;
+    struct pub p[3];
+    pubs_open(f, p, 3, NULL);
+    pool_of(f, GEN, 2, 0);
+    char id[BROKER_ID_LEN], llm[BROKER_NAME_MAX];
+    struct fake_ep ce;
+    struct broker_call *c = start(f, &ce, pool_req());
+    assert_int_equal(task_went_to(f, p, 3, id, llm), 0);
+    assert_int_equal(final(f, &p[0], id, 200, "{}"), 200);
+    answered(f, c);
+    broker_call_done(f->b, c);
+    pool_of(f, GEN + 1, 3, 0); /* C joins; the cursor stays after A */
+    struct broker_call_req rq = pool_req();
+    rq.pool_gen = GEN + 1;
+    static const int want[] = {1, 2, 0};
+    for (int i = 0; i < 3; i++) {
+        c = start(f, &ce, rq);
+        assert_int_equal(task_went_to(f, p, 3, id, llm), want[i]);
+        assert_int_equal(final(f, &p[want[i]], id, 200, "{}"), 200);
+        answered(f, c);
+        broker_call_done(f->b, c);
+    }
+    struct counts n = pool_counts(f);
+    assert_int_equal(n.requests[0], 2);
+    assert_int_equal(n.requests[1], 1);
+    assert_int_equal(n.requests[2], 1);
+    pool_done(f, NULL, 0, p, 3);
+}
+
+/* ---- the summary of a call, for the usage accounting ---- */
+
+static struct broker_call_summary summary(struct fx *f, struct broker_call *c)
+{
+    struct broker_call_summary s;
+    broker_call_summary(f->b, c, &s);
+    return s;
+}
+
+static void expect_summary(struct fx *f, struct broker_call *c, const char *llm, int status,
+                           int64_t prompt, int64_t completion)
+{
+    struct broker_call_summary s = summary(f, c);
+    assert_string_equal(s.llm, llm);
+    assert_int_equal(s.status, status);
+    assert_int_equal(s.usage.has_prompt, prompt >= 0);
+    assert_int_equal(s.usage.has_completion, completion >= 0);
+    if (prompt >= 0)
+        assert_int_equal(s.usage.prompt, prompt);
+    if (completion >= 0)
+        assert_int_equal(s.usage.completion, completion);
+}
+
+/* A whole answer: its status and the counts its piece carried. */
+static void test_summary_of_an_answer(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, 0);
+    struct fake_ep ep;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ep, req("llm-a", SID_A), id);
+    expect_summary(f, c, "llm-a", 499, -1, -1); /* nothing answered yet */
+    struct broker_piece pc = {
+        .kind = PIECE_FINAL,
+        .status = 200,
+        .ctype = "application/json",
+        .data = "{}",
+        .len = 2,
+        .usage = {.prompt = 5, .completion = 7, .has_prompt = true, .has_completion = true}};
+    assert_int_equal(deliver(f, &p, id, &pc, NULL), 200);
+    expect_summary(f, c, "llm-a", 200, 5, 7); /* the answer waits to be taken: it was given */
+    struct broker_head h;
+    struct broker_error err;
+    assert_int_equal(broker_call_head(f->b, c, &h, &err), 1);
+    free(h.body);
+    free(h.headers);
+    expect_summary(f, c, "llm-a", 200, 5, 7);
+    broker_call_done(f->b, c);
+
+    /* A backend's refusal is the caller's status, and an error. */
+    c = start_task(f, &p, &ep, req("llm-a", SID_A), id);
+    assert_int_equal(final(f, &p, id, 429, "{\"error\":\"slow down\"}"), 200);
+    expect_summary(f, c, "llm-a", 429, -1, -1);
+    broker_call_done(f->b, c);
+
+    /* A publisher's error, before anything was sent. */
+    c = start_task(f, &p, &ep, req("llm-a", SID_A), id);
+    assert_int_equal(events(f, &p, id, PIECE_ERROR, "no gpu"), 200);
+    failure(f, c, 502);
+    expect_summary(f, c, "llm-a", 502, -1, -1);
+    broker_call_done(f->b, c);
+
+    /* A caller that leaves before its answer. */
+    c = start_task(f, &p, &ep, req("llm-a", SID_A), id);
+    expect_summary(f, c, "llm-a", 499, -1, -1);
+    broker_call_done(f->b, c);
+    pub_close(f, &p, true);
+}
+
+/* A stream: a later count replaces an earlier one (Anthropic's
+ * message_delta after its message_start), a count a piece does not have
+ * stays; a stream that broke off is an error even after its start. */
+static void test_summary_of_a_stream(void **state)
+{
+    struct fx *f = *state;
+    struct pub p;
+    pub_open(f, &p, SID_A, OWNER, HASH_1, BROKER_FEAT_STREAMED);
+    struct broker_call_req rq = req("llm-s", SID_A);
+    rq.streaming = true;
+    struct fake_ep ep;
+    char id[BROKER_ID_LEN];
+    struct broker_call *c = start_task(f, &p, &ep, rq, id);
+    struct broker_piece start_ev = {
+        .kind = PIECE_EVENTS,
+        .data = "event: message_start\ndata: {}\n\n",
+        .len = strlen("event: message_start\ndata: {}\n\n"),
+        .usage = {.prompt = 11, .completion = 1, .has_prompt = true, .has_completion = true}};
+    assert_int_equal(deliver(f, &p, id, &start_ev, NULL), 200);
+    sse_head(f, c);
+    expect_summary(f, c, "llm-s", 499, 11, 1); /* streaming, not over */
+    struct broker_piece delta = {.kind = PIECE_EVENTS,
+                                 .data = "event: message_delta\ndata: {}\n\n",
+                                 .len = strlen("event: message_delta\ndata: {}\n\n"),
+                                 .usage = {.completion = 42, .has_completion = true}};
+    assert_int_equal(deliver(f, &p, id, &delta, NULL), 200);
+    assert_int_equal(events(f, &p, id, PIECE_EVENTS_END, NULL), 200);
+    expect_summary(f, c, "llm-s", 200, 11, 42);
+    broker_call_done(f->b, c);
+
+    /* Per-chunk posts, the last chunk with OpenAI's usage. */
+    c = start_task(f, &p, &ep, rq, id);
+    assert_int_equal(chunk(f, &p, id, "{\"choices\":[]}", false), 200);
+    struct broker_piece last = {
+        .kind = PIECE_CHUNK,
+        .data = "{\"choices\":[]}",
+        .len = strlen("{\"choices\":[]}"),
+        .done = true,
+        .usage = {.prompt = 3, .completion = 9, .has_prompt = true, .has_completion = true}};
+    assert_int_equal(deliver(f, &p, id, &last, NULL), 200);
+    sse_head(f, c);
+    expect_summary(f, c, "llm-s", 200, 3, 9);
+    broker_call_done(f->b, c);
+
+    /* Broken off after its start: the error event's status. */
+    c = start_task(f, &p, &ep, rq, id);
+    assert_int_equal(events(f, &p, id, PIECE_EVENTS, "data: {}\n\n"), 200);
+    sse_head(f, c);
+    assert_int_equal(events(f, &p, id, PIECE_EVENTS_CUT, NULL), 200);
+    expect_summary(f, c, "llm-s", 502, -1, -1);
+    broker_call_done(f->b, c);
+    pub_close(f, &p, true);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1763,6 +2482,20 @@ int main(void)
         T(test_stream_keeping_up),
         T(test_park_refused),
         T(test_shutdown),
+        T(test_summary_of_an_answer),
+        T(test_summary_of_a_stream),
+        T(test_pool_record_generation),
+        T(test_pool_least_inflight),
+        T(test_pool_even_spread),
+        T(test_pool_max_inflight),
+        T(test_pool_hibernating_last_resort),
+        T(test_pool_wake_failure),
+        T(test_pool_active_before_asleep),
+        T(test_pool_features),
+        T(test_pool_failover),
+        T(test_pool_failover_limits),
+        T(test_pool_failover_nowhere),
+        T(test_pool_membership_change),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

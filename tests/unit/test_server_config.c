@@ -17,7 +17,7 @@ static void test_defaults_env_and_flags(void **state)
     config_defaults(&c);
     assert_string_equal(c.listen_addr, "127.0.0.1");
     assert_int_equal(c.listen_port, 8080);
-    assert_string_equal(c.db_path, "./mcpd.db");
+    assert_string_equal(c.db_path, MCPD_DEFAULT_DB);
     assert_int_equal(c.heartbeat_timeout_ms, 90000);
     assert_int_equal(c.gc_interval_ms, 60000);
     assert_int_equal(c.inactive_retention_ms, 4 * 3600 * 1000);

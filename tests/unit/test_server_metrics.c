@@ -2,6 +2,7 @@
  * class, Llm names past the cap folded into one label value, histograms,
  * tokens with labels that need escapes, counting from many threads at
  * once, and an exposition that promtool accepts. */
+#include "http.h"
 #include "metrics.h"
 #include "promtext.h"
 
@@ -21,7 +22,7 @@ static const struct metrics_route routes[] = {
     {"/api/v1/llms/:name/infer", true},
     {"/v1/chat/completions", true},
 };
-enum { R_UNMATCHED, R_HEALTHZ, R_INFER, R_CHAT };
+enum { T_UNMATCHED, T_HEALTHZ, T_INFER, T_CHAT };
 
 static char *render(struct metrics *m, const struct metrics_gauges *g)
 {
@@ -56,16 +57,16 @@ static void test_requests(void **state)
     (void)state;
     struct metrics *m = metrics_new(routes, 4);
     assert_non_null(m);
-    request(m, R_HEALTHZ, NULL, 200, 10, 10);
-    request(m, R_HEALTHZ, NULL, 200, 10, 10);
-    request(m, R_UNMATCHED, NULL, 404, 10, 10);
-    request(m, R_INFER, "llm1", 200, 400, 300);      /* 0.4 ms: le 0.0005 */
-    request(m, R_INFER, "llm1", 200, 2000000, 1000); /* 2 s: le 2.5 */
-    request(m, R_INFER, "llm1", 418, 1000, -1);      /* folds into 4xx */
-    request(m, R_CHAT, "llm1", 0, 5000, -1);         /* no response */
-    request(m, R_CHAT, NULL, 404, 100, 100);         /* no such Llm */
-    request(m, R_CHAT, "llm-2", 299, 100, 100);      /* 2xx */
-    request(m, R_CHAT, "llm-2", 700, 100, 100);      /* other */
+    request(m, T_HEALTHZ, NULL, 200, 10, 10);
+    request(m, T_HEALTHZ, NULL, 200, 10, 10);
+    request(m, T_UNMATCHED, NULL, 404, 10, 10);
+    request(m, T_INFER, "llm1", 200, 400, 300);      /* 0.4 ms: le 0.0005 */
+    request(m, T_INFER, "llm1", 200, 2000000, 1000); /* 2 s: le 2.5 */
+    request(m, T_INFER, "llm1", 418, 1000, -1);      /* folds into 4xx */
+    request(m, T_CHAT, "llm1", 0, 5000, -1);         /* no response */
+    request(m, T_CHAT, NULL, 404, 100, 100);         /* no such Llm */
+    request(m, T_CHAT, "llm-2", 299, 100, 100);      /* 2xx */
+    request(m, T_CHAT, "llm-2", 700, 100, 100);      /* other */
     char *t = render_checked(m);
     assert_int_equal(prom_value(t, "mcpd_http_requests_total{route=\"/healthz\",status=\"200\"}"),
                      2);
@@ -126,8 +127,8 @@ static void test_llm_names_are_capped(void **state)
     char name[32];
     for (int i = 0; i < METRICS_LLM_MAX + 10; i++) {
         snprintf(name, sizeof name, "llm-%04d", i);
-        request(m, R_CHAT, name, 200, 1, 1);
-        request(m, R_CHAT, name, 200, 1, 1); /* found again, not added twice */
+        request(m, T_CHAT, name, 200, 1, 1);
+        request(m, T_CHAT, name, 200, 1, 1); /* found again, not added twice */
     }
     char *t = render_checked(m);
     assert_int_equal(
@@ -263,7 +264,7 @@ static void *hammer(void *arg)
     char name[16];
     for (int i = 0; i < PER_THREAD; i++) {
         snprintf(name, sizeof name, "llm-%d", i % NAMES); /* first seen by every thread at once */
-        request(m, (i / NAMES) % 2 ? R_CHAT : R_INFER, name, 200, i, i);
+        request(m, (i / NAMES) % 2 ? T_CHAT : T_INFER, name, 200, i, i);
         metrics_add_tokens(m, name, "alice", 1, 1);
         metrics_stream_events(m, 1);
     }
@@ -305,9 +306,26 @@ static void test_concurrent_counting(void **state)
     metrics_free(m);
 }
 
+/* mcpd's own routes: each has a label of its own (a route added to
+ * enum route without one would stop mcpd at start). */
+static void test_http_routes_have_labels(void **state)
+{
+    (void)state;
+    for (int i = 0; i < R_COUNT; i++) {
+        if (!http_routes[i].label)
+            fail_msg("route %d has no label in http_routes", i);
+        for (int k = 0; k < i; k++)
+            assert_string_not_equal(http_routes[i].label, http_routes[k].label);
+    }
+    struct metrics *m = metrics_new(http_routes, R_COUNT);
+    assert_non_null(m);
+    metrics_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_http_routes_have_labels),
         cmocka_unit_test(test_requests),
         cmocka_unit_test(test_llm_names_are_capped),
         cmocka_unit_test(test_wakes_gc_tokens_and_gauges),
