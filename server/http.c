@@ -911,18 +911,18 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     *con_cls = NULL;
-    /* Counted before what the request's end sets off (a stream's rows
-     * going inactive) can be seen. */
-    record(srv, r, toe);
     if (r->cc) {
         pthread_mutex_lock(&srv->watch_mu);
         r->cc->req = NULL;
         pthread_mutex_unlock(&srv->watch_mu);
     }
+    if (r->call)
+        relay_done(r); /* its usage, as soon as the answer is out */
+    /* Logged and counted before what the end of a stream sets off (its
+     * rows going inactive) can be seen. */
+    record(srv, r, toe);
     if (r->stream)
         stream_closed(r);
-    if (r->call)
-        relay_done(r);
     if (atomic_load(&r->events))
         relay_events_done(r);
     if (atomic_load(&r->results))
