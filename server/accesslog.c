@@ -1,5 +1,6 @@
 /*
- * accesslog.c - the access log: logfmt lines, one write(2) each.
+ * accesslog.c - the access log: logfmt lines, gathered in buffers of
+ * PIPE_BUF bytes that a thread of its own writes.
  */
 #include "accesslog.h"
 #include "clock.h"
@@ -17,21 +18,99 @@
 
 _Static_assert(ACCESSLOG_LINE_MAX <= PIPE_BUF, "a line must be written atomically");
 
+/* Whole lines, written with one write(2). */
+struct chunk {
+    struct chunk *next;
+    size_t len;
+    unsigned lines;
+    char data[PIPE_BUF];
+};
+
+/* Chunks kept for reuse rather than freed. */
+#define SPARE_MAX 16
+
 struct accesslog {
     int fd;
     bool owned; /* a file of ours, not stderr */
     char *path;
     atomic_uint_fast64_t errors;
-    /* Whole lines not yet written; mu guards them, never a write. */
+    pthread_t writer;
+    /* The rest under mu. */
     pthread_mutex_t mu;
-    size_t len;
-    unsigned lines;
-    char buf[PIPE_BUF];
+    pthread_cond_t work; /* for the writer: chunks queued, or stop */
+    pthread_cond_t idle; /* for reopen: the writer has written all */
+    struct chunk *cur;   /* being filled */
+    struct chunk *head, *tail;
+    unsigned queued; /* chunks queued or being written */
+    bool writing;
+    bool stop;
+    struct chunk *spare;
+    unsigned nspare;
 };
 
 static int open_file(const char *path)
 {
     return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+}
+
+/* Queues the chunk being filled, if it has lines (mu held). */
+static void enqueue_current(struct accesslog *al)
+{
+    struct chunk *c = al->cur;
+    if (!c || c->len == 0)
+        return;
+    al->cur = NULL;
+    c->next = NULL;
+    if (al->tail)
+        al->tail->next = c;
+    else
+        al->head = c;
+    al->tail = c;
+    al->queued++;
+    pthread_cond_signal(&al->work);
+}
+
+static void *writer_main(void *arg)
+{
+    struct accesslog *al = arg;
+    pthread_mutex_lock(&al->mu);
+    for (;;) {
+        while (!al->head && !al->stop)
+            pthread_cond_wait(&al->work, &al->mu);
+        if (!al->head)
+            break; /* stopped, and all is written */
+        struct chunk *list = al->head;
+        al->head = al->tail = NULL;
+        al->writing = true;
+        pthread_mutex_unlock(&al->mu);
+        unsigned done = 0;
+        for (struct chunk *c = list; c; c = c->next, done++) {
+            ssize_t w;
+            do
+                w = write(al->fd, c->data, c->len);
+            while (w < 0 && errno == EINTR);
+            if (w != (ssize_t)c->len)
+                atomic_fetch_add_explicit(&al->errors, c->lines, memory_order_relaxed);
+        }
+        pthread_mutex_lock(&al->mu);
+        while (list) {
+            struct chunk *c = list;
+            list = c->next;
+            if (al->nspare < SPARE_MAX) {
+                c->next = al->spare;
+                al->spare = c;
+                al->nspare++;
+            } else {
+                free(c);
+            }
+        }
+        al->queued -= done;
+        al->writing = false;
+        if (!al->head)
+            pthread_cond_broadcast(&al->idle);
+    }
+    pthread_mutex_unlock(&al->mu);
+    return NULL;
 }
 
 int accesslog_open(const char *target, struct accesslog **out, char *err, size_t errlen)
@@ -46,74 +125,70 @@ int accesslog_open(const char *target, struct accesslog **out, char *err, size_t
     }
     atomic_init(&al->errors, 0);
     pthread_mutex_init(&al->mu, NULL);
-    if (strcmp(target, "-") == 0) {
-        al->fd = STDERR_FILENO;
-    } else {
+    pthread_cond_init(&al->work, NULL);
+    pthread_cond_init(&al->idle, NULL);
+    al->fd = STDERR_FILENO;
+    if (strcmp(target, "-") != 0) {
         al->path = strdup(target);
         al->fd = al->path ? open_file(target) : -1;
-        if (al->fd < 0) {
-            snprintf(err, errlen, "cannot open access log '%s': %s", target, strerror(errno));
-            al->owned = false;
-            accesslog_free(al);
-            return -1;
-        }
-        al->owned = true;
+        al->owned = al->fd >= 0;
     }
-    *out = al;
-    return 0;
-}
-
-/* Whole lines taken out of the buffer (mu held), to write with emit()
- * once it is released: a worker never waits for another's write. */
-struct chunk {
-    size_t len;
-    unsigned lines;
-    char data[PIPE_BUF];
-};
-
-static void take(struct accesslog *al, struct chunk *c)
-{
-    memcpy(c->data, al->buf, al->len);
-    c->len = al->len;
-    c->lines = al->lines;
-    al->len = 0;
-    al->lines = 0;
-}
-
-static void emit(struct accesslog *al, const struct chunk *c)
-{
-    if (c->len == 0)
-        return;
-    ssize_t w;
-    do
-        w = write(al->fd, c->data, c->len);
-    while (w < 0 && errno == EINTR);
-    if (w != (ssize_t)c->len)
-        atomic_fetch_add_explicit(&al->errors, c->lines, memory_order_relaxed);
+    if (al->fd < 0) {
+        snprintf(err, errlen, "cannot open access log '%s': %s", target, strerror(errno));
+    } else if (pthread_create(&al->writer, NULL, writer_main, al) != 0) {
+        snprintf(err, errlen, "cannot start the access log's writer thread");
+    } else {
+        *out = al;
+        return 0;
+    }
+    if (al->owned)
+        close(al->fd);
+    pthread_cond_destroy(&al->idle);
+    pthread_cond_destroy(&al->work);
+    pthread_mutex_destroy(&al->mu);
+    free(al->path);
+    free(al);
+    return -1;
 }
 
 void accesslog_flush(struct accesslog *al)
 {
     if (!al)
         return;
-    struct chunk c;
     pthread_mutex_lock(&al->mu);
-    take(al, &c);
+    enqueue_current(al);
     pthread_mutex_unlock(&al->mu);
-    emit(al, &c);
+}
+
+/* Returns, mu held, once every line added so far is written; the writer
+ * stays idle until mu is released. */
+static void drain(struct accesslog *al)
+{
+    pthread_mutex_lock(&al->mu);
+    enqueue_current(al);
+    while (al->head || al->writing)
+        pthread_cond_wait(&al->idle, &al->mu);
+}
+
+void accesslog_sync(struct accesslog *al)
+{
+    if (!al)
+        return;
+    drain(al);
+    pthread_mutex_unlock(&al->mu);
 }
 
 int accesslog_reopen(struct accesslog *al)
 {
     if (!al || !al->owned)
         return 0;
-    accesslog_flush(al); /* what came before goes to the old file */
     int fd = open_file(al->path);
     if (fd < 0)
         return -1;
-    /* Atomic: writers see the old file or the new one under al->fd. */
+    drain(al); /* what came before goes to the old file */
     int rc = dup3(fd, al->fd, O_CLOEXEC) < 0 ? -1 : 0;
     int saved = errno;
+    pthread_mutex_unlock(&al->mu);
     close(fd);
     errno = saved;
     return rc;
@@ -123,7 +198,20 @@ void accesslog_free(struct accesslog *al)
 {
     if (!al)
         return;
-    accesslog_flush(al);
+    pthread_mutex_lock(&al->mu);
+    enqueue_current(al);
+    al->stop = true;
+    pthread_cond_signal(&al->work);
+    pthread_mutex_unlock(&al->mu);
+    pthread_join(al->writer, NULL); /* it writes what is queued first */
+    free(al->cur);
+    while (al->spare) {
+        struct chunk *c = al->spare;
+        al->spare = c->next;
+        free(c);
+    }
+    pthread_cond_destroy(&al->idle);
+    pthread_cond_destroy(&al->work);
     pthread_mutex_destroy(&al->mu);
     if (al->owned)
         close(al->fd);
@@ -265,14 +353,29 @@ void accesslog_write(struct accesslog *al, const struct accesslog_entry *e)
         return;
     char line[ACCESSLOG_LINE_MAX];
     size_t n = accesslog_format(e, line);
-    struct chunk full;
-    full.len = 0;
     pthread_mutex_lock(&al->mu);
-    if (al->len + n > sizeof al->buf)
-        take(al, &full);
-    memcpy(al->buf + al->len, line, n);
-    al->len += n;
-    al->lines++;
+    if (al->cur && al->cur->len + n > sizeof al->cur->data)
+        enqueue_current(al);
+    if (!al->cur && al->queued < ACCESSLOG_QUEUE_MAX) {
+        al->cur = al->spare;
+        if (al->cur) {
+            al->spare = al->cur->next;
+            al->nspare--;
+        } else {
+            al->cur = malloc(sizeof *al->cur);
+        }
+        if (al->cur) {
+            al->cur->len = 0;
+            al->cur->lines = 0;
+        }
+    }
+    if (al->cur) {
+        memcpy(al->cur->data + al->cur->len, line, n);
+        al->cur->len += n;
+        al->cur->lines++;
+    } else {
+        /* The writer is that far behind (or memory ran out): drop it. */
+        atomic_fetch_add_explicit(&al->errors, 1, memory_order_relaxed);
+    }
     pthread_mutex_unlock(&al->mu);
-    emit(al, &full);
 }
