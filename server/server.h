@@ -5,7 +5,8 @@
  * Threads: libmicrohttpd's worker pool (--threads) runs every request
  * callback; the housekeeper thread (housekeeper.c) runs the timers, the GC
  * and the revocation sweep, and watches connections for a vanished peer;
- * the accepting thread (http.c) hands each new connection to the daemon.
+ * the accepting thread (http.c) hands each new connection to the daemon;
+ * the access log's writer (accesslog.c) writes the lines the workers add.
  *
  * State and its owners:
  * - the broker (broker.h): sessions, stream queues, tasks, callers, wakes;
