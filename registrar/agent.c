@@ -951,11 +951,23 @@ static void abort_tasks(struct agent *a, const char *why)
     }
 }
 
+/* True once mcpd may have relayed part of t's answer to its caller: a
+ * streamed result with bytes out, or a chunk posted. */
+static bool answer_begun(const struct task *t)
+{
+    if (t->relay == RELAY_STREAM)
+        return t->spost && !http_req_nothing_sent(t->spost);
+    return t->relay == RELAY_CHUNKS && t->events > 0;
+}
+
 /* Fails every task still waiting for its backend or wake with msg (tasks
- * whose answer is complete keep going out). */
-static void fail_tasks(struct agent *a, const char *msg, const char *code)
+ * whose answer is complete keep going out, and with spare_begun so do those
+ * whose answer has begun). */
+static void fail_tasks(struct agent *a, const char *msg, const char *code, bool spare_begun)
 {
     for (struct task *t = a->tasks; t; t = t->next) {
+        if (spare_begun && answer_begun(t))
+            continue;
         openai_call_free(t->call);
         t->call = NULL;
         wake_free(t->wake);
@@ -1062,7 +1074,7 @@ static void token_rejected(struct agent *a, const char *what)
     a->token_rejected = true;
     if (a->state != ST_UP && a->state != ST_STREAMING)
         return;
-    fail_tasks(a, "the publisher's token was rejected by mcpd", "publisher_error");
+    fail_tasks(a, "the publisher's token was rejected by mcpd", "publisher_error", false);
     drop_connection_ex(a, "token rejected", true);
     schedule_retry(a);
 }
@@ -1768,7 +1780,7 @@ static void on_grace(struct loop *l, void *ud)
 {
     (void)l;
     struct agent *a = ud;
-    log_warn("result posts still pending after %lld ms; stopping anyway",
+    log_warn("tasks still running after %lld ms; stopping anyway",
              (long long)a->o.shutdown_grace_ms);
     finish_stop(a);
 }
@@ -1796,7 +1808,10 @@ void agent_shutdown(struct agent *a)
         finish_stop(a);
         return;
     }
-    fail_tasks(a, "publisher shutting down", "publisher_shutdown");
+    /* A task whose caller has nothing yet fails now, so mcpd can give the
+     * call to another member of its pool; one whose answer has begun may
+     * finish within the grace period. */
+    fail_tasks(a, "publisher shutting down", "publisher_shutdown", true);
     loop_timer_start(a->loop, &a->grace_t, a->o.shutdown_grace_ms);
     check_stop_done(a);
 }

@@ -1,10 +1,11 @@
 /*
  * A pool as its users see it: two real mcplocals publish "laptop-a" and
  * "laptop-b" in pool "qwen", each in front of its own fake backend. A burst
- * of `mcpctl chat-llm qwen` calls runs while one mcplocal is stopped in
- * the middle of it, with a call in its backend's hands, and no call fails:
- * the calls it had in flight, which had no byte yet (whole answers), go to
- * the other. mcpctl shows the pool:
+ * of `mcpctl chat-llm qwen` calls, every other one streamed, runs while
+ * one mcplocal is stopped in the middle of it, with a call in its
+ * backend's hands, and no call fails: the calls it had that had no byte
+ * yet go to the other, and its streams under way finish. mcpctl shows the
+ * pool:
  * the POOL column, a member's siblings, the pool itself.
  */
 #include "cli_support.h"
@@ -45,7 +46,7 @@ static int laptop_start(struct laptop *l, const char *name)
     if (!l->fb)
         return -1;
     fake_backend_set_answer_delay(l->fb, 100);
-    fake_backend_set_stream(l->fb, 2, 5);
+    fake_backend_set_stream(l->fb, 2, 50);
     l->home = tmpdir_path(env->dir, name);
     if (mkdir(l->home, 0700) < 0)
         return -1;
@@ -126,10 +127,14 @@ static void *caller_main(void *arg)
         char msg[32];
         snprintf(msg, sizeof msg, "hi %d", i);
         struct cli_t_result r;
+        /* every other call streams */
+        bool stream = i % 2;
         cli_t_run(lap[1].home, NULL, NULL,
-                  (const char *[]){"chat-llm", "qwen", "--no-stream", "-m", msg, NULL}, &r);
+                  stream ? (const char *[]){"chat-llm", "qwen", "-m", msg, NULL}
+                         : (const char *[]){"chat-llm", "qwen", "--no-stream", "-m", msg, NULL},
+                  &r);
         pthread_mutex_lock(&b->mu);
-        if (r.code != 0 || strcmp(r.out, "hello from fake\n") != 0) {
+        if (r.code != 0 || strcmp(r.out, stream ? "tok0tok1\n" : "hello from fake\n") != 0) {
             if (atomic_fetch_add(&b->failed, 1) == 0)
                 snprintf(b->first_failure, sizeof b->first_failure, "exit %d: %s%s", r.code, r.out,
                          r.err);
