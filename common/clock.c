@@ -29,6 +29,15 @@ int64_t clock_mono_ms(void)
     return fake ? *fake : read_clock(CLOCK_MONOTONIC);
 }
 
+int64_t clock_mono_us(void)
+{
+    if (fake)
+        return *fake * 1000;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 void clock_format_rfc3339(int64_t ms, char out[CLOCK_RFC3339_LEN])
 {
     time_t secs = (time_t)(ms / 1000);

@@ -14,6 +14,9 @@
 
 int64_t clock_wall_ms(void);
 int64_t clock_mono_ms(void);
+/* Monotonic time in microseconds, for durations that are measured rather
+ * than scheduled (the access log, metrics). Fake: *fake_ms * 1000. */
+int64_t clock_mono_us(void);
 
 /* Makes both clocks return *fake_ms while fake_ms is non-NULL (tests only). */
 void clock_set_fake(const int64_t *fake_ms);

@@ -19,6 +19,7 @@
 #define MCP_FEATURE_RESULT_STREAM "result-stream"
 #define MCP_ROUTE_HEALTHZ "/healthz"
 #define MCP_ROUTE_READYZ "/readyz"
+#define MCP_ROUTE_METRICS "/metrics"
 #define MCP_ROUTE_OPENAI_CHAT "/v1/chat/completions"
 #define MCP_ROUTE_OPENAI_MODELS "/v1/models"
 #define MCP_ROUTE_OPENAI_COMPLETIONS "/v1/completions"

@@ -226,6 +226,11 @@ int db_llm_get(struct db *db, const char *name, struct llm_row *out);
 /* All rows sorted by name (session NULL), or one session's rows. */
 int db_llm_list(struct db *db, const char *session, struct llm_row **rows, size_t *n);
 
+/* Counts the rows by kind and status into counts[kind][status]: kind
+ * public (0) or virtual (1), status active (0), inactive (1) or
+ * hibernating (2). Rows of any other kind or status are not counted. */
+int db_llm_count_by_status(struct db *db, unsigned counts[2][3]);
+
 /* One GC tick: at most limit rows are flipped and at most limit deleted.
  * on_stale (may be NULL) is called, inside the transaction, with the session
  * of each row flipped to inactive (a session may come more than once).

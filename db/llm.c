@@ -532,6 +532,33 @@ int db_llm_get(struct db *db, const char *name, struct llm_row *out)
     return rc;
 }
 
+int db_llm_count_by_status(struct db *db, unsigned counts[2][3])
+{
+    static const char sql[] =
+        "SELECT CASE kind WHEN 'public' THEN 0 WHEN 'virtual' THEN 1 END, "
+        "CASE status WHEN 'active' THEN 0 WHEN 'inactive' THEN 1 WHEN 'hibernating' THEN 2 END, "
+        "count(*) FROM Llm GROUP BY kind, status";
+    memset(counts, 0, 2 * sizeof counts[0]);
+    pthread_mutex_lock(&db->mu);
+    sqlite3_stmt *st = db_stmt(db, sql);
+    int rc = DB_ERROR;
+    if (st) {
+        int s;
+        while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+            if (sqlite3_column_type(st, 0) == SQLITE_NULL ||
+                sqlite3_column_type(st, 1) == SQLITE_NULL)
+                continue;
+            counts[sqlite3_column_int(st, 0)][sqlite3_column_int(st, 1)] +=
+                (unsigned)sqlite3_column_int64(st, 2);
+        }
+        if (s == SQLITE_DONE)
+            rc = DB_OK;
+        db_done(st);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return rc;
+}
+
 /* The rows sql selects (LLM_COLUMNS, one text parameter when arg is set). */
 static int list_rows(struct db *db, const char *sql, const char *arg, struct llm_row **rows,
                      size_t *n)

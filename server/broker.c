@@ -118,6 +118,8 @@ struct wake {
     struct task *task;
     struct broker_call *held; /* in arrival order (utlist) */
     int nheld;
+    int64_t started;
+    enum broker_wake_outcome outcome; /* why it fails, once known */
     UT_hash_handle hh;
 };
 
@@ -604,8 +606,19 @@ static void wake_free(struct broker *b, struct wake *w)
     free(w);
 }
 
+/* Tells the observer that w ended. */
+static void wake_ended(struct broker *b, struct wake *w, enum broker_wake_outcome outcome,
+                       int64_t now)
+{
+    if (b->cfg.on_wake_end)
+        b->cfg.on_wake_end(b->cfg.observer, outcome, now - w->started);
+}
+
 static void wake_fail(struct broker *b, struct wake *w, const struct broker_error *e)
 {
+    wake_ended(b, w,
+               b->stopping && w->outcome == BROKER_WAKE_GONE ? BROKER_WAKE_SHUTDOWN : w->outcome,
+               b->now);
     struct broker_error held = *e;
     if (held.status != 503) {
         held.status = 503;
@@ -637,6 +650,7 @@ static struct member *member_find(struct pool *p, const char *llm);
 
 static void wake_succeeded(struct broker *b, struct wake *w, struct session *s, int64_t now)
 {
+    wake_ended(b, w, BROKER_WAKE_OK, now);
     struct pool *p = w->pool;
     if (p) {
         /* The held calls pick again, now with the woken member active;
@@ -690,6 +704,7 @@ static struct wake *wake_start(struct broker *b, struct session *s, const char *
         return NULL;
     }
     snprintf(w->llm, sizeof w->llm, "%s", llm);
+    w->started = now;
     w->task = t;
     t->wake = w;
     return w;
@@ -1321,6 +1336,8 @@ static int deliver_final(struct broker *b, struct task *t, const struct broker_p
 {
     struct broker_error e;
     if (p->status < 200 || p->status > 599) {
+        if (t->wake)
+            t->wake->outcome = BROKER_WAKE_ERROR;
         snprintf(msg, msglen, "status must be a final HTTP status (200-599)");
         set_error(&e, 502, 0, "publisher_error", "the publisher posted an invalid status (%d)",
                   p->status);
@@ -1336,6 +1353,7 @@ static int deliver_final(struct broker *b, struct task *t, const struct broker_p
             return 200;
         w->task = NULL;
         if (p->status >= 300) {
+            w->outcome = BROKER_WAKE_ERROR;
             set_error(&e, 503, RETRY_OFFLINE, "wake_failed",
                       "wake failed: the publisher answered status %d", p->status);
             wake_fail(b, w, &e);
@@ -1466,6 +1484,8 @@ int broker_deliver(struct broker *b, const char *sid, const char *owner, const c
         task_fail_over(b, t, &e, now);
         break;
     case PIECE_ERROR:
+        if (t->wake)
+            t->wake->outcome = BROKER_WAKE_ERROR;
         if (t->kind == TASK_WAKE)
             set_error(&e, 503, RETRY_OFFLINE, "wake_failed", "wake failed: %.*s",
                       (int)(p->len > 200 ? 200 : p->len), p->data);
@@ -1519,6 +1539,8 @@ int64_t broker_tick(struct broker *b, int64_t now)
         bool idle = t->idle_deadline && t->idle_deadline <= now;
         if (t->deadline <= now || idle) {
             struct broker_error e;
+            if (t->wake)
+                t->wake->outcome = BROKER_WAKE_TIMEOUT;
             if (t->kind == TASK_WAKE)
                 set_error(&e, 503, RETRY_OFFLINE, "wake_failed", "wake timed out");
             else if (idle)
@@ -1584,10 +1606,18 @@ void broker_stats(struct broker *b, struct broker_stats *out)
     out->tasks = HASH_COUNT(b->tasks);
     out->calls = b->ncalls;
     out->wakes = HASH_COUNT(b->wake_by_llm);
-    for (struct pool *p = b->pools; p; p = p->hh.next)
+    out->held = 0;
+    for (struct wake *w = b->wake_by_llm; w; w = w->hh.next)
+        out->held += (unsigned)w->nheld;
+    for (struct pool *p = b->pools; p; p = p->hh.next) {
         out->wakes += p->wake != NULL;
+        out->held += p->wake ? (unsigned)p->wake->nheld : 0;
+    }
     out->tombstones = b->ntombs;
     out->overflows = b->overflows;
+    out->live_sessions = 0;
+    for (struct session *s = b->sessions; s; s = s->hh.next)
+        out->live_sessions += s->stream != NULL;
     unlock(b);
 }
 

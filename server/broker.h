@@ -59,6 +59,16 @@ struct broker_ep {
     struct broker_ep *next_wake;
 };
 
+/* How a wake ended (broker_config.on_wake_end). */
+enum broker_wake_outcome {
+    BROKER_WAKE_GONE,     /* the publisher's stream closed or was cut first */
+    BROKER_WAKE_OK,       /* a 2xx status: the Llm is active */
+    BROKER_WAKE_ERROR,    /* {error}, or a status that is not 2xx */
+    BROKER_WAKE_TIMEOUT,  /* nothing within the wake timeout */
+    BROKER_WAKE_SHUTDOWN, /* the server stopped */
+    BROKER_WAKE_OUTCOMES
+};
+
 struct broker_config {
     int64_t infer_timeout_ms;      /* whole inference */
     int64_t idle_timeout_ms;       /* silence between pieces of a streaming result */
@@ -71,6 +81,10 @@ struct broker_config {
     size_t stream_backlog;         /* bytes a stream may fall behind before it is cut off */
     size_t caller_backlog;         /* bytes a streaming caller may fall behind */
     size_t max_result;             /* a final result's body */
+    /* Told when a wake ends, with how long it took; runs with the
+     * broker's lock held and must not call the broker. May be NULL. */
+    void (*on_wake_end)(void *ud, enum broker_wake_outcome outcome, int64_t duration_ms);
+    void *observer; /* on_wake_end's ud */
 };
 
 /* Read results besides a byte count. */
@@ -315,7 +329,9 @@ void broker_shutdown(struct broker *b);
 /* Counts, for logs and tests. */
 struct broker_stats {
     unsigned sessions, streams, tasks, calls, wakes, tombstones;
-    unsigned overflows; /* streams cut off for their backlog, ever */
+    unsigned overflows;     /* streams cut off for their backlog, ever */
+    unsigned live_sessions; /* sessions with a stream bound */
+    unsigned held;          /* callers held for wakes */
 };
 void broker_stats(struct broker *b, struct broker_stats *out);
 

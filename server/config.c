@@ -39,6 +39,7 @@ void config_defaults(struct server_config *cfg)
     cfg->max_connections = 0;
     cfg->connection_timeout_ms = 30 * 1000;
     cfg->log_level = LOG_LEVEL_INFO;
+    snprintf(cfg->access_log, sizeof cfg->access_log, "-");
 }
 
 void config_usage(void)
@@ -91,11 +92,16 @@ void config_usage(void)
         "  --max-held N                callers held per Llm while it wakes\n"
         "                              (MCPD_MAX_HELD, default 256)\n"
         "  --log-level LEVEL           debug|info|warn (MCPD_LOG_LEVEL, default info)\n"
+        "  --access-log FILE|-|off     one line per request, logfmt: to FILE (appended,\n"
+        "                              reopened on SIGHUP), - for stderr, or off\n"
+        "                              (MCPD_ACCESS_LOG, default -)\n"
         "  -h, --help                  show this help\n"
         "  --version                   print \"mcpd VERSION\" and exit\n"
         "\n"
         "DUR is a whole number with ms, s, m, h or d (a bare number means seconds).\n"
         "SIGTERM or SIGINT shut down cleanly: streams closed, rows inactive, exit 0.\n"
+        "SIGHUP reopens the --access-log file (after logrotate moved it).\n"
+        "GET /metrics serves Prometheus metrics without a token (docs/operations.md).\n"
         "At start mcpd raises its open-file limit to the hard limit.\n",
         stdout);
 }
@@ -133,6 +139,7 @@ static const struct opt opts[] = {
     {"--tls-key", "MCPD_TLS_KEY", OPT_PATH, OFF(tls_key), 0},
     {"--cors-origins", "MCPD_CORS_ORIGINS", OPT_PATH, OFF(cors_origins), 0},
     {"--log-level", "MCPD_LOG_LEVEL", OPT_LEVEL, 0, 0},
+    {"--access-log", "MCPD_ACCESS_LOG", OPT_PATH, OFF(access_log), 0},
 };
 
 static int parse_listen(struct server_config *cfg, const char *v)

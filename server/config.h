@@ -34,6 +34,7 @@ struct server_config {
     char tls_cert[4096];           /* PEM files; both empty: plain HTTP */
     char tls_key[4096];
     char cors_origins[4096]; /* origins allowed to call /v1 from a browser; "" none, "*" any */
+    char access_log[4096];   /* a file, "-" (stderr) or "off" */
     enum log_level log_level;
 };
 

@@ -2,10 +2,11 @@
  * housekeeper.c - the background thread: one epoll set with every
  * connection's socket (for EPOLLRDHUP) and an eventfd to stop it; between
  * events it runs the broker's timers, a GC batch when one is due, the
- * sweep for revoked and expired tokens, and the flush of the usage counts
- * and the tokens' last uses.
+ * sweep for revoked and expired tokens, the flush of the usage counts
+ * and the tokens' last uses, and writes the access log's buffered lines.
  */
 #include "housekeeper.h"
+#include "accesslog.h"
 #include "clock.h"
 #include "http.h"
 #include "log.h"
@@ -42,6 +43,7 @@ struct housekeeper {
     bool gc_more; /* the last batch was full */
     int64_t next_revoke;
     int64_t next_flush;
+    int64_t next_log_flush; /* the access log's buffered lines */
     /* Sessions a GC batch found stale. */
     char (*stale)[DB_SESSION_ID_LEN];
     unsigned nstale;
@@ -121,6 +123,7 @@ static void gc_batch(struct housekeeper *hk)
     struct server *srv = hk->srv;
     int inactivated = 0, deleted = 0;
     hk->nstale = 0;
+    int64_t start = clock_mono_us();
     pthread_mutex_lock(&srv->life_mu);
     int rc = db_gc(srv->db, clock_wall_ms(), srv->cfg.heartbeat_timeout_ms,
                    srv->cfg.inactive_retention_ms, srv->cfg.gc_batch, on_stale, hk, &inactivated,
@@ -136,6 +139,7 @@ static void gc_batch(struct housekeeper *hk)
                               "no heartbeat from the publisher within the heartbeat timeout");
     }
     pthread_mutex_unlock(&srv->life_mu);
+    metrics_gc_batch(srv->metrics, rc == DB_OK, inactivated, deleted, clock_mono_us() - start);
     hk->gc_more = rc == DB_OK && (inactivated >= srv->cfg.gc_batch || deleted >= srv->cfg.gc_batch);
     if (rc != DB_OK)
         log_error("gc: database error: %s", db_errmsg(srv->db));
@@ -219,6 +223,10 @@ static void *run(void *arg)
         if (now >= hk->next_flush) {
             flush(srv);
             hk->next_flush = now + USAGE_FLUSH_EVERY_MS;
+        }
+        if (now >= hk->next_log_flush) {
+            accesslog_flush(srv->access);
+            hk->next_log_flush = now + ACCESSLOG_FLUSH_MS;
         }
         if (hk->next_gc < next)
             next = hk->next_gc;

@@ -9,6 +9,7 @@
  * relay_resume() replies. Streamed result posts are the exception: their
  * body is handed to the relay piece by piece as it arrives.
  */
+#include "clock.h"
 #include "housekeeper.h"
 #include "http.h"
 #include "log.h"
@@ -33,6 +34,31 @@
 
 /* ---- routes ---- */
 
+const struct metrics_route http_routes[R_COUNT] = {
+    [R_NONE] = {"unmatched", false},
+    [R_HEALTHZ] = {MCP_ROUTE_HEALTHZ, false},
+    [R_READYZ] = {MCP_ROUTE_READYZ, false},
+    [R_LIST] = {MCP_ROUTE_LLMS, false},
+    [R_GET] = {MCP_ROUTE_LLMS "/:name", false},
+    [R_MEMBERS] = {MCP_ROUTE_LLMS "/:name/members", false},
+    [R_REGISTER] = {MCP_ROUTE_REGISTER, false},
+    [R_STREAM] = {MCP_ROUTE_STREAM, false},
+    [R_HEARTBEAT] = {MCP_ROUTE_HEARTBEAT, false},
+    [R_RESULT] = {MCP_ROUTE_TASK_PREFIX ":id/result", false},
+    [R_RESULTS] = {MCP_ROUTE_RESULTS, false},
+    [R_INFER] = {MCP_ROUTE_LLMS "/:name/infer", true},
+    [R_OPENAI_CHAT] = {MCP_ROUTE_OPENAI_CHAT, true},
+    [R_OPENAI_MODELS] = {MCP_ROUTE_OPENAI_MODELS, false},
+    [R_OPENAI_MODEL] = {MCP_ROUTE_OPENAI_MODELS "/:id", false},
+    [R_USAGE] = {MCP_ROUTE_USAGE, false},
+    [R_OPENAI_COMPLETIONS] = {MCP_ROUTE_OPENAI_COMPLETIONS, true},
+    [R_OPENAI_EMBEDDINGS] = {MCP_ROUTE_OPENAI_EMBEDDINGS, true},
+    [R_OPENAI_RESPONSES] = {MCP_ROUTE_OPENAI_RESPONSES, true},
+    [R_ANTHROPIC_MESSAGES] = {MCP_ROUTE_ANTHROPIC_MESSAGES, true},
+    [R_PREFLIGHT] = {"preflight", false},
+    [R_METRICS] = {MCP_ROUTE_METRICS, false},
+};
+
 /* Copies the path segment [s, s+n) into m->param when it fits. */
 static bool take_param(struct route_match *m, const char *s, size_t n)
 {
@@ -53,6 +79,7 @@ void http_match_route(const char *url, struct route_match *m)
     } fixed[] = {
         {MCP_ROUTE_HEALTHZ, R_HEALTHZ, "GET"},
         {MCP_ROUTE_READYZ, R_READYZ, "GET"},
+        {MCP_ROUTE_METRICS, R_METRICS, "GET"},
         {MCP_ROUTE_LLMS, R_LIST, "GET"},
         {MCP_ROUTE_REGISTER, R_REGISTER, "POST"},
         {MCP_ROUTE_STREAM, R_STREAM, "GET"},
@@ -240,9 +267,25 @@ static enum MHD_Result reply_preflight(struct req *r)
         if (strcmp(origin, "*") != 0)
             MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Origin");
     }
-    enum MHD_Result rc = MHD_queue_response(r->conn, 204, resp);
+    enum MHD_Result rc = http_queue(r, 204, resp, 0);
     MHD_destroy_response(resp);
     return rc;
+}
+
+enum MHD_Result http_queue(struct req *r, unsigned status, struct MHD_Response *resp,
+                           size_t body_len)
+{
+    r->status = status;
+    r->bytes = body_len;
+    r->first_byte_us = clock_mono_us();
+    return MHD_queue_response(r->conn, status, resp);
+}
+
+enum MHD_Result http_queue_stream(struct req *r, unsigned status, struct MHD_Response *resp)
+{
+    r->status = status;
+    r->streamed = true;
+    return MHD_queue_response(r->conn, status, resp);
 }
 
 static enum MHD_Result queue(struct req *r, unsigned status, const char *body, size_t len,
@@ -265,7 +308,7 @@ static enum MHD_Result queue(struct req *r, unsigned status, const char *body, s
     if (close)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     http_add_cors(r, resp);
-    enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
+    enum MHD_Result rc = http_queue(r, status, resp, len);
     MHD_destroy_response(resp);
     return rc;
 }
@@ -292,6 +335,39 @@ static enum MHD_Result reply_readyz(struct req *r)
     }
     static const char yes[] = "{\"ready\":true}";
     return queue(r, 200, yes, sizeof yes - 1, 0, NULL, false);
+}
+
+/* GET /metrics: the counters, and the gauges read now. */
+static enum MHD_Result reply_metrics(struct req *r)
+{
+    struct server *srv = r->srv;
+    struct metrics_gauges g = {0};
+    broker_stats(srv->broker, &g.broker);
+    g.llms_ok = db_llm_count_by_status(srv->db, g.llms) == DB_OK;
+    if (!g.llms_ok)
+        log_error("metrics: cannot count the Llm rows: %s", db_errmsg(srv->db));
+    g.connections_open = atomic_load(&srv->open_conns);
+    g.connections_max = srv->max_conns;
+    g.access_log_errors = accesslog_errors(srv->access);
+    struct buf out;
+    buf_init(&out, METRICS_TEXT_MAX);
+    enum MHD_Result rc;
+    if (metrics_render(srv->metrics, &g, &out) < 0) {
+        rc = http_reply_error(r, 500, "cannot render the metrics: out of memory");
+    } else {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(
+            out.len, out.data ? out.data : (void *)"", MHD_RESPMEM_MUST_COPY);
+        if (!resp) {
+            rc = MHD_NO;
+        } else {
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                    "text/plain; version=0.0.4; charset=utf-8");
+            rc = http_queue(r, 200, resp, out.len);
+            MHD_destroy_response(resp);
+        }
+    }
+    buf_release(&out);
+    return rc;
 }
 
 static enum MHD_Result reply_error_full(struct req *r, unsigned status, int retry_after,
@@ -351,12 +427,26 @@ void http_add_headers(struct MHD_Response *resp, const char *pairs, size_t len)
     }
 }
 
+/* A streamed body's reader: the route's, with the bytes counted. */
+static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct req *r = cls;
+    ssize_t n = r->reader(r, pos, out, max);
+    if (n > 0) {
+        if (!r->first_byte_us)
+            r->first_byte_us = clock_mono_us();
+        r->bytes += (uint64_t)n;
+    }
+    return n;
+}
+
 struct MHD_Response *http_sse_response(MHD_ContentReaderCallback reader, struct req *r)
 {
     /* Chunked bodies are assembled in the connection's memory pool; a
      * larger block would only be allocated and never used. */
+    r->reader = reader;
     struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 1024, reader, r, NULL);
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 1024, sse_read, r, NULL);
     if (!resp)
         return NULL;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
@@ -531,10 +621,10 @@ static const char *check_framing(struct MHD_Connection *conn, const char *versio
     return NULL;
 }
 
-/* Auth, route, method and declared size. 0 when the request may proceed,
- * else the status to refuse it with and msg. */
+/* Auth, route (m: the path matched), method and declared size. 0 when
+ * the request may proceed, else the status to refuse it with and msg. */
 static unsigned check_head(struct req *r, const char *url, const char *method,
-                           struct route_match *m, char *msg, size_t msglen)
+                           const struct route_match *m, char *msg, size_t msglen)
 {
     struct server *srv = r->srv;
     bool api = strncmp(url, "/api/", 5) == 0 || strncmp(url, "/v1/", 4) == 0;
@@ -563,7 +653,6 @@ static unsigned check_head(struct req *r, const char *url, const char *method,
             return 401;
         }
     }
-    http_match_route(url, m);
     if (m->route == R_NONE) {
         if (r->openai || r->anthropic)
             snprintf(msg, msglen, "Unknown request URL: %s %s", method, url);
@@ -599,6 +688,13 @@ static bool is_event_stream(struct req *r)
 static enum MHD_Result begin(struct req *r, const char *url, const char *method,
                              const char *version)
 {
+    struct route_match m;
+    http_match_route(url, &m);
+    r->route = m.route; /* refused or not, for the metrics */
+    if (r->srv->access) {
+        snprintf(r->method, sizeof r->method, "%s", method);
+        snprintf(r->path, sizeof r->path, "%s", url);
+    }
     r->openai = strncmp(url, "/v1/", 4) == 0;
     r->anthropic = strcmp(url, MCP_ROUTE_ANTHROPIC_MESSAGES) == 0;
     if (r->anthropic)
@@ -615,7 +711,6 @@ static enum MHD_Result begin(struct req *r, const char *url, const char *method,
         r->route = R_PREFLIGHT;
         return MHD_YES;
     }
-    struct route_match m;
     char msg[512];
     unsigned status = check_head(r, url, method, &m, msg, sizeof msg);
     if (status) {
@@ -625,7 +720,6 @@ static enum MHD_Result begin(struct req *r, const char *url, const char *method,
         const char *code = status == 404 && m.route == R_NONE ? "unknown_url" : NULL;
         return reply_error_full(r, status, 0, code, status == 405 ? m.method : NULL, true, msg);
     }
-    r->route = m.route;
     snprintf(r->param, sizeof r->param, "%s", m.param);
     if (r->route == R_RESULT && is_event_stream(r)) {
         bool replied = false;
@@ -684,7 +778,10 @@ static enum MHD_Result run_route(struct req *r)
         return usage_route(r);
     case R_PREFLIGHT:
         return reply_preflight(r);
+    case R_METRICS:
+        return reply_metrics(r);
     case R_NONE:
+    case R_COUNT:
         break;
     }
     return http_reply_error(r, 404, "no such route");
@@ -702,6 +799,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_NO;
         r->srv = srv;
         r->conn = conn;
+        r->start_us = clock_mono_us();
         atomic_init(&r->events, false);
         atomic_init(&r->events_over, false);
         atomic_init(&r->results, false);
@@ -749,11 +847,65 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return run_route(r);
 }
 
+/* How a request ended, for the access log; NULL when it completed. */
+static const char *termination(enum MHD_RequestTerminationCode toe, bool peer_gone)
+{
+    switch (toe) {
+    case MHD_REQUEST_TERMINATED_COMPLETED_OK:
+        return NULL;
+    case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED:
+        return "timeout";
+    case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN:
+        return "shutdown";
+    case MHD_REQUEST_TERMINATED_READ_ERROR:
+    case MHD_REQUEST_TERMINATED_CLIENT_ABORT:
+        return "client_gone";
+    default:
+        /* A write failed, or mcpd aborted the response: after the peer
+         * left (the watch saw it), or for a reason of its own. */
+        return peer_gone ? "client_gone" : "error";
+    }
+}
+
+/* The request is over: its access log line and its metrics. */
+static void record(struct server *srv, struct req *r, enum MHD_RequestTerminationCode toe)
+{
+    int64_t now = clock_mono_us();
+    const char *llm = r->llm[0] ? r->llm : NULL;
+    const char *end = termination(toe, r->cc && atomic_load(&r->cc->peer_gone));
+    /* No response: 499 when the peer left first (nginx's convention, and
+     * usage accounting's), else 0. */
+    unsigned status = r->status ? r->status : end && strcmp(end, "client_gone") == 0 ? 499 : 0;
+    struct metrics_request mr = {
+        .route = (unsigned)r->route,
+        .llm = llm,
+        .status = status,
+        .duration_us = now - r->start_us,
+        .first_byte_us = r->first_byte_us ? r->first_byte_us - r->start_us : -1,
+    };
+    metrics_request(srv->metrics, &mr);
+    if (!srv->access)
+        return;
+    struct accesslog_entry e = {
+        .time_ms = clock_wall_ms(),
+        .remote = r->cc ? r->cc->remote : NULL,
+        .owner = r->owner,
+        .method = r->method,
+        .path = r->path,
+        .llm = llm,
+        .status = status,
+        .bytes = r->bytes,
+        .duration_us = mr.duration_us,
+        .ttfb_us = r->streamed && r->first_byte_us ? mr.first_byte_us : -1,
+        .end = end,
+    };
+    accesslog_write(srv->access, &e);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     (void)conn;
-    (void)toe;
     struct server *srv = cls;
     struct req *r = *con_cls;
     if (!r)
@@ -764,10 +916,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         r->cc->req = NULL;
         pthread_mutex_unlock(&srv->watch_mu);
     }
+    if (r->call)
+        relay_done(r); /* its usage, as soon as the answer is out */
+    /* Logged and counted before what the end of a stream sets off (its
+     * rows going inactive) can be seen. */
+    record(srv, r, toe);
     if (r->stream)
         stream_closed(r);
-    if (r->call)
-        relay_done(r);
     if (atomic_load(&r->events))
         relay_events_done(r);
     if (atomic_load(&r->results))
@@ -775,6 +930,26 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     buf_release(&r->body);
     buf_release(&r->partial);
     free(r);
+}
+
+/* The peer's "addr:port" ("[addr]:port" for IPv6), or "-". */
+static void format_peer(struct MHD_Connection *conn, char *out, size_t len)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    char host[INET6_ADDRSTRLEN] = "-";
+    if (sa && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)(const void *)sa;
+        inet_ntop(AF_INET, &in4->sin_addr, host, sizeof host);
+        snprintf(out, len, "%s:%u", host, ntohs(in4->sin_port));
+    } else if (sa && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        snprintf(out, len, "[%s]:%u", host, ntohs(in6->sin6_port));
+    } else {
+        snprintf(out, len, "-");
+    }
 }
 
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
@@ -789,6 +964,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         cc->fd = ci ? ci->connect_fd : -1;
         atomic_init(&cc->peer_gone, false);
+        if (srv->access)
+            format_peer(conn, cc->remote, sizeof cc->remote);
         pthread_mutex_lock(&srv->watch_mu);
         cc->id = ++srv->next_conn_id;
         HASH_ADD(hh, srv->conns, id, sizeof cc->id, cc);

@@ -10,10 +10,12 @@
 #ifndef MCPD_HTTP_H
 #define MCPD_HTTP_H
 
+#include "accesslog.h"
 #include "auth.h"
 #include "broker.h"
 #include "buf.h"
 #include "jsonsplit.h"
+#include "metrics.h"
 #include "protocol.h"
 #include "server.h"
 
@@ -46,7 +48,12 @@ enum route {
     R_OPENAI_RESPONSES,
     R_ANTHROPIC_MESSAGES,
     R_PREFLIGHT, /* OPTIONS on /v1: a CORS preflight */
+    R_METRICS,
+    R_COUNT
 };
+
+/* Each route as a metrics label (its path template), indexed by route. */
+extern const struct metrics_route http_routes[R_COUNT];
 
 /* A request path matched against the routes. */
 struct route_match {
@@ -61,6 +68,7 @@ struct conn {
     uint64_t id;
     int fd;
     atomic_bool peer_gone; /* the peer closed its side */
+    char remote[64];       /* the peer's "addr:port", for the access log */
     struct req *req;       /* the request in progress */
     UT_hash_handle hh;     /* in server.conns; this and req under watch_mu */
 };
@@ -92,6 +100,16 @@ struct req {
     atomic_bool results; /* set once the stream is accepted */
     uint64_t results_serial;
     struct jsonsplit split;
+    /* What the access log and the metrics record (worker thread only). */
+    int64_t start_us;                 /* the request's first callback (clock_mono_us) */
+    int64_t first_byte_us;            /* the answer's first byte went out; 0: not yet */
+    unsigned status;                  /* the status queued; 0: none */
+    uint64_t bytes;                   /* body bytes handed to libmicrohttpd */
+    bool streamed;                    /* the body comes from a content reader */
+    MHD_ContentReaderCallback reader; /* that reader (http_sse_response) */
+    char llm[MCP_NAME_BUF];           /* the Llm a relayed request was routed to */
+    char method[16];
+    char path[ACCESSLOG_PATH_MAX + 2]; /* longer paths are cut here */
 };
 
 /* Listens on srv->cfg's address (srv->port gets the port bound), starts
@@ -105,6 +123,12 @@ void http_stop(struct server *srv);
 /* Matches a path (no query string) against the routes. */
 void http_match_route(const char *url, struct route_match *m);
 
+/* Queues resp, a whole body of body_len bytes, or a streamed one from
+ * http_sse_response(); the access log and the metrics learn its status. */
+enum MHD_Result http_queue(struct req *r, unsigned status, struct MHD_Response *resp,
+                           size_t body_len);
+enum MHD_Result http_queue_stream(struct req *r, unsigned status, struct MHD_Response *resp);
+
 /* Replies. Each queues a whole response on r's connection. */
 enum MHD_Result http_reply_json(struct req *r, unsigned status, const char *json, size_t len);
 enum MHD_Result http_reply_ok(struct req *r);
@@ -117,7 +141,8 @@ enum MHD_Result http_reply_failure(struct req *r, unsigned status, int retry_aft
 void http_add_cors(struct req *r, struct MHD_Response *resp);
 /* Adds "name\0value\0" pairs to resp. */
 void http_add_headers(struct MHD_Response *resp, const char *pairs, size_t len);
-/* A text/event-stream response whose body reader gets r. */
+/* A text/event-stream response whose body reader gets r; queue it with
+ * http_queue_stream(). */
 struct MHD_Response *http_sse_response(MHD_ContentReaderCallback reader, struct req *r);
 
 /* The request's provider-session header, or NULL. */

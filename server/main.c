@@ -202,7 +202,7 @@ int main(int argc, char **argv)
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            log_info("SIGHUP ignored: mcpd has no configuration file to reload");
+            server_reopen_logs(&srv); /* after logrotate moved it */
             continue;
         }
         break;

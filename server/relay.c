@@ -208,6 +208,7 @@ static enum MHD_Result start_inference(struct req *r, const char *name, bool str
         return http_reply_error(r, 404, "no Llm named '%s'", name);
     if (rc != DB_OK)
         return http_reply_error(r, 500, "database error");
+    snprintf(r->llm, sizeof r->llm, "%s", name);
     struct broker_call_req rq = {
         .llm = name,
         .needs = needs,
@@ -363,7 +364,8 @@ enum MHD_Result relay_resume(struct req *r)
     free(h.headers);
     if (!resp)
         return MHD_NO;
-    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)h.status, resp);
+    enum MHD_Result ret = h.sse ? http_queue_stream(r, (unsigned)h.status, resp)
+                                : http_queue(r, (unsigned)h.status, resp, h.len);
     MHD_destroy_response(resp);
     return ret;
 }
@@ -372,8 +374,10 @@ void relay_done(struct req *r)
 {
     struct broker_call_summary s;
     broker_call_summary(r->srv->broker, r->call, &s);
-    usage_note(r->srv->usage, r->owner, s.llm, s.status, s.usage.has_prompt ? s.usage.prompt : 0,
-               s.usage.has_completion ? s.usage.completion : 0);
+    int64_t prompt = s.usage.has_prompt ? s.usage.prompt : 0;
+    int64_t completion = s.usage.has_completion ? s.usage.completion : 0;
+    usage_note(r->srv->usage, r->owner, s.llm, s.status, prompt, completion);
+    metrics_add_tokens(r->srv->metrics, s.llm, r->owner, (uint64_t)prompt, (uint64_t)completion);
     broker_call_done(r->srv->broker, r->call);
     r->call = NULL;
 }
@@ -581,7 +585,25 @@ static int parse_result(const char *text, size_t len, struct result_post *p,
     return 0;
 }
 
-/* Hands a piece to the broker and makes a wake's success durable. */
+/* The events in p[0..n) that an empty line ends; a piece without one (the
+ * tail of a post) is one event. */
+static unsigned events_count(const char *p, size_t n)
+{
+    unsigned k = 0;
+    bool line_start = false; /* just after a line's end */
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n') {
+            k += line_start;
+            line_start = !line_start;
+        } else if (p[i] != '\r') {
+            line_start = false;
+        }
+    }
+    return n > 0 && k == 0 ? 1 : k;
+}
+
+/* Hands a piece to the broker, makes a wake's success durable and counts
+ * the events it brings a streaming caller. */
 static int deliver(struct req *r, const char *sid, const char *task_id,
                    const struct broker_piece *p, char *msg, size_t msglen)
 {
@@ -598,6 +620,9 @@ static int deliver(struct req *r, const char *sid, const char *task_id,
         else
             log_info("'%s' is awake", out.woke);
     }
+    if (status == 200 && p->len > 0 && (p->kind == PIECE_CHUNK || p->kind == PIECE_EVENTS))
+        metrics_stream_events(srv->metrics,
+                              p->kind == PIECE_CHUNK ? 1 : events_count(p->data, p->len));
     return status;
 }
 

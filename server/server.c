@@ -4,6 +4,7 @@
  * stop the daemon, and leave no row of a closed stream active.
  */
 #include "server.h"
+#include "accesslog.h"
 #include "clock.h"
 #include "file.h"
 #include "housekeeper.h"
@@ -75,6 +76,8 @@ static void release(struct server *srv)
     broker_free(srv->broker);
     routes_free(srv->routes);
     usage_free(srv->usage);
+    metrics_free(srv->metrics);
+    accesslog_free(srv->access);
     auth_free(srv->auth);
     db_close(srv->db);
     free(srv->tls_cert);
@@ -83,6 +86,8 @@ static void release(struct server *srv)
     pthread_mutex_destroy(&srv->watch_mu);
     srv->hk = NULL;
     srv->broker = NULL;
+    srv->metrics = NULL;
+    srv->access = NULL;
 }
 
 int server_start(struct server *srv, const struct server_config *cfg)
@@ -94,6 +99,11 @@ int server_start(struct server *srv, const struct server_config *cfg)
     pthread_mutex_init(&srv->watch_mu, NULL);
     atomic_init(&srv->stopping, false);
     char err[512];
+    if (accesslog_open(cfg->access_log, &srv->access, err, sizeof err) < 0) {
+        log_error("%s", err);
+        release(srv);
+        return -1;
+    }
     if (db_open(cfg->db_path, &srv->db, err, sizeof err) != DB_OK) {
         log_error("%s", err);
         release(srv);
@@ -120,13 +130,16 @@ int server_start(struct server *srv, const struct server_config *cfg)
         .stream_backlog = 8u << 20,
         .caller_backlog = 16u << 20,
         .max_result = (size_t)cfg->max_body * 4,
+        .on_wake_end = metrics_wake,
     };
+    srv->metrics = metrics_new(http_routes, R_COUNT);
+    bc.observer = srv->metrics;
     srv->auth = auth_new(srv->db);
     srv->broker = broker_new(&bc);
     srv->routes = routes_new();
     srv->usage = usage_new(srv->db);
     srv->hk = housekeeper_new(srv);
-    if (!srv->auth || !srv->broker || !srv->routes || !srv->usage || !srv->hk) {
+    if (!srv->metrics || !srv->auth || !srv->broker || !srv->routes || !srv->usage || !srv->hk) {
         log_error("cannot start: out of memory or descriptors");
         release(srv);
         return -1;
@@ -156,6 +169,17 @@ int server_start(struct server *srv, const struct server_config *cfg)
     log_info("listening on %s://%s%s%s:%d", srv->tls_cert ? "https" : "http", v6 ? "[" : "", host,
              v6 ? "]" : "", srv->port);
     return 0;
+}
+
+void server_reopen_logs(struct server *srv)
+{
+    if (!srv->access)
+        return;
+    if (accesslog_reopen(srv->access) < 0)
+        log_error("cannot reopen access log '%s': %s; still writing to the old file",
+                  srv->cfg.access_log, strerror(errno));
+    else if (strcmp(srv->cfg.access_log, "-") != 0)
+        log_info("access log '%s' reopened", srv->cfg.access_log);
 }
 
 void server_stop(struct server *srv)

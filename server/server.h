@@ -5,7 +5,8 @@
  * Threads: libmicrohttpd's worker pool (--threads) runs every request
  * callback; the housekeeper thread (housekeeper.c) runs the timers, the GC
  * and the revocation sweep, and watches connections for a vanished peer;
- * the accepting thread (http.c) hands each new connection to the daemon.
+ * the accepting thread (http.c) hands each new connection to the daemon;
+ * the access log's writer (accesslog.c) writes the lines the workers add.
  *
  * State and its owners:
  * - the broker (broker.h): sessions, stream queues, tasks, callers, wakes;
@@ -34,7 +35,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+struct accesslog;
 struct housekeeper;
+struct metrics;
 struct routes;
 struct usage;
 
@@ -46,6 +49,8 @@ struct server {
     struct routes *routes;
     struct usage *usage;
     struct housekeeper *hk;
+    struct metrics *metrics;
+    struct accesslog *access; /* NULL: --access-log off */
     struct MHD_Daemon *mhd;
     int listen_fd; /* mcpd's own: http.c's thread accepts */
     pthread_t accept_thread;
@@ -66,6 +71,9 @@ struct server {
  * publisher binds a stream again, starts the housekeeper and the HTTP
  * daemon. 0, or -1 with the reason logged and nothing left running. */
 int server_start(struct server *srv, const struct server_config *cfg);
+
+/* SIGHUP (main thread): opens the access log file again. */
+void server_reopen_logs(struct server *srv);
 
 /* Fails every waiting caller, ends every stream, stops the daemon and the
  * housekeeper, writes the usage counts and the tokens' last uses, marks

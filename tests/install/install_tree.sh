@@ -17,6 +17,7 @@ expect_tree() {
             usr/lib/sysusers.d/mcpd.conf "$2" \
             usr/share/doc/mcpd/README.md usr/share/doc/mcpd/architecture.md \
             usr/share/doc/mcpd/mcpctl.md usr/share/doc/mcpd/mcplocal.md \
+            usr/share/doc/mcpd/operations.md \
             usr/share/doc/mcpd/protocol.md
         if [ "$man" = ON ]; then
             printf '%s\n' usr/share/man/man1/mcpctl.1 usr/share/man/man1/mcplocal.1 \

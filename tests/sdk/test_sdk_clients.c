@@ -27,27 +27,6 @@
 #define NODE_TIMEOUT_MS 60000
 #define CHUNKS 3
 
-/* The absolute path of an executable name found on PATH, or NULL. */
-static char *find_in_path(const char *name)
-{
-    const char *path = getenv("PATH");
-    if (!path)
-        return NULL;
-    char *copy = strdup(path), *save = NULL;
-    char *found = NULL;
-    for (char *dir = strtok_r(copy, ":", &save); dir && !found; dir = strtok_r(NULL, ":", &save)) {
-        char *cand = NULL;
-        if (asprintf(&cand, "%s/%s", *dir ? dir : ".", name) < 0)
-            break;
-        if (access(cand, X_OK) == 0)
-            found = cand;
-        else
-            free(cand);
-    }
-    free(copy);
-    return found;
-}
-
 /* The whole file as a new string; NULL when it cannot be read. */
 static char *read_file(const char *path)
 {
@@ -307,7 +286,7 @@ static int run_checks(const char *node, struct stack *s)
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    char *node = find_in_path("node"), *npm = find_in_path("npm");
+    char *node = proc_find_program("node"), *npm = proc_find_program("npm");
     if (!node || !npm) {
         fprintf(stderr,
                 "FAIL: %s not found on PATH (%s): this test runs the official OpenAI and "

@@ -43,6 +43,10 @@ void proc_free(struct proc *p);
  * 0. */
 int proc_stop(struct proc *p, int timeout_ms);
 
+/* The absolute path of the executable name found on PATH, as a new
+ * string, or NULL. */
+char *proc_find_program(const char *name);
+
 /* Runs argv to completion (killed after timeout_ms). stdin_data may be NULL
  * (empty stdin). *out and *err receive new strings when non-NULL. Returns the
  * exit code as proc_wait_exit() does. */

@@ -25,6 +25,31 @@
 #define BODY "{\"model\":\"m\",\"messages\":[]}"
 #define T0 1000000 /* the fake clock's start, monotonic ms */
 
+/* What the broker told its observer about wakes that ended. */
+static struct {
+    int n;
+    enum broker_wake_outcome outcome[16];
+    int64_t ms[16];
+} wakes_seen;
+
+static void on_wake_end(void *ud, enum broker_wake_outcome outcome, int64_t duration_ms)
+{
+    assert_ptr_equal(ud, &wakes_seen);
+    assert_true(wakes_seen.n < 16);
+    wakes_seen.outcome[wakes_seen.n] = outcome;
+    wakes_seen.ms[wakes_seen.n++] = duration_ms;
+}
+
+/* The only wake the observer heard of since the last call was outcome,
+ * after ms. */
+static void expect_wake_end(enum broker_wake_outcome outcome, int64_t ms)
+{
+    assert_int_equal(wakes_seen.n, 1);
+    assert_int_equal(wakes_seen.outcome[0], outcome);
+    assert_int_equal(wakes_seen.ms[0], ms);
+    wakes_seen.n = 0;
+}
+
 static const struct broker_config base_cfg = {
     .infer_timeout_ms = 30000,
     .idle_timeout_ms = 5000,
@@ -37,6 +62,8 @@ static const struct broker_config base_cfg = {
     .stream_backlog = 8192,
     .caller_backlog = 4096,
     .max_result = 4096,
+    .on_wake_end = on_wake_end,
+    .observer = &wakes_seen,
 };
 
 /* ---- fake endpoints ---- */
@@ -86,6 +113,7 @@ static int setup(void **state)
         return -1;
     f->b = broker_new(&base_cfg);
     f->now = T0;
+    memset(&wakes_seen, 0, sizeof wakes_seen);
     *state = f;
     return f->b ? 0 : -1;
 }
@@ -1098,11 +1126,14 @@ static void test_wake_join_and_success(void **state)
 
     /* a wake takes no stream pieces */
     assert_int_equal(chunk(f, &p, wid, "x", false), 400);
+    assert_int_equal(wakes_seen.n, 0);
 
+    f->now += 750;
     struct broker_outcome out;
     struct broker_piece ok = {.kind = PIECE_FINAL, .status = 204, .ctype = "application/json"};
     assert_int_equal(deliver(f, &p, wid, &ok, &out), 200);
     assert_string_equal(out.woke, "llm-a");
+    expect_wake_end(BROKER_WAKE_OK, 750);
     assert_int_equal(e1.wakes, 0);
     assert_int_equal(e2.wakes, 0);
 
@@ -1191,6 +1222,10 @@ static void test_wake_failures(void **state)
         assert_string_equal(out.woke, "");
         assert_int_equal(e1.wakes, 1);
         assert_int_equal(e2.wakes, 1);
+        if (cases[i].how == BY_TIMEOUT)
+            expect_wake_end(BROKER_WAKE_TIMEOUT, 10000);
+        else
+            expect_wake_end(BROKER_WAKE_ERROR, 0);
         struct broker_error err1 = failure(f, c1, 503);
         struct broker_error err2 = failure(f, c2, 503);
         assert_true(err1.retry_after > 0);
@@ -1250,8 +1285,12 @@ static void test_wake_held_cap(void **state)
     broker_call_done(f->b, c3);
     broker_call_done(f->b, c4);
     /* the wakes' tasks end with the stream */
+    assert_int_equal(wakes_seen.n, 0);
     pub_close(f, &p, true);
     assert_no_tasks(f);
+    assert_int_equal(wakes_seen.n, 2);
+    assert_int_equal(wakes_seen.outcome[0], BROKER_WAKE_GONE);
+    assert_int_equal(wakes_seen.outcome[1], BROKER_WAKE_GONE);
 }
 
 /* ---- losing a session ---- */
@@ -1278,6 +1317,7 @@ static void test_session_replacement(void **state)
     e = failure(f, held, 503);
     assert_true(e.retry_after > 0);
     assert_no_tasks(f);
+    expect_wake_end(BROKER_WAKE_GONE, 0);
 
     /* the old stream drains what it had, then ends */
     char *text = pub_read(f, &old, BROKER_END);
@@ -1659,7 +1699,10 @@ static void test_shutdown(void **state)
     struct broker_call *held = start(f, &he, rq);
     pub_read(f, &p, BROKER_PARKED);
 
+    f->now += 40;
+    broker_tick(f->b, f->now);
     broker_shutdown(f->b);
+    expect_wake_end(BROKER_WAKE_SHUTDOWN, 40);
     assert_int_equal(we.wakes, 1);
     assert_int_equal(he.wakes, 1);
     struct broker_error e = failure(f, waiting, 503);

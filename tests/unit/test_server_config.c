@@ -71,6 +71,26 @@ static void test_refusals_name_the_flag(void **state)
     unsetenv("MCPD_IDLE_TIMEOUT");
 }
 
+static void test_access_log_target(void **state)
+{
+    (void)state;
+    struct server_config c;
+    config_defaults(&c);
+    assert_string_equal(c.access_log, "-"); /* stderr */
+    char err[256] = "";
+    setenv("MCPD_ACCESS_LOG", "off", 1);
+    char *argv[] = {"mcpd", NULL};
+    assert_int_equal(config_parse(&c, 1, argv, 1, err, sizeof err), 0);
+    assert_string_equal(c.access_log, "off");
+    char *argv2[] = {"mcpd", "--access-log", "/var/log/mcpd/access.log", NULL};
+    assert_int_equal(config_parse(&c, 3, argv2, 1, err, sizeof err), 0);
+    assert_string_equal(c.access_log, "/var/log/mcpd/access.log"); /* the flag wins */
+    unsetenv("MCPD_ACCESS_LOG");
+    char *argv3[] = {"mcpd", "--access-log=", NULL};
+    assert_int_equal(config_parse(&c, 2, argv3, 1, err, sizeof err), -1);
+    assert_non_null(strstr(err, "--access-log"));
+}
+
 static void test_version_is_recognised(void **state)
 {
     (void)state;
@@ -87,6 +107,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_defaults_env_and_flags),
                                        cmocka_unit_test(test_refusals_name_the_flag),
+                                       cmocka_unit_test(test_access_log_target),
                                        cmocka_unit_test(test_version_is_recognised)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
