@@ -49,6 +49,7 @@ static int setup(void **state)
     infer("tally", once);
     infer("tally", streamed);
     infer("other", once);
+    json_decref(usage_t_wait(E.env, E.env->mcpd.token, NULL, NULL, NULL, 3));
     return 0;
 }
 

@@ -54,11 +54,11 @@ static void call(struct test_env *env, const char *token, bool stream, struct us
     http_resp_free(&r);
 }
 
-static struct usage_t_counts read_usage(struct test_env *env, const char *token, const char *owner)
+/* The usage of owner once it counts at least requests calls. */
+static struct usage_t_counts read_usage(struct test_env *env, const char *token, const char *owner,
+                                        int64_t requests)
 {
-    long status;
-    json_t *j = usage_t_get(env, token, NULL, &status);
-    assert_int_equal(status, 200);
+    json_t *j = usage_t_wait(env, token, NULL, owner, LLM, requests);
     struct usage_t_counts c = usage_t_sum(j, owner, LLM);
     /* the totals are the rows' sums */
     usage_t_expect(
@@ -133,7 +133,7 @@ static void test_sums_match_the_relayed_answers(void **state)
     assert_int_equal(want.prompt, 3 * 11 + 2 * 5 + 8 + 13);
     assert_int_equal(want.completion, 3 * 7 + 2 * 4 + 3 + 29);
     /* The usage route writes what is counted first: no waiting needed. */
-    usage_t_expect("alice's usage", read_usage(env, tok, "alice"), want);
+    usage_t_expect("alice's usage", read_usage(env, tok, "alice", want.requests), want);
     assert_int_equal(fixture_stop(f), 0);
 }
 
@@ -155,6 +155,7 @@ static void test_owners_and_filters(void **state)
     call(env, env->mcpd.token, false, &alice_want);
     call(env, bob, false, &bob_want);
     call(env, bob, true, &bob_want);
+    json_decref(usage_t_wait(env, root, NULL, NULL, NULL, 3));
 
     long status;
     /* each owner sees its own rows only */
@@ -248,7 +249,8 @@ static void test_counts_survive_a_restart(void **state)
     f->fp = NULL;
     assert_int_equal(mcpd_stop(&env->mcpd), 0);
     assert_int_equal(mcpd_start(&env->mcpd, env->dir, NULL), 0);
-    usage_t_expect("after the restart", read_usage(env, env->mcpd.token, "alice"), want);
+    usage_t_expect("after the restart", read_usage(env, env->mcpd.token, "alice", want.requests),
+                   want);
     assert_int_equal(fixture_stop(f), 0);
 }
 

@@ -749,9 +749,8 @@ static void test_every_route_is_counted(void **state)
     fake_backend_set_fail(x->fb, 0);
     assert_int_equal(want.errors, 1);
 
-    long status;
-    json_t *j = usage_t_get(x->env, x->env->mcpd.token, "llm=laptop", &status);
-    assert_int_equal(status, 200);
+    json_t *j =
+        usage_t_wait(x->env, x->env->mcpd.token, "llm=laptop", "alice", "laptop", want.requests);
     usage_t_expect("GET /api/v1/usage", usage_t_sum(j, "alice", "laptop"), want);
     json_decref(j);
 }

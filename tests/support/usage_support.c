@@ -1,5 +1,7 @@
 #include "usage_support.h"
 
+#include "clock.h"
+
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stdarg.h>
@@ -7,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -69,6 +72,24 @@ json_t *usage_t_get(struct test_env *env, const char *token, const char *query, 
     json_t *j = json_loads(r.body, 0, NULL);
     http_resp_free(&r);
     return j;
+}
+
+json_t *usage_t_wait(struct test_env *env, const char *token, const char *query, const char *owner,
+                     const char *llm, int64_t requests)
+{
+    int64_t deadline = clock_mono_ms() + 10000;
+    for (;;) {
+        long status;
+        json_t *j = usage_t_get(env, token, query, &status);
+        if (status == 200 && usage_t_sum(j, owner, llm).requests >= requests)
+            return j;
+        if (clock_mono_ms() > deadline)
+            fail_msg("GET /api/v1/usage never counted %lld requests (status %ld)",
+                     (long long)requests, status);
+        json_decref(j);
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 struct usage_t_counts usage_t_sum(const json_t *answer, const char *owner, const char *llm)

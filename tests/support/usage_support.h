@@ -28,6 +28,13 @@ void usage_t_add_answer(struct usage_t_counts *c, long status, const char *body)
  * status in *status and its body parsed (NULL when it is not JSON). */
 json_t *usage_t_get(struct test_env *env, const char *token, const char *query, long *status);
 
+/* A call is counted a moment after its caller has the last byte (when
+ * the request is over): polls usage_t_get() until the rows of owner and
+ * llm (NULL: any) count at least requests, and returns that answer; fails
+ * the running test after 10 s. */
+json_t *usage_t_wait(struct test_env *env, const char *token, const char *query, const char *owner,
+                     const char *llm, int64_t requests);
+
 /* Sums the rows of a usage answer that match owner and llm (NULL: any),
  * over every day. */
 struct usage_t_counts usage_t_sum(const json_t *answer, const char *owner, const char *llm);
