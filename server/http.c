@@ -352,7 +352,7 @@ static enum MHD_Result reply_metrics(struct req *r)
     struct buf out;
     buf_init(&out, METRICS_TEXT_MAX);
     enum MHD_Result rc;
-    if (metrics_render(srv->metrics, &g, &out) < 0) {
+    if (metrics_render(srv->metrics, &g, &out) < 0 || metrics_render_pools(srv->broker, &out) < 0) {
         rc = http_reply_error(r, 500, "cannot render the metrics: out of memory");
     } else {
         struct MHD_Response *resp = MHD_create_response_from_buffer(

@@ -660,6 +660,48 @@ static void render_gauges(struct metrics *m, const struct metrics_gauges *g, str
     putf(o, "mcpd_access_log_write_errors_total %llu\n", (unsigned long long)g->access_log_errors);
 }
 
+/* ---- pools ---- */
+
+struct pool_samples {
+    struct expo req, fail; /* the two families' samples, grouped apart */
+};
+
+static void pool_sample(struct expo *o, const char *name, const struct broker_member_stats *ms,
+                        uint64_t v)
+{
+    sample_open(o, name, "pool", ms->pool, strlen(ms->pool));
+    put_str(o, ",llm=\"");
+    label_value(o, ms->llm, strlen(ms->llm));
+    putf(o, "\"} %llu\n", (unsigned long long)v);
+}
+
+static void on_member(void *ud, const struct broker_member_stats *ms)
+{
+    struct pool_samples *ps = ud;
+    pool_sample(&ps->req, "mcpd_pool_member_requests_total", ms, ms->requests);
+    pool_sample(&ps->fail, "mcpd_pool_member_failovers_total", ms, ms->failovers);
+}
+
+int metrics_render_pools(struct broker *b, struct buf *out)
+{
+    struct buf req, fail;
+    buf_init(&req, METRICS_POOLS_MAX);
+    buf_init(&fail, METRICS_POOLS_MAX);
+    struct pool_samples ps = {{&req, 0}, {&fail, 0}};
+    broker_pool_stats(b, on_member, &ps);
+    struct expo o = {out, ps.req.err | ps.fail.err};
+    header(&o, "mcpd_pool_member_requests_total", "counter",
+           "Calls naming a pool that were sent to this member.");
+    put(&o, req.data ? req.data : "", req.len);
+    header(&o, "mcpd_pool_member_failovers_total", "counter",
+           "Of those, calls that failed on this member before their first byte and went to "
+           "another.");
+    put(&o, fail.data ? fail.data : "", fail.len);
+    buf_release(&req);
+    buf_release(&fail);
+    return o.err;
+}
+
 int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct buf *out)
 {
     struct expo o = {out, 0};

@@ -9,6 +9,7 @@
 #include "fake_publisher.h"
 #include "http.h"
 #include "mcpd_harness.h"
+#include "promtext.h"
 #include "test_env.h"
 
 #include <jansson.h>
@@ -102,6 +103,28 @@ static int infers(struct pool_fx *f, int i)
 static int wakes(struct pool_fx *f, int i)
 {
     return tasks_of(f, i, "wake");
+}
+
+/* GET /metrics, checked by promtool; the caller frees it. */
+static char *scrape(struct pool_fx *f)
+{
+    struct http_resp r;
+    test_call(f->env, "GET", "/metrics", NULL, NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    char *report = NULL;
+    if (prom_check(r.body, &report) != 0)
+        fail_msg("promtool refused /metrics: %s", report ? report : "");
+    char *text = strdup(r.body);
+    http_resp_free(&r);
+    return text;
+}
+
+/* A pool member's counter in the metrics text. */
+static double member_metric(const char *text, const char *name, int i)
+{
+    char series[160];
+    snprintf(series, sizeof series, "%s{pool=\"qwen\",llm=\"qwen-%d\"}", name, i + 1);
+    return prom_value(text, series);
 }
 
 static void script_all(struct pool_fx *f, const struct fp_script *s)
@@ -230,6 +253,14 @@ static void test_fair_share(void **state)
         total += n;
     }
     assert_int_equal(total, 300);
+    /* the metrics count each member's calls */
+    char *text = scrape(f);
+    for (int i = 0; i < MEMBERS; i++) {
+        assert_int_equal((int)member_metric(text, "mcpd_pool_member_requests_total", i),
+                         infers(f, i));
+        assert_int_equal((int)member_metric(text, "mcpd_pool_member_failovers_total", i), 0);
+    }
+    free(text);
 }
 
 static void test_slow_member_gets_fewer(void **state)
@@ -295,6 +326,12 @@ static void test_failing_member_fails_over(void **state)
     callers_finish(&c);
     assert_true(infers(f, 0) > 0); /* it was tried, and its calls went on to qwen-2 */
     assert_int_equal(infers(f, 1), 60);
+    /* every call qwen-1 was sent failed over */
+    char *text = scrape(f);
+    assert_int_equal((int)member_metric(text, "mcpd_pool_member_requests_total", 0), infers(f, 0));
+    assert_int_equal((int)member_metric(text, "mcpd_pool_member_failovers_total", 0), infers(f, 0));
+    assert_int_equal((int)member_metric(text, "mcpd_pool_member_failovers_total", 1), 0);
+    free(text);
     /* a streaming call that meets a publisher dropping before its first
      * chunk is served too */
     struct fp_script drop = {.mode = FP_DROP, .drop_after = 0};
