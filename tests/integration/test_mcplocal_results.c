@@ -5,9 +5,9 @@
  * ends the stream's body cleanly after its last line. */
 #include "fake_backend.h"
 #include "fake_mcpd.h"
+#include "mcplocal_fixture.h"
 #include "proc.h"
 #include "protocol.h"
-#include "tmpdir.h"
 
 #include <jansson.h>
 #include <setjmp.h>
@@ -20,50 +20,27 @@
 
 #include <cmocka.h>
 
-#define WAIT_MS 10000
-
-struct fx {
-    char *dir;
-    struct fake_mcpd *fm;
-    struct fake_backend *fb;
-    struct proc *p;
-};
+#define WAIT_MS MLFX_WAIT_MS
 
 static const char BODY[] = "{\"model\":\"local\",\"messages\":[{\"role\":\"user\",\"content\":"
                            "\"hi\"}]}";
 
 static int start(void **state, enum fake_mcpd_results mode)
 {
-    struct fx *x = calloc(1, sizeof *x);
+    struct mlfx *x = mlfx_new("mcplocal-results");
     *state = x;
-    x->dir = tmpdir_create("mcplocal-results");
-    x->fm = fake_mcpd_start();
-    x->fb = fake_backend_start();
-    if (!x->fm || !x->fb)
+    if (!x)
         return -1;
     fake_mcpd_set_results(x->fm, mode);
     fake_mcpd_set_intervals(x->fm, 30000, 300);
-    char text[2048];
-    snprintf(text, sizeof text, "{\"mcpdUrl\": \"%s\", \"token\": \"t\"}", fake_mcpd_url(x->fm));
-    tmpdir_write(x->dir, "credentials", text, 0600);
-    snprintf(text, sizeof text,
+    char config[1024];
+    snprintf(config, sizeof config,
              "{\"llm\": {\"providers\": [\n"
              "  {\"name\": \"local\", \"type\": \"openai\", \"model\": \"served-model\",\n"
              "   \"url\": \"%s\", \"publish\": true}\n"
              "]}}\n",
              fake_backend_url(x->fb));
-    tmpdir_write(x->dir, "config.json", text, 0644);
-    const char *argv[] = {MCPLOCAL_BIN, "--home", x->dir, "--log-level", "debug", NULL};
-    const char *env[] = {"MCPLOCAL_BACKOFF_MIN_MS=20", "MCPLOCAL_BACKOFF_MAX_MS=200",
-                         "MCPLOCAL_SHUTDOWN_GRACE_MS=3000", NULL};
-    x->p = proc_start(argv, env, x->dir);
-    if (!x->p || fake_mcpd_wait_stream(x->fm, 1, WAIT_MS) != 0 ||
-        proc_wait_for(x->p, "stream up", WAIT_MS) != 0) {
-        if (x->p)
-            proc_dump(x->p);
-        return -1;
-    }
-    return 0;
+    return mlfx_launch(x, config, NULL);
 }
 
 static int setup_on(void **state)
@@ -78,18 +55,12 @@ static int setup_refuse(void **state)
 
 static int teardown(void **state)
 {
-    struct fx *x = *state;
-    if (x->p)
-        assert_int_equal(proc_stop(x->p, WAIT_MS), 0);
-    fake_mcpd_stop(x->fm);
-    fake_backend_stop(x->fb);
-    tmpdir_remove(x->dir);
-    free(x);
+    assert_int_equal(mlfx_free(*state), 0);
     return 0;
 }
 
 /* Waits for task id's line on the result stream and returns it parsed. */
-static json_t *line_of(struct fx *x, const char *id)
+static json_t *line_of(struct mlfx *x, const char *id)
 {
     char needle[128];
     snprintf(needle, sizeof needle, "{\"taskId\":\"%s\",", id);
@@ -113,7 +84,7 @@ static json_t *line_of(struct fx *x, const char *id)
 
 static void test_results_go_down_the_stream(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     assert_int_equal(fake_mcpd_push_infer(x->fm, "t1", "local", false, BODY), 0);
     assert_int_equal(fake_mcpd_push_infer(x->fm, "t2", "local", false, BODY), 0);
     for (int i = 1; i <= 2; i++) {
@@ -139,7 +110,7 @@ static void test_results_go_down_the_stream(void **state)
 /* A large answer goes out as a post of its own. */
 static void test_large_answer_is_posted(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     size_t n = 100 * 1024;
     char *big = malloc(n + 64);
     int off = snprintf(big, n + 64, "{\"object\":\"chat.completion\",\"pad\":\"");
@@ -162,7 +133,7 @@ static void test_large_answer_is_posted(void **state)
 
 static void test_keepalive_lines(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     /* nothing to say for a few ping intervals: blank lines */
     assert_int_equal(fake_mcpd_wait_body(x->fm, MCP_ROUTE_RESULTS, "\n\n", WAIT_MS), 0);
     struct fake_mcpd_req *r = fake_mcpd_get(x->fm, MCP_ROUTE_RESULTS, -1);
@@ -173,7 +144,7 @@ static void test_keepalive_lines(void **state)
 
 static void test_refused_stream_posts_each(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     assert_int_equal(proc_wait_for(x->p, "does not take a result stream", WAIT_MS), 0);
     assert_int_equal(fake_mcpd_push_infer(x->fm, "t1", "local", false, BODY), 0);
     char path[256];
@@ -189,7 +160,7 @@ static void test_refused_stream_posts_each(void **state)
 
 static void test_broken_stream_reconnects(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     fake_mcpd_cut_results(x->fm);
     assert_int_equal(fake_mcpd_push_infer(x->fm, "t1", "local", false, BODY), 0);
     /* the line was lost with the connection: mcplocal starts again */
@@ -208,7 +179,7 @@ static void test_broken_stream_reconnects(void **state)
 
 static void test_sigterm_ends_the_stream(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     assert_int_equal(fake_mcpd_push_infer(x->fm, "t1", "local", false, BODY), 0);
     json_decref(line_of(x, "t1"));
     proc_signal(x->p, SIGTERM);

@@ -7,8 +7,8 @@
 #include "clock.h"
 #include "fake_backend.h"
 #include "fake_mcpd.h"
+#include "mcplocal_fixture.h"
 #include "proc.h"
-#include "tmpdir.h"
 
 #include <arpa/inet.h>
 #include <jansson.h>
@@ -26,14 +26,7 @@
 
 #include <cmocka.h>
 
-#define WAIT_MS 10000
-
-struct fx {
-    char *dir;
-    struct fake_mcpd *fm;
-    struct fake_backend *fb;
-    struct proc *p;
-};
+#define WAIT_MS MLFX_WAIT_MS
 
 static int closed_port(void)
 {
@@ -50,17 +43,12 @@ static int closed_port(void)
  * and "down" (a closed port), and waits for its stream. */
 static int setup(void **state)
 {
-    struct fx *x = calloc(1, sizeof *x);
+    struct mlfx *x = mlfx_new("mcplocal-tasks");
     *state = x;
-    x->dir = tmpdir_create("mcplocal-tasks");
-    x->fm = fake_mcpd_start();
-    x->fb = fake_backend_start();
-    if (!x->fm || !x->fb)
+    if (!x)
         return -1;
-    char text[2048];
-    snprintf(text, sizeof text, "{\"mcpdUrl\": \"%s\", \"token\": \"t\"}", fake_mcpd_url(x->fm));
-    tmpdir_write(x->dir, "credentials", text, 0600);
-    snprintf(text, sizeof text,
+    char config[1024];
+    snprintf(config, sizeof config,
              "{\"llm\": {\"providers\": [\n"
              "  {\"name\": \"local\", \"type\": \"openai\", \"model\": \"served-model\",\n"
              "   \"url\": \"%s\", \"apiKeyEnv\": \"TEST_BACKEND_KEY\", \"publish\": true},\n"
@@ -68,28 +56,13 @@ static int setup(void **state)
              "   \"url\": \"http://127.0.0.1:%d/v1\", \"publish\": true}\n"
              "]}}\n",
              fake_backend_url(x->fb), closed_port());
-    tmpdir_write(x->dir, "config.json", text, 0644);
-    const char *argv[] = {MCPLOCAL_BIN, "--home", x->dir, "--log-level", "debug", NULL};
-    const char *env[] = {"MCPLOCAL_BACKOFF_MIN_MS=20", "MCPLOCAL_BACKOFF_MAX_MS=200",
-                         "MCPLOCAL_SHUTDOWN_GRACE_MS=3000", "TEST_BACKEND_KEY=sk-local-123", NULL};
-    x->p = proc_start(argv, env, x->dir);
-    if (!x->p || fake_mcpd_wait_stream(x->fm, 1, WAIT_MS) != 0 ||
-        proc_wait_for(x->p, "stream up", WAIT_MS) != 0) {
-        if (x->p)
-            proc_dump(x->p);
-        return -1;
-    }
-    return 0;
+    const char *env[] = {"TEST_BACKEND_KEY=sk-local-123", NULL};
+    return mlfx_launch(x, config, env);
 }
 
 static int teardown(void **state)
 {
-    struct fx *x = *state;
-    assert_int_equal(proc_stop(x->p, WAIT_MS), 0);
-    fake_mcpd_stop(x->fm);
-    fake_backend_stop(x->fb);
-    tmpdir_remove(x->dir);
-    free(x);
+    assert_int_equal(mlfx_free(*state), 0);
     return 0;
 }
 
@@ -97,7 +70,7 @@ static const char BODY[] = "{\"model\":\"local\",\"messages\":[{\"role\":\"user\
                            "\"hi\"}]}";
 
 /* The result posts of task id as JSON values; caller frees each. */
-static json_t *result(struct fx *x, const char *id, int i)
+static json_t *result(struct mlfx *x, const char *id, int i)
 {
     char path[256];
     fake_mcpd_result_path(id, path, sizeof path);
@@ -112,7 +85,7 @@ static json_t *result(struct fx *x, const char *id, int i)
     return j;
 }
 
-static void wait_results(struct fx *x, const char *id, int n)
+static void wait_results(struct mlfx *x, const char *id, int n)
 {
     char path[256];
     fake_mcpd_result_path(id, path, sizeof path);
@@ -130,7 +103,7 @@ static const char *error_of(json_t *j)
 
 static void test_non_streaming(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     assert_int_equal(fake_mcpd_push_infer(x->fm, "t1", "local", false, BODY), 0);
     wait_results(x, "t1", 1);
     json_t *r = result(x, "t1", 0);
@@ -152,7 +125,7 @@ static void test_non_streaming(void **state)
 }
 
 /* The streamed result of task id once its body has ended; caller frees. */
-static struct fake_mcpd_req *streamed(struct fx *x, const char *id)
+static struct fake_mcpd_req *streamed(struct mlfx *x, const char *id)
 {
     char path[256];
     fake_mcpd_result_path(id, path, sizeof path);
@@ -169,7 +142,7 @@ static struct fake_mcpd_req *streamed(struct fx *x, const char *id)
     return r;
 }
 
-static void push_path(struct fx *x, const char *id, const char *path, bool streaming,
+static void push_path(struct mlfx *x, const char *id, const char *path, bool streaming,
                       const char *body)
 {
     char data[2048];
@@ -187,7 +160,7 @@ static const char SBODY[] = "{\"model\":\"local\",\"stream\":true,\"messages\":[
  * in order, the first event at mcpd before the backend sent its last. */
 static void test_streamed_result(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     const int n = 5;
     fake_backend_set_stream(x->fb, n, 150);
     fake_backend_set_stream_named(x->fb, true);
@@ -215,7 +188,7 @@ static void test_streamed_result(void **state)
 /* A backend far faster than mcpd: every byte arrives once, in order. */
 static void test_streamed_backpressure(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     const int n = 3000;
     fake_backend_set_stream(x->fb, n, 0);
     assert_int_equal(fake_mcpd_push_infer(x->fm, "bp", "local", true, SBODY), 0);
@@ -231,7 +204,7 @@ static void test_streamed_backpressure(void **state)
  * chunk by chunk, in order. */
 static void test_fallback_to_chunks(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     const int n = 4;
     fake_backend_set_stream(x->fb, n, 50);
     fake_mcpd_set_streamed(x->fm, FAKE_MCPD_STREAMED_415);
@@ -289,7 +262,7 @@ static void test_fallback_to_chunks(void **state)
     }
 }
 
-static void expect_response(struct fx *x, const char *id, int status, const char *body_json)
+static void expect_response(struct mlfx *x, const char *id, int status, const char *body_json)
 {
     wait_results(x, id, 1);
     json_t *r = result(x, id, 0);
@@ -307,7 +280,7 @@ static void expect_response(struct fx *x, const char *id, int status, const char
  * Retry-After and x-ratelimit-*, streaming requests included. */
 static void test_pass_through(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     const char *err429 = "{\"error\":{\"message\":\"Rate limit reached for requests\","
                          "\"type\":\"requests\",\"param\":null,\"code\":\"rate_limit_exceeded\"}}";
     const char *hdrs[] = {"Retry-After: 20", "x-ratelimit-limit-requests: 60",
@@ -359,7 +332,7 @@ static void test_pass_through(void **state)
  * in OpenAI's shape, and the streamed body ends normally. */
 static void test_mid_stream_failure(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     fake_backend_set_stream(x->fb, 10, 20);
     fake_backend_set_cut_after(x->fb, 3);
     assert_int_equal(fake_mcpd_push_infer(x->fm, "ms", "local", true, SBODY), 0);
@@ -380,7 +353,7 @@ static void test_mid_stream_failure(void **state)
 /* Event streams labelled as something else are still relayed as streams. */
 static void test_sse_with_wrong_content_type(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     fake_backend_set_stream(x->fb, 3, 10);
     fake_backend_set_stream_ctype(x->fb, "application/json");
     assert_int_equal(fake_mcpd_push_infer(x->fm, "ct", "local", true, SBODY), 0);
@@ -397,7 +370,7 @@ static void test_sse_with_wrong_content_type(void **state)
  * replaced; the answer passes through. */
 static void test_path_tasks(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     const char *emb = "{\"model\":\"local\",\"input\":[\"a\",\"b\"],\"encoding_format\":\"float\"}";
     push_path(x, "pa", "/embeddings", false, emb);
     wait_results(x, "pa", 1);
@@ -425,7 +398,7 @@ static void test_path_tasks(void **state)
 
 static void test_backend_errors(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     assert_int_equal(fake_mcpd_push_infer(x->fm, "e3", "down", false, BODY), 0);
     assert_int_equal(fake_mcpd_push_infer(x->fm, "e6", "down", true, SBODY), 0);
     wait_results(x, "e3", 1);
@@ -453,7 +426,7 @@ static void test_backend_errors(void **state)
 
 static void test_cancel_aborts_both(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     fake_backend_set_stream(x->fb, 500, 20); /* 10 s if nobody stops it */
     assert_int_equal(fake_mcpd_push_infer(x->fm, "c1", "local", true, SBODY), 0);
     char path[256];
@@ -475,7 +448,7 @@ static void test_cancel_aborts_both(void **state)
 
 static void test_410_aborts_upstream(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     fake_mcpd_set_result_status(x->fm, 410);
     fake_backend_set_stream(x->fb, 500, 20);
     assert_int_equal(fake_mcpd_push_infer(x->fm, "g1", "local", true, SBODY), 0);
@@ -494,7 +467,7 @@ static void test_410_aborts_upstream(void **state)
 
 static void test_many_tasks_at_once(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     const int tasks = 6, chunks = 4;
     fake_backend_set_stream(x->fb, chunks, 100);
     int64_t t0 = clock_mono_ms();
@@ -530,7 +503,7 @@ static void test_many_tasks_at_once(void **state)
  * finishes within the grace period; the control stream closes last. */
 static void test_sigterm_fails_tasks_in_flight(void **state)
 {
-    struct fx *x = *state;
+    struct mlfx *x = *state;
     fake_backend_set_stream(x->fb, 40, 20);
     fake_backend_set_answer_delay(x->fb, 5000);
     assert_int_equal(fake_mcpd_push_infer(x->fm, "q1", "local", true, SBODY), 0);
