@@ -114,6 +114,7 @@ static char *scrape(struct pool_fx *f)
     char *report = NULL;
     if (prom_check(r.body, &report) != 0)
         fail_msg("promtool refused /metrics: %s", report ? report : "");
+    free(report);
     char *text = strdup(r.body);
     http_resp_free(&r);
     return text;
