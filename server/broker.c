@@ -1019,10 +1019,11 @@ struct broker_stream *broker_stream_open(struct broker *b, const char *sid, cons
                      "event: hello\ndata: {\"providerSessionId\":\"%s\","
                      "\"heartbeatIntervalSeconds\":%lld,\"pingIntervalSeconds\":%lld,"
                      "\"heartbeatIntervalMs\":%lld,\"pingIntervalMs\":%lld,"
-                     "\"features\":[\"" MCP_FEATURE_RESULT_STREAM "\"]}\n\n",
+                     "\"features\":[%s]}\n\n",
                      sid, (long long)(b->cfg.heartbeat_interval_ms / 1000),
                      (long long)(b->cfg.ping_interval_ms / 1000),
-                     (long long)b->cfg.heartbeat_interval_ms, (long long)b->cfg.ping_interval_ms);
+                     (long long)b->cfg.heartbeat_interval_ms, (long long)b->cfg.ping_interval_ms,
+                     b->cfg.result_stream ? "\"" MCP_FEATURE_RESULT_STREAM "\"" : "");
     buf_append(&st->out, hello, (size_t)n);
     st->next_ping = now + b->cfg.ping_interval_ms;
     DL_APPEND(b->streams, st);
@@ -1096,7 +1097,9 @@ int broker_results_open(struct broker *b, const char *sid, const char *owner, ui
     lock(b);
     struct session *s = session_find(b, sid);
     int status = 200;
-    if (!s || strcmp(s->owner, owner) != 0)
+    if (!b->cfg.result_stream)
+        status = 404;
+    else if (!s || strcmp(s->owner, owner) != 0)
         status = 404;
     else if (!s->stream)
         status = 409;

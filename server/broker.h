@@ -81,6 +81,7 @@ struct broker_config {
     size_t stream_backlog;         /* bytes a stream may fall behind before it is cut off */
     size_t caller_backlog;         /* bytes a streaming caller may fall behind */
     size_t max_result;             /* a final result's body */
+    bool result_stream;            /* offer result streams (hello's "features") */
     /* Told when a wake ends, with how long it took; runs with the
      * broker's lock held and must not call the broker. May be NULL. */
     void (*on_wake_end)(void *ud, enum broker_wake_outcome outcome, int64_t duration_ms);
@@ -156,8 +157,9 @@ bool broker_session_live(struct broker *b, const char *sid);
 void broker_session_expire(struct broker *b, const char *sid, const char *why);
 
 /* A result stream (one long post of a session's results) opens: 200 with
- * serial set to the session's current control stream, 404 when sid is not
- * a session of owner, 409 when no control stream is bound. */
+ * serial set to the session's current control stream, 404 when result
+ * streams are off or sid is not a session of owner, 409 when no control
+ * stream is bound. */
 int broker_results_open(struct broker *b, const char *sid, const char *owner, uint64_t *serial);
 /* The result stream opened with serial broke off: results it carried may
  * be lost, so the control stream it belongs to ends and its tasks fail

@@ -40,6 +40,7 @@ void config_defaults(struct server_config *cfg)
     cfg->connection_timeout_ms = 30 * 1000;
     cfg->log_level = LOG_LEVEL_INFO;
     snprintf(cfg->access_log, sizeof cfg->access_log, "-");
+    cfg->result_stream = true;
 }
 
 void config_usage(void)
@@ -95,6 +96,9 @@ void config_usage(void)
         "  --access-log FILE|-|off     one line per request, logfmt: to FILE (appended,\n"
         "                              reopened on SIGHUP), - for stderr, or off\n"
         "                              (MCPD_ACCESS_LOG, default -)\n"
+        "  --result-stream on|off      offer publishers one long request for their results\n"
+        "                              (MCPD_RESULT_STREAM, default on; off behind a proxy\n"
+        "                              that buffers request bodies)\n"
         "  -h, --help                  show this help\n"
         "  --version                   print \"mcpd VERSION\" and exit\n"
         "\n"
@@ -106,7 +110,7 @@ void config_usage(void)
         stdout);
 }
 
-enum opt_kind { OPT_LISTEN, OPT_PATH, OPT_INT, OPT_DUR, OPT_SIZE, OPT_LEVEL };
+enum opt_kind { OPT_LISTEN, OPT_PATH, OPT_INT, OPT_DUR, OPT_SIZE, OPT_LEVEL, OPT_SWITCH };
 
 struct opt {
     const char *flag;
@@ -140,6 +144,7 @@ static const struct opt opts[] = {
     {"--cors-origins", "MCPD_CORS_ORIGINS", OPT_PATH, OFF(cors_origins), 0},
     {"--log-level", "MCPD_LOG_LEVEL", OPT_LEVEL, 0, 0},
     {"--access-log", "MCPD_ACCESS_LOG", OPT_PATH, OFF(access_log), 0},
+    {"--result-stream", "MCPD_RESULT_STREAM", OPT_SWITCH, OFF(result_stream), 0},
 };
 
 static int parse_listen(struct server_config *cfg, const char *v)
@@ -198,6 +203,11 @@ static int apply(struct server_config *cfg, const struct opt *o, const char *v)
         return 0;
     case OPT_LEVEL:
         return log_level_parse(v, &cfg->log_level);
+    case OPT_SWITCH:
+        if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0)
+            return -1;
+        *(bool *)(void *)(base + o->offset) = strcmp(v, "on") == 0;
+        return 0;
     }
     return -1;
 }

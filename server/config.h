@@ -7,6 +7,7 @@
 
 #include "log.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,6 +36,7 @@ struct server_config {
     char tls_key[4096];
     char cors_origins[4096]; /* origins allowed to call /v1 from a browser; "" none, "*" any */
     char access_log[4096];   /* a file, "-" (stderr) or "off" */
+    bool result_stream;      /* offer publishers a result stream */
     enum log_level log_level;
 };
 

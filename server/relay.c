@@ -761,6 +761,8 @@ enum MHD_Result relay_results_begin(struct req *r, bool *replied)
     if (!sid)
         return http_reply_error(r, 400, "missing header " MCP_HEADER_SESSION);
     int status = broker_results_open(srv->broker, sid, r->owner, &r->results_serial);
+    if (status == 404 && !srv->cfg.result_stream)
+        return http_reply_error(r, 404, "result streams are off (--result-stream off)");
     if (status == 404)
         return http_reply_error(r, 404, "no provider session %s for this token", sid);
     if (status != 200)

@@ -130,6 +130,7 @@ int server_start(struct server *srv, const struct server_config *cfg)
         .stream_backlog = 8u << 20,
         .caller_backlog = 16u << 20,
         .max_result = (size_t)cfg->max_body * 4,
+        .result_stream = cfg->result_stream,
         .on_wake_end = metrics_wake,
     };
     srv->metrics = metrics_new(http_routes, R_COUNT);

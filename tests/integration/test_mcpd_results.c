@@ -32,6 +32,13 @@ static int setup(void **state)
     return 0;
 }
 
+static int setup_off(void **state)
+{
+    const char *args[] = {"--result-stream", "off", NULL};
+    *state = fixture_start(args, PROVIDERS);
+    return *state ? 0 : -1;
+}
+
 static int teardown(void **state)
 {
     assert_int_equal(fixture_stop(*state), 0);
@@ -168,6 +175,24 @@ static void test_refused_streams(void **state)
     raw_close(&c);
 }
 
+/* Behind a proxy that buffers request bodies, an operator turns result
+ * streams off: the hello offers none and the route is refused. */
+static void test_result_streams_off(void **state)
+{
+    struct fixture *f = *state;
+    char *t = fake_publisher_transcript(f->fp);
+    assert_non_null(strstr(t, "\"features\":[]}"));
+    free(t);
+    struct raw_conn c;
+    struct raw_resp r;
+    open_results(f, &c, f->env->mcpd.token, fake_publisher_session(f->fp));
+    assert_int_equal(raw_read_response(&c, &r, 5000), RAW_OK);
+    assert_int_equal(r.status, 404);
+    assert_non_null(strstr(r.body, "--result-stream off"));
+    raw_resp_free(&r);
+    raw_close(&c);
+}
+
 /* A record that is not a result, or a stream cut off inside a record: the
  * results in it may be lost, so the session's control stream ends and its
  * waiting callers get 502 at once. */
@@ -213,6 +238,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_records_reach_their_callers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_streams, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_result_streams_off, setup_off, teardown),
         cmocka_unit_test_setup_teardown(test_bad_record_ends_the_session, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_ends_the_session, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_inside_a_record_ends_the_session, setup, teardown),

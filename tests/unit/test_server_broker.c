@@ -62,6 +62,7 @@ static const struct broker_config base_cfg = {
     .stream_backlog = 8192,
     .caller_backlog = 4096,
     .max_result = 4096,
+    .result_stream = true,
     .on_wake_end = on_wake_end,
     .observer = &wakes_seen,
 };
@@ -1476,6 +1477,24 @@ static void test_results_stream(void **state)
     assert_true(broker_session_live(f->b, SID_A));
     pub_close(f, &q, true);
     assert_no_tasks(f);
+
+    /* result streams off: not offered in hello, and refused */
+    struct broker_config off = base_cfg;
+    off.result_stream = false;
+    broker_free(f->b);
+    f->b = broker_new(&off);
+    assert_non_null(f->b);
+    struct fake_ep ep;
+    fake_init(&ep);
+    assert_int_equal(broker_session_registered(f->b, SID_A, OWNER, 0, f->now), 0);
+    struct broker_stream *st = broker_stream_open(f->b, SID_A, OWNER, HASH_1, &ep.ep, f->now);
+    assert_non_null(st);
+    char text[1024];
+    assert_int_equal(slurp(f->b, st, text, sizeof text), BROKER_PARKED);
+    assert_non_null(strstr(text, "\"features\":[]}"));
+    assert_int_equal(broker_results_open(f->b, SID_A, OWNER, &serial), 404);
+    char sid[BROKER_ID_LEN];
+    assert_true(broker_stream_closed(f->b, st, sid));
 }
 
 /* ---- features and caps ---- */
