@@ -426,7 +426,6 @@ static void task_post(struct task *t, char *body, bool final)
     struct agent *a = t->a;
     if (final && a->rs && a->state == ST_UP && !t->post && !t->qhead &&
         strlen(body) <= RESULT_LINE_MAX && results_push(a->rs, t->id, body) == 0) {
-        free(body);
         log_debug("task %s (%s): done in %lld ms", t->id, t->llm,
                   (long long)(loop_now(a->loop) - t->started));
         task_end(t);

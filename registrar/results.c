@@ -1,19 +1,33 @@
 #include "results.h"
 
 #include "transport.h"
+#include "wire.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utlist.h>
 
+/* A line goes out as three pieces: {"taskId":"<id>", then the body from
+ * its second byte (the body is the record's, not copied), then a newline. */
 struct record {
-    char *text;        /* {"taskId":"…", then the body from its second byte, then "\n" */
-    size_t len, off;   /* off: bytes handed to libcurl */
-    size_t prefix_len; /* the taskId part, so the body can be given back */
-    char task_id[129];
+    char task_id[TASK_ID_MAX + 1];
+    char prefix[TASK_ID_MAX + 16];
+    char *body;
+    struct {
+        const char *p;
+        size_t n;
+    } piece[3];
+    int cur;    /* the piece going out */
+    size_t off; /* bytes of it handed to libcurl */
     struct record *next;
 };
+
+static void record_free(struct record *rec)
+{
+    free(rec->body);
+    free(rec);
+}
 
 struct results {
     struct loop *loop;
@@ -35,8 +49,7 @@ static void free_records(struct results *rs)
     LL_FOREACH_SAFE(rs->head, rec, tmp)
     {
         LL_DELETE(rs->head, rec);
-        free(rec->text);
-        free(rec);
+        record_free(rec);
     }
 }
 
@@ -47,16 +60,18 @@ static ssize_t on_read(struct http_req *r, char *buf, size_t max, void *ud)
     size_t n = 0;
     while (rs->head && n < max) {
         struct record *rec = rs->head;
-        size_t k = rec->len - rec->off;
+        size_t k = rec->piece[rec->cur].n - rec->off;
         if (k > max - n)
             k = max - n;
-        memcpy(buf + n, rec->text + rec->off, k);
+        memcpy(buf + n, rec->piece[rec->cur].p + rec->off, k);
         rec->off += k;
         n += k;
-        if (rec->off == rec->len) {
+        if (rec->off < rec->piece[rec->cur].n)
+            continue;
+        rec->off = 0;
+        if (++rec->cur == 3) {
             LL_DELETE(rs->head, rec);
-            free(rec->text);
-            free(rec);
+            record_free(rec);
         }
     }
     if (n == 0 && rs->keepalive) {
@@ -140,30 +155,25 @@ int results_open(struct loop *l, const struct results_opts *o, struct results **
     return 0;
 }
 
-int results_push(struct results *rs, const char *task_id, const char *body)
+int results_push(struct results *rs, const char *task_id, char *body)
 {
-    size_t blen = strlen(body), idlen = strlen(task_id);
-    if (rs->finishing || rs->ended || blen < 2 || body[0] != '{' ||
-        idlen >= sizeof rs->head->task_id)
+    size_t blen = strlen(body);
+    if (rs->finishing || rs->ended || blen < 2 || body[0] != '{' || strlen(task_id) > TASK_ID_MAX)
         return -1;
     struct record *rec = calloc(1, sizeof *rec);
     if (!rec)
         return -1;
-    /* {"taskId":"<id>", + the body after its '{' + "\n"; an empty body
-     * object "{}" gives {"taskId":"<id>"} (no comma). */
-    bool empty = body[1] == '}';
-    rec->prefix_len = sizeof "{\"taskId\":\"\"" - 1 + idlen + (empty ? 0 : 1);
-    rec->len = rec->prefix_len + (blen - 1) + 1;
-    rec->text = malloc(rec->len + 1);
-    if (!rec->text) {
-        free(rec);
-        return -1;
-    }
-    snprintf(rec->text, rec->prefix_len + 1, "{\"taskId\":\"%s\"%s", task_id, empty ? "" : ",");
-    memcpy(rec->text + rec->prefix_len, body + 1, blen - 1);
-    rec->text[rec->len - 1] = '\n';
-    rec->text[rec->len] = '\0';
     snprintf(rec->task_id, sizeof rec->task_id, "%s", task_id);
+    /* An empty body object "{}" makes {"taskId":"<id>"}: no comma. */
+    int n = snprintf(rec->prefix, sizeof rec->prefix, "{\"taskId\":\"%s\"%s", task_id,
+                     body[1] == '}' ? "" : ",");
+    rec->body = body;
+    rec->piece[0].p = rec->prefix;
+    rec->piece[0].n = (size_t)n;
+    rec->piece[1].p = body + 1;
+    rec->piece[1].n = blen - 1;
+    rec->piece[2].p = "\n";
+    rec->piece[2].n = 1;
     LL_APPEND(rs->head, rec);
     http_req_resume_send(rs->req);
     return 0;
@@ -184,20 +194,11 @@ void results_take_unsent(struct results *rs, results_unsent_fn fn, void *ud)
     LL_FOREACH_SAFE(rs->head, rec, tmp)
     {
         LL_DELETE(rs->head, rec);
-        if (rec->off == 0) {
-            /* The body again: '{' then what followed the prefix, without
-             * the record's newline. */
-            size_t blen = 1 + (rec->len - 1 - rec->prefix_len);
-            char *body = malloc(blen + 1);
-            if (body) {
-                body[0] = '{';
-                memcpy(body + 1, rec->text + rec->prefix_len, blen - 1);
-                body[blen] = '\0';
-                fn(rec->task_id, body, ud);
-            }
+        if (rec->cur == 0 && rec->off == 0) {
+            fn(rec->task_id, rec->body, ud);
+            rec->body = NULL;
         }
-        free(rec->text);
-        free(rec);
+        record_free(rec);
     }
 }
 

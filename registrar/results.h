@@ -49,9 +49,10 @@ struct results_opts {
 /* Opens the stream. Returns 0 and the stream in *out, or -1 when out of
  * memory. */
 int results_open(struct loop *l, const struct results_opts *o, struct results **out);
-/* Queues task_id's result (body: a JSON object's text, not taken). 0, or -1
- * when out of memory or the stream is finishing. */
-int results_push(struct results *rs, const char *task_id, const char *body);
+/* Queues task_id's result (body: a JSON object's text, which the stream
+ * takes on success). 0, or -1 (body still the caller's) when out of memory
+ * or the stream is finishing. */
+int results_push(struct results *rs, const char *task_id, char *body);
 /* Ends the body once every queued record has gone out. */
 void results_finish(struct results *rs);
 /* After on_end: hands each record that never went out to fn (the body is
