@@ -626,23 +626,32 @@ static int deliver(struct req *r, const char *sid, const char *task_id,
     return status;
 }
 
+/* Parses a result object and hands it to its task: task_id's, or with
+ * task_id NULL the one its "taskId" names. The delivery's status (200,
+ * 400, 404, 410), or -1 when the text is not a result; msg says why. */
+static int take_result(struct req *r, const char *sid, const char *text, size_t len,
+                       const char *task_id, char *msg, size_t msglen)
+{
+    struct result_post p = {0};
+    buf_init(&p.headers, 8192);
+    char named[BROKER_ID_LEN];
+    int status = -1;
+    if (parse_result(text, len, &p, task_id ? NULL : named, msg, msglen) == 0)
+        status = deliver(r, sid, task_id ? task_id : named, &p.piece, msg, msglen);
+    result_release(&p);
+    return status;
+}
+
 enum MHD_Result relay_result(struct req *r, const char *task_id)
 {
     const char *sid = http_session_header(r);
     if (!sid)
         return http_reply_error(r, 400, "missing header " MCP_HEADER_SESSION);
-    struct result_post p = {0};
-    buf_init(&p.headers, 8192);
     char msg[256];
-    enum MHD_Result ret;
-    if (parse_result(r->body.data, r->body.len, &p, NULL, msg, sizeof msg) < 0) {
-        ret = http_reply_error(r, 400, "%s", msg);
-    } else {
-        int status = deliver(r, sid, task_id, &p.piece, msg, sizeof msg);
-        ret = status == 200 ? http_reply_ok(r) : http_reply_error(r, (unsigned)status, "%s", msg);
-    }
-    result_release(&p);
-    return ret;
+    int status = take_result(r, sid, r->body.data, r->body.len, task_id, msg, sizeof msg);
+    if (status == 200)
+        return http_reply_ok(r);
+    return http_reply_error(r, status < 0 ? 400 : (unsigned)status, "%s", msg);
 }
 
 /* ---- streamed result posts ---- */
@@ -795,22 +804,15 @@ static void results_cut(struct req *r, const char *why)
 /* Hands one record to its task. false when the stream must end. */
 static bool results_record(struct req *r, const char *data, size_t len)
 {
-    struct result_post p = {0};
-    buf_init(&p.headers, 8192);
-    char task_id[BROKER_ID_LEN];
     char msg[256];
-    bool ok = true;
-    if (parse_result(data, len, &p, task_id, msg, sizeof msg) < 0) {
+    int status = take_result(r, r->session, data, len, NULL, msg, sizeof msg);
+    if (status < 0) {
         log_warn("session %.8s…: a result stream record is not a result: %s", r->session, msg);
-        ok = false;
-    } else {
-        int status = deliver(r, r->session, task_id, &p.piece, msg, sizeof msg);
-        if (status != 200)
-            log_debug("session %.8s…: result for task %.8s…: %d %s", r->session, task_id, status,
-                      msg);
+        return false;
     }
-    result_release(&p);
-    return ok;
+    if (status != 200)
+        log_debug("session %.8s…: a result stream record: %d %s", r->session, status, msg);
+    return true;
 }
 
 enum MHD_Result relay_results_piece(struct req *r, const char *data, size_t len)
