@@ -12,30 +12,27 @@ void clock_set_fake(const int64_t *fake_ms)
     fake = fake_ms;
 }
 
-static int64_t read_clock(clockid_t id)
+/* The clock in units of 1/per_sec seconds (1000: ms, 1000000: µs). */
+static int64_t read_clock(clockid_t id, int64_t per_sec)
 {
     struct timespec ts;
     clock_gettime(id, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * per_sec + ts.tv_nsec / (1000000000 / per_sec);
 }
 
 int64_t clock_wall_ms(void)
 {
-    return fake ? *fake : read_clock(CLOCK_REALTIME);
+    return fake ? *fake : read_clock(CLOCK_REALTIME, 1000);
 }
 
 int64_t clock_mono_ms(void)
 {
-    return fake ? *fake : read_clock(CLOCK_MONOTONIC);
+    return fake ? *fake : read_clock(CLOCK_MONOTONIC, 1000);
 }
 
 int64_t clock_mono_us(void)
 {
-    if (fake)
-        return *fake * 1000;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    return fake ? *fake * 1000 : read_clock(CLOCK_MONOTONIC, 1000000);
 }
 
 void clock_format_rfc3339(int64_t ms, char out[CLOCK_RFC3339_LEN])

@@ -83,8 +83,6 @@ int db_token_touch(struct db *db, const struct db_token_use *uses, size_t n);
 
 /* ---- usage accounting (usage.c) ---- */
 
-#define DB_DAY_LEN 11 /* "YYYY-MM-DD" + NUL */
-
 /* One row of counts: a UTC day, the caller's owner and an Llm. */
 struct db_usage {
     const char *day; /* "YYYY-MM-DD" */

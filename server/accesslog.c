@@ -31,8 +31,7 @@ struct chunk {
 
 struct accesslog {
     int fd;
-    bool owned; /* a file of ours, not stderr */
-    char *path;
+    char *path; /* the file's; NULL: stderr */
     atomic_uint_fast64_t errors;
     pthread_t writer;
     /* The rest under mu. */
@@ -131,7 +130,6 @@ int accesslog_open(const char *target, struct accesslog **out, char *err, size_t
     if (strcmp(target, "-") != 0) {
         al->path = strdup(target);
         al->fd = al->path ? open_file(target) : -1;
-        al->owned = al->fd >= 0;
     }
     if (al->fd < 0) {
         snprintf(err, errlen, "cannot open access log '%s': %s", target, strerror(errno));
@@ -141,7 +139,7 @@ int accesslog_open(const char *target, struct accesslog **out, char *err, size_t
         *out = al;
         return 0;
     }
-    if (al->owned)
+    if (al->path && al->fd >= 0)
         close(al->fd);
     pthread_cond_destroy(&al->idle);
     pthread_cond_destroy(&al->work);
@@ -180,7 +178,7 @@ void accesslog_sync(struct accesslog *al)
 
 int accesslog_reopen(struct accesslog *al)
 {
-    if (!al || !al->owned)
+    if (!al || !al->path)
         return 0;
     int fd = open_file(al->path);
     if (fd < 0)
@@ -213,7 +211,7 @@ void accesslog_free(struct accesslog *al)
     pthread_cond_destroy(&al->idle);
     pthread_cond_destroy(&al->work);
     pthread_mutex_destroy(&al->mu);
-    if (al->owned)
+    if (al->path)
         close(al->fd);
     free(al->path);
     free(al);

@@ -177,7 +177,12 @@ int auth_check(struct auth *a, const char *header, char owner[DB_OWNER_MAX],
 {
     if (!header || strncasecmp(header, "Bearer ", 7) != 0)
         return DB_NOT_FOUND;
-    const char *token = header + 7;
+    return auth_check_token(a, header + 7, owner, hash_out);
+}
+
+int auth_check_token(struct auth *a, const char *token, char owner[DB_OWNER_MAX],
+                     char hash_out[AUTH_HASH_LEN])
+{
     while (*token == ' ')
         token++;
     size_t len = strlen(token);

@@ -53,6 +53,9 @@ void auth_hash(const char *token, char out[AUTH_HASH_LEN]);
  * noted as used. */
 int auth_check(struct auth *a, const char *header, char owner[DB_OWNER_MAX],
                char hash[AUTH_HASH_LEN]);
+/* The same for the token itself (leading spaces skipped): an x-api-key. */
+int auth_check_token(struct auth *a, const char *token, char owner[DB_OWNER_MAX],
+                     char hash[AUTH_HASH_LEN]);
 
 /* Whether the live token with this hash is an admin token: DB_OK with
  * *admin set, DB_NOT_FOUND (unknown, revoked or expired) or DB_ERROR. From

@@ -1257,21 +1257,34 @@ ssize_t broker_call_read(struct broker *b, struct broker_call *c, char *out, siz
     return n;
 }
 
-void broker_call_summary(struct broker *b, struct broker_call *c, struct broker_call_summary *out)
+/* Lock held. */
+static void summarize(const struct broker_call *c, struct broker_call_summary *out)
 {
-    lock(b);
-    out->llm = c->llm;
+    snprintf(out->llm, sizeof out->llm, "%s", c->llm);
     out->usage = c->usage;
     bool answered = (c->state == CALL_HEAD || c->state == CALL_SENT) && (!c->sse || c->ended);
     out->status = c->fail_status ? c->fail_status : answered ? c->status : 499;
+}
+
+void broker_call_summary(struct broker *b, struct broker_call *c, struct broker_call_summary *out)
+{
+    lock(b);
+    summarize(c, out);
     unlock(b);
 }
 
 void broker_call_done(struct broker *b, struct broker_call *c)
 {
+    broker_call_finish(b, c, NULL);
+}
+
+void broker_call_finish(struct broker *b, struct broker_call *c, struct broker_call_summary *out)
+{
     if (!c)
         return;
     lock(b);
+    if (out)
+        summarize(c, out);
     if (c->wake)
         wake_unhold(c->wake, c);
     struct task *t = c->task;

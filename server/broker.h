@@ -268,7 +268,7 @@ ssize_t broker_call_read(struct broker *b, struct broker_call *c, char *out, siz
 
 /* How a call went, for the usage accounting. */
 struct broker_call_summary {
-    const char *llm; /* borrowed: valid until broker_call_done() */
+    char llm[BROKER_NAME_MAX]; /* the name the call was made for */
     /* The status the caller got: the answer's, or the failure's (a stream
      * that ended with an error event included); 499 when the caller went
      * away before its answer was complete. */
@@ -282,6 +282,8 @@ void broker_call_summary(struct broker *b, struct broker_call *c, struct broker_
 /* The caller's request is over; c is freed. A task still running is
  * cancelled (a cancel frame goes to its publisher). */
 void broker_call_done(struct broker *b, struct broker_call *c);
+/* The same, with how the call went in out, under one lock. */
+void broker_call_finish(struct broker *b, struct broker_call *c, struct broker_call_summary *out);
 
 /* ---- results from publishers ---- */
 

@@ -158,16 +158,6 @@ static void on_ended(void *ud, const char *hash)
         log_info("closed %d control stream(s) opened with a revoked or expired token", n);
 }
 
-/* Writes the usage counts and the tokens' last uses gathered in memory. */
-static void flush(struct server *srv)
-{
-    if (usage_flush(srv->usage) != DB_OK)
-        log_error("usage: cannot write the counts (kept for the next try): %s", db_errmsg(srv->db));
-    if (auth_flush(srv->auth) != DB_OK)
-        log_error("cannot write when tokens were last used (kept for the next try): %s",
-                  db_errmsg(srv->db));
-}
-
 static void *run(void *arg)
 {
     struct housekeeper *hk = arg;
@@ -221,7 +211,7 @@ static void *run(void *arg)
             hk->next_revoke = now + REVOKE_EVERY_MS;
         }
         if (now >= hk->next_flush) {
-            flush(srv);
+            server_flush_counts(srv, true);
             hk->next_flush = now + USAGE_FLUSH_EVERY_MS;
         }
         if (now >= hk->next_log_flush) {

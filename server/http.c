@@ -276,15 +276,10 @@ enum MHD_Result http_queue(struct req *r, unsigned status, struct MHD_Response *
                            size_t body_len)
 {
     r->status = status;
-    r->bytes = body_len;
-    r->first_byte_us = clock_mono_us();
-    return MHD_queue_response(r->conn, status, resp);
-}
-
-enum MHD_Result http_queue_stream(struct req *r, unsigned status, struct MHD_Response *resp)
-{
-    r->status = status;
-    r->streamed = true;
+    if (!r->reader) {
+        r->bytes = body_len;
+        r->first_byte_us = clock_mono_us();
+    }
     return MHD_queue_response(r->conn, status, resp);
 }
 
@@ -355,9 +350,12 @@ static enum MHD_Result reply_metrics(struct req *r)
     if (metrics_render(srv->metrics, &g, &out) < 0 || metrics_render_pools(srv->broker, &out) < 0) {
         rc = http_reply_error(r, 500, "cannot render the metrics: out of memory");
     } else {
-        struct MHD_Response *resp = MHD_create_response_from_buffer(
-            out.len, out.data ? out.data : (void *)"", MHD_RESPMEM_MUST_COPY);
+        size_t len = out.len;
+        char *text = buf_steal(&out);
+        struct MHD_Response *resp =
+            text ? MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE) : NULL;
         if (!resp) {
+            free(text);
             rc = MHD_NO;
         } else {
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
@@ -621,6 +619,8 @@ static const char *check_framing(struct MHD_Connection *conn, const char *versio
     return NULL;
 }
 
+#define X_API_KEY_MAX 591
+
 /* Auth, route (m: the path matched), method and declared size. 0 when
  * the request may proceed, else the status to refuse it with and msg. */
 static unsigned check_head(struct req *r, const char *url, const char *method,
@@ -631,16 +631,17 @@ static unsigned check_head(struct req *r, const char *url, const char *method,
     if (api) {
         const char *h =
             MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-        /* Anthropic's clients send their key as x-api-key. */
-        char bearer[600];
+        /* Anthropic's clients send their key as x-api-key (one longer
+         * than X_API_KEY_MAX counts as missing). */
         const char *key = r->anthropic && !h
                               ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "x-api-key")
                               : NULL;
-        if (key && strlen(key) < sizeof bearer - 8) {
-            snprintf(bearer, sizeof bearer, "Bearer %s", key);
-            h = bearer;
-        }
-        int rc = auth_check(srv->auth, h, r->owner, r->token_hash);
+        if (key && strlen(key) > X_API_KEY_MAX)
+            key = NULL;
+        int rc = key ? auth_check_token(srv->auth, key, r->owner, r->token_hash)
+                     : auth_check(srv->auth, h, r->owner, r->token_hash);
+        if (key)
+            h = key;
         if (rc == DB_ERROR) {
             snprintf(msg, msglen, "cannot check the token: database error");
             return 500;
@@ -896,7 +897,7 @@ static void record(struct server *srv, struct req *r, enum MHD_RequestTerminatio
         .status = status,
         .bytes = r->bytes,
         .duration_us = mr.duration_us,
-        .ttfb_us = r->streamed && r->first_byte_us ? mr.first_byte_us : -1,
+        .ttfb_us = r->reader && r->first_byte_us ? mr.first_byte_us : -1,
         .end = end,
     };
     accesslog_write(srv->access, &e);

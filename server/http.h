@@ -105,8 +105,7 @@ struct req {
     int64_t first_byte_us;            /* the answer's first byte went out; 0: not yet */
     unsigned status;                  /* the status queued; 0: none */
     uint64_t bytes;                   /* body bytes handed to libmicrohttpd */
-    bool streamed;                    /* the body comes from a content reader */
-    MHD_ContentReaderCallback reader; /* that reader (http_sse_response) */
+    MHD_ContentReaderCallback reader; /* a streamed body's reader (http_sse_response) */
     char llm[MCP_NAME_BUF];           /* the Llm a relayed request was routed to */
     char method[16];
     char path[ACCESSLOG_PATH_MAX + 2]; /* longer paths are cut here */
@@ -124,10 +123,10 @@ void http_stop(struct server *srv);
 void http_match_route(const char *url, struct route_match *m);
 
 /* Queues resp, a whole body of body_len bytes, or a streamed one from
- * http_sse_response(); the access log and the metrics learn its status. */
+ * http_sse_response() (body_len unused: its reader counts the bytes); the
+ * access log and the metrics learn its status. */
 enum MHD_Result http_queue(struct req *r, unsigned status, struct MHD_Response *resp,
                            size_t body_len);
-enum MHD_Result http_queue_stream(struct req *r, unsigned status, struct MHD_Response *resp);
 
 /* Replies. Each queues a whole response on r's connection. */
 enum MHD_Result http_reply_json(struct req *r, unsigned status, const char *json, size_t len);

@@ -662,43 +662,33 @@ static void render_gauges(struct metrics *m, const struct metrics_gauges *g, str
 
 /* ---- pools ---- */
 
-struct pool_samples {
-    struct expo req, fail; /* the two families' samples, grouped apart */
+/* One family's samples, one per pool member. */
+struct pool_family {
+    struct expo *o;
+    const char *name;
+    bool failovers; /* else requests */
 };
-
-static void pool_sample(struct expo *o, const char *name, const struct broker_member_stats *ms,
-                        uint64_t v)
-{
-    sample_open(o, name, "pool", ms->pool, strlen(ms->pool));
-    put_str(o, ",llm=\"");
-    label_value(o, ms->llm, strlen(ms->llm));
-    putf(o, "\"} %llu\n", (unsigned long long)v);
-}
 
 static void on_member(void *ud, const struct broker_member_stats *ms)
 {
-    struct pool_samples *ps = ud;
-    pool_sample(&ps->req, "mcpd_pool_member_requests_total", ms, ms->requests);
-    pool_sample(&ps->fail, "mcpd_pool_member_failovers_total", ms, ms->failovers);
+    struct pool_family *f = ud;
+    sample_open(f->o, f->name, "pool", ms->pool, strlen(ms->pool));
+    put_str(f->o, ",llm=\"");
+    label_value(f->o, ms->llm, strlen(ms->llm));
+    putf(f->o, "\"} %llu\n", (unsigned long long)(f->failovers ? ms->failovers : ms->requests));
 }
 
 int metrics_render_pools(struct broker *b, struct buf *out)
 {
-    struct buf req, fail;
-    buf_init(&req, METRICS_POOLS_MAX);
-    buf_init(&fail, METRICS_POOLS_MAX);
-    struct pool_samples ps = {{&req, 0}, {&fail, 0}};
-    broker_pool_stats(b, on_member, &ps);
-    struct expo o = {out, ps.req.err | ps.fail.err};
-    header(&o, "mcpd_pool_member_requests_total", "counter",
-           "Calls naming a pool that were sent to this member.");
-    put(&o, req.data ? req.data : "", req.len);
-    header(&o, "mcpd_pool_member_failovers_total", "counter",
+    struct expo o = {out, 0};
+    struct pool_family req = {&o, "mcpd_pool_member_requests_total", false};
+    struct pool_family fail = {&o, "mcpd_pool_member_failovers_total", true};
+    header(&o, req.name, "counter", "Calls naming a pool that were sent to this member.");
+    broker_pool_stats(b, on_member, &req);
+    header(&o, fail.name, "counter",
            "Of those, calls that failed on this member before their first byte and went to "
            "another.");
-    put(&o, fail.data ? fail.data : "", fail.len);
-    buf_release(&req);
-    buf_release(&fail);
+    broker_pool_stats(b, on_member, &fail);
     return o.err;
 }
 

@@ -81,7 +81,6 @@ void metrics_add_tokens(struct metrics *m, const char *llm, const char *owner, u
 int metrics_render(struct metrics *m, const struct metrics_gauges *g, struct buf *out);
 /* Appends the pool members' counts (broker_pool_stats()) to out. 0, or -1
  * when out of memory. */
-#define METRICS_POOLS_MAX (64u << 20)
 int metrics_render_pools(struct broker *b, struct buf *out);
 
 #endif

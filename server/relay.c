@@ -364,8 +364,7 @@ enum MHD_Result relay_resume(struct req *r)
     free(h.headers);
     if (!resp)
         return MHD_NO;
-    enum MHD_Result ret = h.sse ? http_queue_stream(r, (unsigned)h.status, resp)
-                                : http_queue(r, (unsigned)h.status, resp, h.len);
+    enum MHD_Result ret = http_queue(r, (unsigned)h.status, resp, h.len);
     MHD_destroy_response(resp);
     return ret;
 }
@@ -373,13 +372,12 @@ enum MHD_Result relay_resume(struct req *r)
 void relay_done(struct req *r)
 {
     struct broker_call_summary s;
-    broker_call_summary(r->srv->broker, r->call, &s);
+    broker_call_finish(r->srv->broker, r->call, &s);
+    r->call = NULL;
     int64_t prompt = s.usage.has_prompt ? s.usage.prompt : 0;
     int64_t completion = s.usage.has_completion ? s.usage.completion : 0;
     usage_note(r->srv->usage, r->owner, s.llm, s.status, prompt, completion);
     metrics_add_tokens(r->srv->metrics, s.llm, r->owner, (uint64_t)prompt, (uint64_t)completion);
-    broker_call_done(r->srv->broker, r->call);
-    r->call = NULL;
 }
 
 /* ---- result posts ---- */
@@ -590,13 +588,16 @@ static int parse_result(const char *text, size_t len, struct result_post *p,
 static unsigned events_count(const char *p, size_t n)
 {
     unsigned k = 0;
-    bool line_start = false; /* just after a line's end */
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '\n') {
-            k += line_start;
-            line_start = !line_start;
-        } else if (p[i] != '\r') {
-            line_start = false;
+    const char *end = p + n, *prev = NULL; /* the line end an empty line would follow */
+    for (const char *q = p; (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++) {
+        const char *c = prev ? prev + 1 : q;
+        while (c < q && *c == '\r')
+            c++;
+        if (prev && c == q) {
+            k++;
+            prev = NULL;
+        } else {
+            prev = q;
         }
     }
     return n > 0 && k == 0 ? 1 : k;

@@ -183,6 +183,15 @@ void server_reopen_logs(struct server *srv)
         log_info("access log '%s' reopened", srv->cfg.access_log);
 }
 
+void server_flush_counts(struct server *srv, bool again)
+{
+    const char *kept = again ? " (kept for the next try)" : "";
+    if (usage_flush(srv->usage) != DB_OK)
+        log_error("cannot write the usage counts%s: %s", kept, db_errmsg(srv->db));
+    if (auth_flush(srv->auth) != DB_OK)
+        log_error("cannot write when tokens were last used%s: %s", kept, db_errmsg(srv->db));
+}
+
 void server_stop(struct server *srv)
 {
     log_info("shutting down: closing streams and waiting callers");
@@ -191,10 +200,7 @@ void server_stop(struct server *srv)
     housekeeper_stop(srv->hk);
     http_stop(srv);
     /* Every request is over: what they counted is written now. */
-    if (usage_flush(srv->usage) != DB_OK)
-        log_error("cannot write the usage counts: %s", db_errmsg(srv->db));
-    if (auth_flush(srv->auth) != DB_OK)
-        log_error("cannot write when tokens were last used: %s", db_errmsg(srv->db));
+    server_flush_counts(srv, false);
     /* Every stream's close flipped its rows; this catches any left. */
     db_deactivate_all(srv->db, clock_wall_ms(), NULL);
     release(srv);

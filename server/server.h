@@ -79,5 +79,8 @@ void server_reopen_logs(struct server *srv);
  * housekeeper, writes the usage counts and the tokens' last uses, marks
  * the rows inactive and frees everything. */
 void server_stop(struct server *srv);
+/* Writes the usage counts and the tokens' last uses gathered in memory;
+ * again: a failure keeps them for the next call (the housekeeper's). */
+void server_flush_counts(struct server *srv, bool again);
 
 #endif

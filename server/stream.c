@@ -72,7 +72,7 @@ enum MHD_Result stream_open(struct req *r)
         setsockopt(r->cc->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
         setsockopt(r->cc->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
     }
-    enum MHD_Result ret = http_queue_stream(r, 200, resp);
+    enum MHD_Result ret = http_queue(r, 200, resp, 0);
     MHD_destroy_response(resp);
     return ret;
 }

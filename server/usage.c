@@ -6,6 +6,7 @@
 #include "usage.h"
 #include "clock.h"
 #include "jsonscan.h"
+#include "jsonsplit.h"
 #include "protocol.h"
 
 #include <pthread.h>
@@ -37,28 +38,13 @@ static bool escaped(const char *text, size_t i)
 }
 
 /* The length of the object at p (p[0] == '{'), closing brace included,
- * looking at most n bytes; 0 when it does not end within them. Strings are
- * skipped, so braces inside them do not count. */
+ * looking at most n bytes; 0 when it does not end within them. */
 static size_t object_len(const char *p, size_t n)
 {
-    int depth = 0;
-    bool in_string = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = p[i];
-        if (in_string) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '{' || c == '[') {
-            depth++;
-        } else if ((c == '}' || c == ']') && --depth == 0) {
-            return i + 1;
-        }
-    }
-    return 0;
+    struct jsonsplit js;
+    jsonsplit_init(&js);
+    size_t start, end;
+    return jsonsplit_next(&js, p, n, &start, &end) == JSONSPLIT_OBJECT ? end : 0;
 }
 
 /* A token count: a whole number of at most 15 digits. */
@@ -251,7 +237,7 @@ int usage_flush(struct usage *u)
     int rc = DB_OK;
     if (n > 0) {
         struct db_usage *rows = calloc(n, sizeof *rows);
-        char(*days)[DB_DAY_LEN] = calloc(n, sizeof *days);
+        char(*days)[CLOCK_DAY_LEN] = calloc(n, sizeof *days);
         rc = DB_ERROR;
         if (rows && days) {
             size_t i = 0;
