@@ -1,8 +1,8 @@
 # summarize.jq - turns bench/run's list of measurements (one object per run)
 # into the result document: per-path figures as the median over rounds, the
 # ratios, the scale series, resources and the issue's targets; then the
-# streams, gc, tls and pools phases, each an object of its own (null when
-# the phase did not run).
+# streams, gc, tls, pools and syscalls phases, each an object of its own
+# (null when the phase did not run).
 # Inputs via --arg/--argjson: date cores cpu commit kernel rounds secs threads
 # nginx wrk stream_tokens stream_interval_us phases idle_pools.
 
@@ -17,6 +17,7 @@ def div($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b e
 def sub($a; $b): if $a == null or $b == null then null else $a - $b end;
 def mean: map(select(. != null)) | if length == 0 then null else add / length end;
 def r4: if . == null then null else (. * 10000 | round) / 10000 end;
+def r2: if . == null then null else (. * 100 | round) / 100 end;
 # {key: median over the objects} for every key any of them has
 def permed: . as $o | ($o | map(keys) | add // [] | unique)
   | map(. as $k | {key: $k, value: ([$o[][$k]] | median)}) | from_entries;
@@ -206,6 +207,29 @@ def permed: . as $o | ($o | map(keys) | add // [] | unique)
              met: ($busy_added != null and $busy_added <= 5)}
   } end) as $pools
 
+# ---- syscalls: strace -c counts per request and per streamed token ----
+| ($runs | map(select(.phase == "syscalls"))) as $yr
+| def sysfig: .units as $u | {
+      per_unit: (.calls | to_entries | sort_by(-.value, .key)
+                 | map({key: .key, value: (.value / $u | r2)}) | from_entries),
+      total: (.calls | [.[]] | add / $u | r2),
+      units: $u,
+      seconds: .seconds,
+      errors: .errors
+    };
+  def syskind($k): $yr | map(select(.kind == $k))
+    | if length == 0 then null else map({key: .path, value: sysfig}) | from_entries end;
+  (if ($yr | length) == 0 then null else {
+    config: {tool: "strace -c -f, every thread of the processes traced",
+             request: {connections: 1, seconds: $secs, unit: "request"},
+             stream: {streams: ($yr | map(select(.kind == "stream") | .concurrency) | max),
+                      ramp_seconds: ($yr | map(select(.kind == "stream") | .ramp_seconds) | max),
+                      tokens_per_stream: $stream_tokens, interval_us: $stream_interval_us,
+                      unit: "token"}},
+    request: syskind("request"),
+    stream: syskind("stream")
+  } end) as $syscalls
+
 | ($runs | map(select(.phase == "idle")) | .[0]) as $idle
 | ($runs | map(select(.phase == "end")) | .[0]) as $fin
 | ($runs | map(select(.phase == "scale_tools")) | .[0].idle_tools // []) as $tools
@@ -247,6 +271,7 @@ def permed: . as $o | ($o | map(keys) | add // [] | unique)
     gc: $gc,
     tls: $tls,
     pools: $pools,
+    syscalls: $syscalls,
     idle_tools: $tools,
     resources: {
       idle: $idle,
